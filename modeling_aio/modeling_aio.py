@@ -1,0 +1,422 @@
+"""AIO: one frozen transformer encodes RGB, infrared, sketch and text queries (Li et al., CVPR 2024).
+
+Per-modality tokenizers map every input into the encoder's token space; a learnable [CLS] token plus the tokens of
+every modality present in a query form one sequence, encoded in one forward of the frozen shared encoder. Only the
+tokenizers, embeddings, projection and heads train.
+
+This file only imports from transformers, torch and its sibling `configuration_aio`, so that `save_pretrained`
+can copy it next to the weights and `AutoModel.from_pretrained(..., trust_remote_code=True)` works anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import ModelOutput
+
+from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
+
+PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
+
+
+@dataclass
+class AIOModelOutput(ModelOutput):
+    """
+    Args:
+        embeds (`(B, D)`): L2-normalised query embeddings, the vectors to search with.
+        features (`(B, D)`): the same before normalisation (what BNNeck and the identity head see).
+        last_hidden_state (`(B, 1 + T, H)`): encoder output; position 0 is [CLS].
+        modality_ids (`(1 + T,)`): which modality each position came from (-1 for [CLS]; else index in MODALITIES).
+        attention_mask (`(B, 1 + T)`): 1 where a position is real, 0 for text padding.
+        hidden_states (`tuple`, *optional*): per-layer states of the frozen encoder.
+    """
+
+    embeds: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    modality_ids: torch.LongTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class AIOReIdOutput(ModelOutput):
+    """
+    Args:
+        loss: weighted sum of the enabled head losses (present when `labels` are given).
+        identity_loss / binding_loss / masked_attribute_loss: each head's loss, for logging.
+        logits (`(B, num_identities)`): identity logits of the fused query.
+        embeds (`(B, D)`): L2-normalised embeddings of the fused query.
+    """
+
+    loss: torch.FloatTensor | None = None
+    identity_loss: torch.FloatTensor | None = None
+    binding_loss: torch.FloatTensor | None = None
+    masked_attribute_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embeds: torch.FloatTensor | None = None
+
+
+class AIOInstanceBatchNorm(nn.Module):
+    """IBN-a normalisation (Pan et al., ECCV 2018): instance norm on half the channels removes appearance style
+    (colour, contrast) that differs across modalities and cameras; batch norm on the rest keeps content."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.instance_channels = channels // 2
+        self.instance_norm = nn.InstanceNorm2d(self.instance_channels, affine=True)
+        self.batch_norm = nn.BatchNorm2d(channels - self.instance_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        styled, content = torch.split(x, [self.instance_channels, x.shape[1] - self.instance_channels], dim=1)
+        return torch.cat([self.instance_norm(styled.contiguous()), self.batch_norm(content.contiguous())], dim=1)
+
+
+class AIOConvStemTokenizer(nn.Module):
+    """The paper's image tokenizer: a light IBN conv stem whose output grid (stride `patch_size`) becomes tokens.
+
+    A convolutional stem instead of a linear patch projection gives each token local texture and edge evidence,
+    which is what sketches and IR share with RGB."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        width = config.stem_width
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
+            AIOInstanceBatchNorm(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        ]
+        for _ in range(int(math.log2(config.patch_size)) - 2):
+            layers += [
+                nn.Conv2d(width, width * 2, kernel_size=3, stride=2, padding=1, bias=False),
+                AIOInstanceBatchNorm(width * 2),
+                nn.ReLU(inplace=True),
+            ]
+            width *= 2
+        self.stem = nn.Sequential(*layers)
+        self.projection = nn.Conv2d(width, config.hidden_size, kernel_size=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        grid = self.projection(self.stem(pixel_values))
+        return grid.flatten(2).transpose(1, 2)  # (B, rows * cols, H)
+
+
+class AIOTextTokenizer(nn.Module):
+    """Word-piece embeddings (initialised from MiniLM by `build_checkpoint.py`) with their own position table."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.max_text_length, config.hidden_size))
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        length = input_ids.shape[1]
+        return self.layer_norm(self.word_embeddings(input_ids) + self.position_embeddings[:, :length])
+
+
+class AIOEmbeddings(nn.Module):
+    """Builds the one sequence of a query: [CLS] + tokens of each present modality, each tagged with a learnable
+    modality embedding (so the frozen encoder can tell a sketch token from an RGB token) and a position."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
+        self.text_tokenizer = AIOTextTokenizer(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.modality_embeddings = nn.Embedding(len(MODALITIES), hidden)
+        self.image_position_embeddings = nn.Parameter(torch.zeros(1, config.num_image_tokens, hidden))
+
+    def forward(
+        self, modality_inputs: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns the token sequence (B, 1+T, H), its attention mask (B, 1+T) and per-position modality ids."""
+        batch_size = next(iter(modality_inputs.values())).shape[0]
+        device = self.cls_token.device
+        sequences = [self.cls_token.expand(batch_size, -1, -1)]
+        masks = [torch.ones(batch_size, 1, dtype=torch.long, device=device)]
+        modality_ids = [torch.full((1,), -1, dtype=torch.long, device=device)]
+        for index, modality in enumerate(MODALITIES):
+            if modality not in modality_inputs:
+                continue
+            if modality == "text":
+                tokens = self.text_tokenizer(modality_inputs["text"])
+                mask = text_attention_mask.long()
+            else:
+                tokens = self.image_tokenizers[modality](modality_inputs[modality]) + self.image_position_embeddings
+                mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=device)
+            type_id = torch.tensor(index, device=device)
+            sequences.append(tokens + self.modality_embeddings(type_id))
+            masks.append(mask)
+            modality_ids.append(type_id.repeat(tokens.shape[1]))
+        return torch.cat(sequences, dim=1), torch.cat(masks, dim=1), torch.cat(modality_ids)
+
+
+class AIOSharedEncoder(nn.Module):
+    """The frozen pre-trained transformer, run on token sequences built by `AIOEmbeddings`.
+
+    Any transformers model whose `encoder` takes `(hidden_states, attention_mask)` fits (DINOv2, ViT, BERT, and
+    CLIP vision through `vision_model`). Its own patch/word embeddings are bypassed; its final norm is kept."""
+
+    def __init__(self, encoder_config):
+        super().__init__()
+        backbone = AutoModel.from_config(encoder_config)
+        backbone = getattr(backbone, "vision_model", backbone)
+        if not hasattr(backbone, "encoder"):
+            raise ValueError(f"{type(backbone).__name__} has no `encoder` module to use as AIO's shared encoder.")
+        self.pre_norm = getattr(backbone, "pre_layrnorm", None) or nn.Identity()
+        self.layers = backbone.encoder
+        self.final_norm = getattr(backbone, "layernorm", None) or getattr(backbone, "post_layernorm", None)
+        self.final_norm = self.final_norm or nn.Identity()
+        self.config = backbone.config
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        hidden_states = self.pre_norm(hidden_states)
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        outputs = self.layers(hidden_states, attention_mask=mask, output_hidden_states=output_hidden_states)
+        return self.final_norm(outputs.last_hidden_state), outputs.hidden_states
+
+
+class AIOPreTrainedModel(PreTrainedModel):
+    config_class = AIOConfig
+    config: AIOConfig
+    base_model_prefix = "aio"
+    main_input_name = "pixel_values_rgb"
+    _supports_sdpa = True
+    _no_split_modules = ["AIOSharedEncoder"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, AIOEmbeddings):
+            for parameter in (module.cls_token, module.image_position_embeddings):
+                nn.init.trunc_normal_(parameter, std=std)
+            nn.init.trunc_normal_(module.modality_embeddings.weight, std=std)
+        elif isinstance(module, AIOTextTokenizer):
+            nn.init.trunc_normal_(module.position_embeddings, std=std)
+            nn.init.trunc_normal_(module.word_embeddings.weight, std=std)
+        elif isinstance(module, nn.Conv2d) and not _inside_frozen_encoder(self, module):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and not _inside_frozen_encoder(self, module):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True):
+        """Frozen means frozen: the shared encoder stays in eval mode (no dropout, no stat updates)."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, AIOSharedEncoder):
+                module.eval()
+        return self
+
+
+def _inside_frozen_encoder(model: nn.Module, module: nn.Module) -> bool:
+    encoders = [m for m in model.modules() if isinstance(m, AIOSharedEncoder)]
+    return any(module is sub for encoder in encoders for sub in encoder.modules())
+
+
+def _check_query(
+    modality_inputs: dict[str, torch.Tensor], attention_mask: torch.Tensor | None, config: AIOConfig
+) -> None:
+    """Clear errors for malformed queries before they turn into shape errors deep inside the encoder."""
+    if not modality_inputs:
+        raise ValueError(
+            "An AIO query needs at least one modality: pass pixel_values_rgb, pixel_values_ir, pixel_values_sketch "
+            "and/or input_ids."
+        )
+    sizes = {name: tensor.shape[0] for name, tensor in modality_inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"Every modality of a query batch must have the same batch size, got {sizes}.")
+    for modality in IMAGE_MODALITIES:
+        if modality in modality_inputs:
+            pixels = modality_inputs[modality]
+            expected = (3, *config.image_size)
+            if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
+                raise ValueError(
+                    f"`{PIXEL_KEYS[modality]}` must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
+                    f"{tuple(pixels.shape)}; prepare images with AIOProcessor."
+                )
+    if "text" in modality_inputs:
+        input_ids = modality_inputs["text"]
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"`input_ids` must have shape (B, L) with L >= 1, got {tuple(input_ids.shape)}.")
+        if input_ids.shape[1] > config.max_text_length:
+            raise ValueError(
+                f"`input_ids` has {input_ids.shape[1]} tokens; this model takes at most {config.max_text_length}."
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `input_ids` {tuple(input_ids.shape)}."
+            )
+
+
+class AIOModel(AIOPreTrainedModel):
+    """Embeds a query made of any subset of {rgb, ir, sketch, text} into one L2-normalised vector."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__(config)
+        self.embeddings = AIOEmbeddings(config)
+        self.encoder = AIOSharedEncoder(config.encoder_config)
+        self.projection = nn.Linear(config.hidden_size, config.embedding_size)
+        self.post_init()
+        self.freeze_encoder()
+
+    def freeze_encoder(self) -> None:
+        """Only tokenizers, embeddings, projection and heads train; gradients still flow through the encoder."""
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    def forward(
+        self,
+        pixel_values_rgb: torch.Tensor | None = None,
+        pixel_values_ir: torch.Tensor | None = None,
+        pixel_values_sketch: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> AIOModelOutput:
+        if kwargs:
+            raise TypeError(
+                f"AIOModel got unexpected inputs {sorted(kwargs)}; expected any of "
+                f"{sorted(PIXEL_KEYS.values()) + ['input_ids', 'attention_mask']}."
+            )
+        given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
+        modality_inputs = {m: x for m, x in given.items() if x is not None}
+        _check_query(modality_inputs, attention_mask, self.config)
+        if input_ids is not None and attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        tokens, token_mask, modality_ids = self.embeddings(modality_inputs, attention_mask)
+        sequence, hidden_states = self.encoder(tokens, token_mask, output_hidden_states=output_hidden_states)
+        features = self.projection(sequence[:, 0])
+        return AIOModelOutput(
+            embeds=F.normalize(features, dim=-1),
+            features=features,
+            last_hidden_state=sequence,
+            modality_ids=modality_ids,
+            attention_mask=token_mask,
+            hidden_states=hidden_states,
+        )
+
+    @torch.no_grad()
+    def get_features(self, **inputs) -> torch.Tensor:
+        """The (B, D) unit-length embedding of each query, for indexing and search."""
+        return self.forward(**inputs).embeds
+
+
+def supervised_contrastive_binding_loss(
+    anchors: torch.Tensor, rgb_features: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Multimodal feature binding: pull each anchor (an IR, sketch or text feature) toward the RGB features of the
+    same identity and away from other identities (supervised contrastive, Khosla et al. 2020)."""
+    logits = F.normalize(anchors, dim=-1) @ F.normalize(rgb_features, dim=-1).T / temperature
+    positives = (labels[:, None] == labels[None, :]).float()
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -((log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)).mean()
+
+
+class AIOForReIdentification(AIOPreTrainedModel):
+    """AIO with its three training heads: identity CE behind a BNNeck, multimodal feature binding, and
+    vision-guided masked attribute modelling. Returns a loss when `labels` are given, so `Trainer` can train it."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__(config)
+        self.aio = AIOModel(config)
+        dim = config.embedding_size
+        if config.use_identity_head and config.num_identities > 0:
+            self.bnneck = nn.BatchNorm1d(dim)
+            self.bnneck.bias.requires_grad_(False)  # BNNeck (Luo et al. 2019): no shift before the classifier
+            self.identity_classifier = nn.Linear(dim, config.num_identities, bias=False)
+        if config.use_masked_attribute_head:
+            hidden = config.hidden_size
+            self.attribute_head = nn.Sequential(
+                nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, len(config.attribute_words))
+            )
+        self.post_init()
+        self.aio.freeze_encoder()
+
+    @property
+    def has_identity_head(self) -> bool:
+        return hasattr(self, "identity_classifier")
+
+    def get_features(self, **inputs) -> torch.Tensor:
+        return self.aio.get_features(**inputs)
+
+    def forward(
+        self,
+        pixel_values_rgb: torch.Tensor | None = None,
+        pixel_values_ir: torch.Tensor | None = None,
+        pixel_values_sketch: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        masked_input_ids: torch.LongTensor | None = None,
+        attribute_labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> AIOReIdOutput:
+        """Encodes every present modality alone (for binding and per-modality identity loss) and, with
+        `fused_query_loss`, all of them together (so composed queries are trained too).
+
+        `masked_input_ids`/`attribute_labels` (B, L): the caption with attribute words masked and, at those
+        positions, the index of the word in `config.attribute_words` (-100 elsewhere)."""
+        text = {"input_ids": input_ids, "attention_mask": attention_mask} if input_ids is not None else {}
+        pixels = {k: v for k, v in (("pixel_values_rgb", pixel_values_rgb), ("pixel_values_ir", pixel_values_ir),
+                                     ("pixel_values_sketch", pixel_values_sketch)) if v is not None}
+        fused = self.aio(**pixels, **text, **kwargs)
+        logits = self.identity_classifier(self.bnneck(fused.features)) if self.has_identity_head else None
+        if labels is None:
+            return AIOReIdOutput(logits=logits, embeds=fused.embeds)
+
+        single = {key: self.aio(**{key: value}).features for key, value in pixels.items()}
+        if text:
+            single["input_ids"] = self.aio(**text).features
+        config = self.config
+        total = fused.features.new_zeros(())
+        identity_loss = binding_loss = attribute_loss = None
+        if self.has_identity_head:
+            queries = list(single.values()) + ([fused.features] if config.fused_query_loss and len(single) > 1 else [])
+            identity_loss = torch.stack([
+                F.cross_entropy(self.identity_classifier(self.bnneck(f)), labels, label_smoothing=config.label_smoothing)
+                for f in queries
+            ]).mean()
+            total = total + config.identity_loss_weight * identity_loss
+        if config.use_binding_head and "pixel_values_rgb" in single and len(single) > 1:
+            rgb = single["pixel_values_rgb"]
+            binding_loss = torch.stack([
+                supervised_contrastive_binding_loss(f, rgb, labels, config.binding_temperature)
+                for key, f in single.items() if key != "pixel_values_rgb"
+            ]).mean()
+            total = total + config.binding_loss_weight * binding_loss
+        if config.use_masked_attribute_head and masked_input_ids is not None and pixel_values_rgb is not None:
+            guided = self.aio(pixel_values_rgb=pixel_values_rgb, input_ids=masked_input_ids, attention_mask=attention_mask)
+            text_positions = guided.modality_ids == MODALITIES.index("text")
+            attribute_logits = self.attribute_head(guided.last_hidden_state[:, text_positions])
+            if attribute_labels is None or attribute_labels.shape != masked_input_ids.shape:
+                raise ValueError("`attribute_labels` must be given with `masked_input_ids` and have its shape.")
+            if (attribute_labels != -100).any():
+                attribute_loss = F.cross_entropy(attribute_logits.flatten(0, 1), attribute_labels.flatten(),
+                                                 ignore_index=-100)
+                total = total + config.masked_attribute_loss_weight * attribute_loss
+        return AIOReIdOutput(
+            loss=total,
+            identity_loss=identity_loss,
+            binding_loss=binding_loss,
+            masked_attribute_loss=attribute_loss,
+            logits=logits,
+            embeds=fused.embeds,
+        )
+
+
+__all__ = ["AIOModel", "AIOForReIdentification", "AIOPreTrainedModel", "AIOModelOutput", "AIOReIdOutput"]

