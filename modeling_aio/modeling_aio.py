@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
 
 
@@ -212,6 +214,26 @@ class AIOPreTrainedModel(PreTrainedModel):
             nn.init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads safetensors only: pickled `.bin`/`.pt` checkpoints can execute code, so they are refused."""
+        location = Path(str(pretrained_model_name_or_path))
+        if location.is_file():
+            raise OSError(f"{location}: pass a checkpoint folder; AIO loads weights from model.safetensors only.")
+        if location.is_dir():
+            has_safetensors = any(location.glob("*.safetensors"))
+            pickles = sorted(p.name for p in location.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            if not has_safetensors:
+                found = f" (found pickled weights {pickles})" if pickles else ""
+                raise OSError(
+                    f"{location} has no model.safetensors{found}; AIO loads safetensors checkpoints only and never "
+                    "unpickles weights. Convert the weights with safetensors.torch.save_file."
+                )
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("use_safetensors=False is not supported: AIO loads safetensors checkpoints only.")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def train(self, mode: bool = True):
         """Frozen means frozen: the shared encoder stays in eval mode (no dropout, no stat updates)."""

