@@ -4,6 +4,7 @@ needs no downloaded weights; real-weight and real-data cases skip when those are
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 
 from modeling_aio import AIOConfig, AIOImageProcessor, AIOProcessor  # noqa: E402
 

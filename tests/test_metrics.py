@@ -135,3 +135,20 @@ def test_text_to_image_and_composed_source_removal():
     # The query was synthesised from gallery item 0 (its own picture): removing it leaves id 7 at rank 2.
     out = composed_query_protocol(q, g, [7], [7, 8, 7], query_source_index=[0])
     assert out["rank-1"] == 0 and out["mAP"] == pytest.approx(50.0)
+
+
+def test_evaluate_load_gives_the_same_numbers():
+    import evaluate
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(5)
+    q, g = rng.standard_normal((12, 6)), rng.standard_normal((40, 6))
+    q_ids, g_ids = rng.integers(0, 6, 12), rng.integers(0, 6, 40)
+    q_cams, g_cams = rng.integers(1, 3, 12), rng.integers(1, 3, 40)
+    metric = evaluate.load(str(REPO / "modeling_aio" / "metrics" / "reid"))
+    out = metric.compute(predictions=q.tolist(), references=[str(i) for i in q_ids], gallery_features=g,
+                         gallery_ids=g_ids, query_cameras=q_cams, gallery_cameras=g_cams)
+    direct = compute_reid_metrics([str(i) for i in q_ids], [str(i) for i in g_ids], query_features=q,
+                                  gallery_features=g, query_cameras=q_cams, gallery_cameras=g_cams)
+    assert out == pytest.approx(direct)
