@@ -245,10 +245,12 @@ class AIOPreTrainedModel(PreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def train(self, mode: bool = True):
-        """Frozen means frozen: the shared encoder stays in eval mode (no dropout, no stat updates)."""
+        """Frozen means frozen: the shared encoder, and any other part with no trainable parameter (e.g. the
+        tokenizers when only heads train), stays in eval mode: no dropout, no running-statistics updates."""
         super().train(mode)
         for module in self.modules():
-            if isinstance(module, AIOSharedEncoder):
+            parameters = list(module.parameters())
+            if isinstance(module, AIOSharedEncoder) or (parameters and not any(p.requires_grad for p in parameters)):
                 module.eval()
         return self
 

@@ -120,7 +120,6 @@ class AIOTrainingCollator:
             ids = tokenizer.convert_tokens_to_ids([word])
             if ids and ids[0] != tokenizer.unk_token_id:
                 self.attribute_of_token[ids[0]] = index
-        self.generator = torch.Generator().manual_seed(0)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         query = {m: [e[m] for e in examples] for m in self.modalities}
@@ -135,7 +134,10 @@ class AIOTrainingCollator:
                 if token < len(lookup):
                     lookup[token] = attribute
             attribute_labels = lookup[ids]
-            chosen = torch.rand(ids.shape, generator=self.generator) < self.mask_probability
+            # Seeded by the batch itself, so a resumed run masks the same words as the uninterrupted one.
+            generator = torch.Generator().manual_seed(int((ids * torch.arange(1, ids.shape[1] + 1)).sum()) % 2**31
+                                                      + int(batch["labels"].sum()))
+            chosen = torch.rand(ids.shape, generator=generator) < self.mask_probability
             attribute_labels = torch.where(chosen, attribute_labels, torch.full_like(attribute_labels, -100))
             batch["masked_input_ids"] = torch.where(attribute_labels >= 0, torch.full_like(ids, self.mask_token_id), ids)
             batch["attribute_labels"] = attribute_labels

@@ -44,8 +44,12 @@ class Embedder:
     def __init__(self, model_name: str, batch_size: int, cache_dir: Path):
         self.model_name, self.batch_size = model_name, batch_size
         if model_name == "frozen-dinov2":
-            sys.path.insert(0, str(REPO / "scripts"))
-            from build_checkpoint import load_dinov2, wheel_file
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("build_checkpoint", REPO / "scripts" / "build_checkpoint.py")
+            build_checkpoint = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(build_checkpoint)
+            load_dinov2, wheel_file = build_checkpoint.load_dinov2, build_checkpoint.wheel_file
 
             from processing_aio import AIOImageProcessor
 

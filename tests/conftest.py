@@ -30,6 +30,14 @@ requires_wheels = pytest.mark.skipif(
 )
 
 
+def load_script(name: str):
+    """Imports scripts/NAME.py by path (scripts/ is not put on sys.path: its evaluate.py would shadow `evaluate`)."""
+    spec = importlib.util.spec_from_file_location(f"aio_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_config(**overrides) -> AIOConfig:
     kwargs = dict(
         encoder_config=dict(model_type="dinov2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

