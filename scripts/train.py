@@ -2,7 +2,7 @@
 """Train AIO's tokenizers and heads with `transformers.Trainer` (runs under `accelerate launch` as well).
 
     python scripts/train.py --init runs/init --output-dir runs/aio --max-steps 2000
-    accelerate launch --num_processes 2 --cpu scripts/train.py --init runs/init ...
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --init runs/init ...   (CPU-only: torchrun + gloo)
     python scripts/train.py --init aio-reid --train heads --dataset market1501 --root /data/Market-1501 ...
 
 Data: by default the `../shared/data` recipe (the pooled CUHK-PEDES set with the val captions, PKU-Sketch photos
@@ -156,7 +156,8 @@ def main() -> None:
                      "stem_width": config.stem_width, "embedding_size": config.embedding_size,
                      "max_text_length": config.max_text_length}
         export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
-        summary = {"steps": trainer.state.global_step, "seconds": round(elapsed), "identities": len(identities),
+        summary = {"steps": trainer.state.global_step, "seconds": round(elapsed), "processes": trainer.args.world_size,
+                   "identities": len(identities),
                    "photos": len(items), "seed": args.seed, "batch_size": batch_size, "train": args.train,
                    "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}
         (args.output_dir / "training_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
