@@ -12,7 +12,7 @@ from transformers.configuration_utils import SubConfigSpec
 #: The query modalities AIO understands, in the order their tokens are concatenated.
 MODALITIES: tuple[str, ...] = ("rgb", "ir", "sketch", "text")
 IMAGE_MODALITIES: tuple[str, ...] = ("rgb", "ir", "sketch")
-IMAGE_TOKENIZER_TYPES: tuple[str, ...] = ("ibn_stem",)
+IMAGE_TOKENIZER_TYPES: tuple[str, ...] = ("ibn_stem", "osnet")
 
 #: Attribute words predicted by the vision-guided masked attribute head (colours, garments, bags, shoes, hair,
 #: gender). Kept small on purpose: predicting over a closed attribute vocabulary instead of the full word-piece
@@ -56,7 +56,12 @@ class AIOConfig(PreTrainedConfig):
         max_text_length (`int`): longest caption, in word pieces, that gets a position embedding.
         image_size (`tuple[int, int]`): (height, width) every image modality is resized to.
         patch_size (`int`): stride of the image tokenizer; the token grid is `image_size / patch_size`.
-        image_tokenizer (`str`): `"ibn_stem"` (the paper's IBN-style conv stem).
+        image_tokenizer (`str`): `"ibn_stem"` (the paper's IBN-style conv stem, trained from scratch) or `"osnet"`
+            (a pretrained OSNet trunk shared by the image modalities, frozen unless `train_image_backbone`, whose
+            stride-16 map pooled to `osnet_token_grid` plus its 256-d ReID embedding give 1 + rows * cols tokens
+            through a small trainable adapter per modality).
+        osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
+        train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the returned, L2-normalised query embedding.
         num_identities (`int`): classes of the identity head (0 disables it).
@@ -80,6 +85,8 @@ class AIOConfig(PreTrainedConfig):
     image_size: list[int] | tuple[int, ...] = (256, 128)
     patch_size: int = 16
     image_tokenizer: str = "ibn_stem"
+    osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
+    train_image_backbone: bool = False
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0
@@ -98,12 +105,15 @@ class AIOConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         self.image_size = tuple(int(s) for s in self.image_size)
         self.attribute_words = tuple(self.attribute_words)
+        self.osnet_token_grid = tuple(int(s) for s in self.osnet_token_grid)
         if len(self.image_size) != 2:
             raise ValueError(f"`image_size` must be (height, width), got {self.image_size}.")
         if self.image_tokenizer not in IMAGE_TOKENIZER_TYPES:
             raise ValueError(f"`image_tokenizer` must be one of {IMAGE_TOKENIZER_TYPES}, got {self.image_tokenizer!r}.")
         if self.patch_size < 4 or self.patch_size & (self.patch_size - 1):
             raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
+        if self.image_tokenizer == "osnet" and self.image_size != (256, 128):
+            raise ValueError(f"The osnet image tokenizer takes 256x128 crops, got `image_size` {self.image_size}.")
         if any(side % self.patch_size for side in self.image_size):
             raise ValueError(f"`image_size` {self.image_size} must be divisible by `patch_size` {self.patch_size}.")
         super().__post_init__(**kwargs)
@@ -115,13 +125,16 @@ class AIOConfig(PreTrainedConfig):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """Rows and columns of image tokens."""
+        """Rows and columns of image grid tokens."""
+        if self.image_tokenizer == "osnet":
+            return self.osnet_token_grid
         return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
 
     @property
     def num_image_tokens(self) -> int:
+        """Tokens per image: the grid, plus OSNet's global ReID embedding for the osnet tokenizer."""
         rows, cols = self.grid_size
-        return rows * cols
+        return rows * cols + (1 if self.image_tokenizer == "osnet" else 0)
 
 
 __all__ = ["AIOConfig", "MODALITIES", "IMAGE_MODALITIES", "DEFAULT_ATTRIBUTE_WORDS", "DINOV2_SMALL_KWARGS"]

@@ -22,6 +22,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
+from .osnet import OSNet
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
@@ -110,6 +111,23 @@ class AIOConvStemTokenizer(nn.Module):
         return grid.flatten(2).transpose(1, 2)  # (B, rows * cols, H)
 
 
+class AIOOSNetAdapter(nn.Module):
+    """Per-modality adapter on the shared OSNet trunk: projects its pooled grid features and its global ReID
+    embedding into the encoder's token space. Cheap to train, so a pretrained ReID trunk serves every modality."""
+
+    def __init__(self, config: AIOConfig, channels: int = OSNet.channels[-1]):
+        super().__init__()
+        self.grid_projection = nn.Linear(channels, config.hidden_size)
+        self.global_projection = nn.Linear(channels, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+        self.grid = tuple(config.osnet_token_grid)
+
+    def forward(self, feature_map: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        grid = F.adaptive_avg_pool2d(feature_map, self.grid).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.global_projection(embedding)[:, None], self.grid_projection(grid)], dim=1)
+        return self.layer_norm(tokens)
+
+
 class AIOTextTokenizer(nn.Module):
     """Word-piece embeddings (initialised from MiniLM by `build_checkpoint.py`) with their own position table."""
 
@@ -131,11 +149,22 @@ class AIOEmbeddings(nn.Module):
     def __init__(self, config: AIOConfig):
         super().__init__()
         hidden = config.hidden_size
-        self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
+        if config.image_tokenizer == "osnet":
+            self.image_backbone = OSNet()
+            self.image_tokenizers = nn.ModuleDict({m: AIOOSNetAdapter(config) for m in IMAGE_MODALITIES})
+        else:
+            self.image_backbone = None
+            self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
         self.text_tokenizer = AIOTextTokenizer(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
         self.modality_embeddings = nn.Embedding(len(MODALITIES), hidden)
         self.image_position_embeddings = nn.Parameter(torch.zeros(1, config.num_image_tokens, hidden))
+
+    def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, tokens, H) of one image modality, through the shared OSNet trunk when there is one."""
+        if self.image_backbone is not None:
+            return self.image_tokenizers[modality](*self.image_backbone(pixel_values))
+        return self.image_tokenizers[modality](pixel_values)
 
     def forward(
         self, modality_inputs: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
@@ -153,7 +182,7 @@ class AIOEmbeddings(nn.Module):
                 tokens = self.text_tokenizer(modality_inputs["text"])
                 mask = text_attention_mask.long()
             else:
-                tokens = self.image_tokenizers[modality](modality_inputs[modality]) + self.image_position_embeddings
+                tokens = self.image_tokens(modality, modality_inputs[modality]) + self.image_position_embeddings
                 mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=device)
             type_id = torch.tensor(index, device=device)
             sequences.append(tokens + self.modality_embeddings(type_id))
@@ -307,9 +336,13 @@ class AIOModel(AIOPreTrainedModel):
         self.freeze_encoder()
 
     def freeze_encoder(self) -> None:
-        """Only tokenizers, embeddings, projection and heads train; gradients still flow through the encoder."""
+        """Only tokenizers, embeddings, projection and heads train; gradients still flow through the encoder.
+        A pretrained OSNet image trunk is frozen too unless `config.train_image_backbone`."""
         self.encoder.requires_grad_(False)
         self.encoder.eval()
+        if self.embeddings.image_backbone is not None and not self.config.train_image_backbone:
+            self.embeddings.image_backbone.requires_grad_(False)
+            self.embeddings.image_backbone.eval()
 
     def forward(
         self,

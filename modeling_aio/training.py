@@ -210,8 +210,9 @@ def set_trainable(model, mode: str, freeze_word_embeddings: bool = True) -> None
     adaptation to a user's data that leaves the tokenizers as they are). The encoder is always frozen."""
     if mode not in ("all", "heads"):
         raise ValueError(f"--train must be 'all' or 'heads', got {mode!r}.")
+    frozen_backbone = not model.config.train_image_backbone
     for name, parameter in model.named_parameters():
-        if name.startswith("aio.encoder."):
+        if name.startswith("aio.encoder.") or (frozen_backbone and name.startswith("aio.embeddings.image_backbone.")):
             parameter.requires_grad_(False)
         elif mode == "heads":
             parameter.requires_grad_(not name.startswith("aio.embeddings."))

