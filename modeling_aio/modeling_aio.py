@@ -213,7 +213,10 @@ class AIOSharedEncoder(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         hidden_states = self.pre_norm(hidden_states)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        # While exporting, always materialise the mask: a trace would otherwise freeze "no padding" into the graph.
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask,
+                                         allow_is_bidirectional_skip=not exporting)
         outputs = self.layers(hidden_states, attention_mask=mask, output_hidden_states=output_hidden_states)
         return self.final_norm(outputs.last_hidden_state), outputs.hidden_states
 

