@@ -62,6 +62,8 @@ class AIOConfig(PreTrainedConfig):
             through a small trainable adapter per modality).
         osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
         train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
+        global_token_skip (`bool`): with the osnet tokenizer, add a learned projection of the mean of the image
+            modalities' global tokens to the [CLS] projection (an addition to the paper's design).
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the returned, L2-normalised query embedding.
         num_identities (`int`): classes of the identity head (0 disables it).
@@ -87,6 +89,7 @@ class AIOConfig(PreTrainedConfig):
     image_tokenizer: str = "ibn_stem"
     osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
     train_image_backbone: bool = False
+    global_token_skip: bool = False
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0

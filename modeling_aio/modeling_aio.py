@@ -166,28 +166,38 @@ class AIOEmbeddings(nn.Module):
             return self.image_tokenizers[modality](*self.image_backbone(pixel_values))
         return self.image_tokenizers[modality](pixel_values)
 
-    def forward(
-        self, modality_inputs: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
+    def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tokens (B, T_m, H) of each modality, with positions; computed once and reusable across query subsets."""
+        tokens = {}
+        for modality, value in modality_inputs.items():
+            if modality == "text":
+                tokens["text"] = self.text_tokenizer(value)
+            else:
+                tokens[modality] = self.image_tokens(modality, value) + self.image_position_embeddings
+        return tokens
+
+    def assemble(
+        self, tokens: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns the token sequence (B, 1+T, H), its attention mask (B, 1+T) and per-position modality ids."""
-        batch_size = next(iter(modality_inputs.values())).shape[0]
+        """The query sequence (B, 1+T, H): [CLS] then each present modality's tokens tagged with its modality
+        embedding, in MODALITIES order; its attention mask (B, 1+T) and per-position modality ids (-1 = [CLS])."""
+        batch_size = next(iter(tokens.values())).shape[0]
         device = self.cls_token.device
         sequences = [self.cls_token.expand(batch_size, -1, -1)]
         masks = [torch.ones(batch_size, 1, dtype=torch.long, device=device)]
         modality_ids = [torch.full((1,), -1, dtype=torch.long, device=device)]
         for index, modality in enumerate(MODALITIES):
-            if modality not in modality_inputs:
+            if modality not in tokens:
                 continue
+            value = tokens[modality]
             if modality == "text":
-                tokens = self.text_tokenizer(modality_inputs["text"])
                 mask = text_attention_mask.long()
             else:
-                tokens = self.image_tokens(modality, modality_inputs[modality]) + self.image_position_embeddings
-                mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=device)
+                mask = torch.ones(value.shape[:2], dtype=torch.long, device=device)
             type_id = torch.tensor(index, device=device)
-            sequences.append(tokens + self.modality_embeddings(type_id))
+            sequences.append(value + self.modality_embeddings(type_id))
             masks.append(mask)
-            modality_ids.append(type_id.repeat(tokens.shape[1]))
+            modality_ids.append(type_id.repeat(value.shape[1]))
         return torch.cat(sequences, dim=1), torch.cat(masks, dim=1), torch.cat(modality_ids)
 
 
@@ -335,6 +345,10 @@ class AIOModel(AIOPreTrainedModel):
         self.embeddings = AIOEmbeddings(config)
         self.encoder = AIOSharedEncoder(config.encoder_config)
         self.projection = nn.Linear(config.hidden_size, config.embedding_size)
+        # Optional skip from each image's global token (OSNet's ReID embedding) to the output, so strong
+        # single-image evidence need not survive the frozen encoder to reach the embedding.
+        self.global_skip = (nn.Linear(config.hidden_size, config.embedding_size)
+                            if config.global_token_skip and config.image_tokenizer == "osnet" else None)
         self.post_init()
         self.freeze_encoder()
 
@@ -367,9 +381,21 @@ class AIOModel(AIOPreTrainedModel):
         _check_query(modality_inputs, attention_mask, self.config)
         if input_ids is not None and attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        tokens, token_mask, modality_ids = self.embeddings(modality_inputs, attention_mask)
-        sequence, hidden_states = self.encoder(tokens, token_mask, output_hidden_states=output_hidden_states)
+        return self.encode_tokens(self.embeddings.tokenize(modality_inputs), attention_mask, output_hidden_states)
+
+    def encode_tokens(
+        self, tokens: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> AIOModelOutput:
+        """Encodes one query from per-modality tokens (`embeddings.tokenize`), so training can tokenise a batch
+        once and encode every modality subset from the same tokens."""
+        sequence_tokens, token_mask, modality_ids = self.embeddings.assemble(tokens, attention_mask)
+        sequence, hidden_states = self.encoder(sequence_tokens, token_mask, output_hidden_states=output_hidden_states)
         features = self.projection(sequence[:, 0])
+        if self.global_skip is not None:
+            image_globals = [tokens[m][:, 0] for m in IMAGE_MODALITIES if m in tokens]
+            if image_globals:
+                features = features + self.global_skip(torch.stack(image_globals).mean(0))
         return AIOModelOutput(
             embeds=F.normalize(features, dim=-1),
             features=features,
@@ -440,17 +466,21 @@ class AIOForReIdentification(AIOPreTrainedModel):
 
         `masked_input_ids`/`attribute_labels` (B, L): the caption with attribute words masked and, at those
         positions, the index of the word in `config.attribute_words` (-100 elsewhere)."""
-        text = {"input_ids": input_ids, "attention_mask": attention_mask} if input_ids is not None else {}
-        pixels = {k: v for k, v in (("pixel_values_rgb", pixel_values_rgb), ("pixel_values_ir", pixel_values_ir),
-                                     ("pixel_values_sketch", pixel_values_sketch)) if v is not None}
-        fused = self.aio(**pixels, **text, **kwargs)
+        given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
+        modality_inputs = {m: x for m, x in given.items() if x is not None}
+        if kwargs:
+            raise TypeError(f"AIOForReIdentification got unexpected inputs {sorted(kwargs)}.")
+        _check_query(modality_inputs, attention_mask, self.config)
+        if input_ids is not None and attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        tokens = self.aio.embeddings.tokenize(modality_inputs)
+        fused = self.aio.encode_tokens(tokens, attention_mask)
         logits = self.identity_classifier(self.bnneck(fused.features)) if self.has_identity_head else None
         if labels is None:
             return AIOReIdOutput(logits=logits, embeds=fused.embeds)
 
-        single = {key: self.aio(**{key: value}).features for key, value in pixels.items()}
-        if text:
-            single["input_ids"] = self.aio(**text).features
+        single = {m: fused.features if len(tokens) == 1 else self.aio.encode_tokens({m: t}, attention_mask).features
+                  for m, t in tokens.items()}
         config = self.config
         total = fused.features.new_zeros(())
         identity_loss = binding_loss = attribute_loss = None
@@ -461,15 +491,16 @@ class AIOForReIdentification(AIOPreTrainedModel):
                 for f in queries
             ]).mean()
             total = total + config.identity_loss_weight * identity_loss
-        if config.use_binding_head and "pixel_values_rgb" in single and len(single) > 1:
-            rgb = single["pixel_values_rgb"]
+        if config.use_binding_head and "rgb" in single and len(single) > 1:
+            rgb = single["rgb"]
             binding_loss = torch.stack([
                 supervised_contrastive_binding_loss(f, rgb, labels, config.binding_temperature)
-                for key, f in single.items() if key != "pixel_values_rgb"
+                for key, f in single.items() if key != "rgb"
             ]).mean()
             total = total + config.binding_loss_weight * binding_loss
         if config.use_masked_attribute_head and masked_input_ids is not None and pixel_values_rgb is not None:
-            guided = self.aio(pixel_values_rgb=pixel_values_rgb, input_ids=masked_input_ids, attention_mask=attention_mask)
+            masked_tokens = {"rgb": tokens["rgb"], "text": self.aio.embeddings.text_tokenizer(masked_input_ids)}
+            guided = self.aio.encode_tokens(masked_tokens, attention_mask)
             text_positions = guided.modality_ids == MODALITIES.index("text")
             attribute_logits = self.attribute_head(guided.last_hidden_state[:, text_positions])
             if attribute_labels is None or attribute_labels.shape != masked_input_ids.shape:
