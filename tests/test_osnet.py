@@ -1,0 +1,75 @@
+"""The OSNet port (retail-0267 layout) and the osnet image tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_aio import AIOForReIdentification, AIOModel
+from modeling_aio.osnet import OSNet
+
+from conftest import REPO, load_script, requires_shared_data, tiny_config
+
+ONNX = REPO.parent / "shared" / "weights" / "openvino-person-reid" / "person-reidentification-retail-0267.onnx"
+SHIPPED = REPO / "weights" / "osnet-0267.safetensors"
+
+
+def test_shipped_weights_load_by_name():
+    net = OSNet().eval()
+    net.load_state_dict(load_file(str(SHIPPED)))  # strict: every parameter and buffer present
+    feature_map, embedding = net(torch.randn(2, 3, 256, 128))
+    assert feature_map.shape == (2, 256, 16, 8) and embedding.shape == (2, 256)
+
+
+@requires_shared_data
+@pytest.mark.skipif(not ONNX.exists(), reason="the 0267 ONNX file is absent")
+def test_port_matches_onnxruntime_and_the_shipped_weights():
+    convert = load_script("convert_osnet")
+    net = convert.osnet_from_onnx(ONNX)
+    differences = convert.verify(net, ONNX, trials=2)
+    assert differences["onnxruntime (MVN decomposed)"] < 1e-4
+    shipped = load_file(str(SHIPPED))
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(tensor, shipped[name]), name
+
+
+def osnet_config(**overrides):
+    return tiny_config(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, **overrides)
+
+
+def test_osnet_tokenizer_queries_and_frozen_trunk():
+    config = osnet_config(num_identities=3, global_token_skip=True)
+    model = AIOForReIdentification(config)
+    model.aio.embeddings.image_backbone.load_state_dict(load_file(str(SHIPPED)))
+    model.train()
+    trunk = model.aio.embeddings.image_backbone
+    assert not trunk.training and not any(p.requires_grad for p in trunk.parameters())
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    pixels = torch.randn(3, 3, 256, 128)
+    out = model(pixel_values_rgb=pixels, pixel_values_sketch=pixels.flip(-1), labels=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    assert model.aio.embeddings.image_tokenizers["sketch"].grid_projection.weight.grad.abs().sum() > 0
+    assert model.aio.global_skip.weight.grad.abs().sum() > 0
+    for name, value in trunk.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    model.eval()
+    single = model.get_features(pixel_values_ir=pixels)
+    assert single.shape == (3, 16) and torch.allclose(single.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(model.get_features(pixel_values_ir=pixels[:1])[0], single[0], atol=1e-5)
+
+
+def test_osnet_tokenizer_needs_256x128():
+    with pytest.raises(ValueError, match="256x128"):
+        tiny_config(image_tokenizer="osnet", image_size=(128, 64), patch_size=16)
+
+
+def test_osnet_checkpoint_round_trip(tmp_path: Path):
+    model = AIOModel(osnet_config(global_token_skip=True)).eval()
+    pixels = torch.randn(2, 3, 256, 128)
+    before = model.get_features(pixel_values_sketch=pixels)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "osnet.py").exists()  # travels with the checkpoint for remote code
+    assert torch.equal(AIOModel.from_pretrained(tmp_path).get_features(pixel_values_sketch=pixels), before)
