@@ -27,3 +27,5 @@ test: $(STAMP)
 
 bench: checkpoint
 	$(PY) benchmarks/bench_embedding.py --model aio-reid
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_metric.py

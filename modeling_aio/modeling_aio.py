@@ -498,7 +498,7 @@ class AIOForReIdentification(AIOPreTrainedModel):
                 for key, f in single.items() if key != "rgb"
             ]).mean()
             total = total + config.binding_loss_weight * binding_loss
-        if config.use_masked_attribute_head and masked_input_ids is not None and pixel_values_rgb is not None:
+        if config.use_masked_attribute_head and masked_input_ids is not None and "rgb" in tokens:
             masked_tokens = {"rgb": tokens["rgb"], "text": self.aio.embeddings.text_tokenizer(masked_input_ids)}
             guided = self.aio.encode_tokens(masked_tokens, attention_mask)
             text_positions = guided.modality_ids == MODALITIES.index("text")

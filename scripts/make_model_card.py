@@ -192,7 +192,15 @@ python scripts/make_model_card.py
 """
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(card)
-    print(f"wrote {args.out}")
+    # Keep the raw results next to the card, so every number in it can be traced to an evaluate.py run.
+    kept = args.out.parent / "dev_results"
+    for label, _ in COMPARED:
+        for task, _, _ in TASKS:
+            source = args.results / label / f"{task}.json"
+            if source.exists():
+                (kept / label).mkdir(parents=True, exist_ok=True)
+                (kept / label / source.name).write_text(source.read_text())
+    print(f"wrote {args.out} and {kept}/")
 
 
 if __name__ == "__main__":
