@@ -62,8 +62,10 @@ class AIOConfig(PreTrainedConfig):
             through a small trainable adapter per modality).
         osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
         train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
-        global_token_skip (`bool`): with the osnet tokenizer, add a learned projection of the mean of the image
-            modalities' global tokens to the [CLS] projection (an addition to the paper's design).
+        osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
+            embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
+            model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
+            the alignment of text to it (an addition to the paper's design).
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the returned, L2-normalised query embedding.
         num_identities (`int`): classes of the identity head (0 disables it).
@@ -89,7 +91,7 @@ class AIOConfig(PreTrainedConfig):
     image_tokenizer: str = "ibn_stem"
     osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
     train_image_backbone: bool = False
-    global_token_skip: bool = False
+    osnet_embedding_skip: bool = False
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0
@@ -115,6 +117,8 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`image_tokenizer` must be one of {IMAGE_TOKENIZER_TYPES}, got {self.image_tokenizer!r}.")
         if self.patch_size < 4 or self.patch_size & (self.patch_size - 1):
             raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
+        if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
+            raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         if self.image_tokenizer == "osnet" and self.image_size != (256, 128):
             raise ValueError(f"The osnet image tokenizer takes 256x128 crops, got `image_size` {self.image_size}.")
         if any(side % self.patch_size for side in self.image_size):

@@ -160,21 +160,26 @@ class AIOEmbeddings(nn.Module):
         self.modality_embeddings = nn.Embedding(len(MODALITIES), hidden)
         self.image_position_embeddings = nn.Parameter(torch.zeros(1, config.num_image_tokens, hidden))
 
-    def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, tokens, H) of one image modality, through the shared OSNet trunk when there is one."""
+    def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding."""
         if self.image_backbone is not None:
-            return self.image_tokenizers[modality](*self.image_backbone(pixel_values))
-        return self.image_tokenizers[modality](pixel_values)
+            feature_map, embedding = self.image_backbone(pixel_values)
+            return self.image_tokenizers[modality](feature_map, embedding), embedding
+        return self.image_tokenizers[modality](pixel_values), None
 
-    def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Tokens (B, T_m, H) of each modality, with positions; computed once and reusable across query subsets."""
-        tokens = {}
+    def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Tokens (B, T_m, H) of each modality, with positions, and the image trunk's global embeddings (OSNet
+        tokenizer only); computed once and reusable across query subsets."""
+        tokens, image_globals = {}, {}
         for modality, value in modality_inputs.items():
             if modality == "text":
                 tokens["text"] = self.text_tokenizer(value)
             else:
-                tokens[modality] = self.image_tokens(modality, value) + self.image_position_embeddings
-        return tokens
+                image_tokens, embedding = self.image_tokens(modality, value)
+                tokens[modality] = image_tokens + self.image_position_embeddings
+                if embedding is not None:
+                    image_globals[modality] = embedding
+        return tokens, image_globals
 
     def assemble(
         self, tokens: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
@@ -345,10 +350,6 @@ class AIOModel(AIOPreTrainedModel):
         self.embeddings = AIOEmbeddings(config)
         self.encoder = AIOSharedEncoder(config.encoder_config)
         self.projection = nn.Linear(config.hidden_size, config.embedding_size)
-        # Optional skip from each image's global token (OSNet's ReID embedding) to the output, so strong
-        # single-image evidence need not survive the frozen encoder to reach the embedding.
-        self.global_skip = (nn.Linear(config.hidden_size, config.embedding_size)
-                            if config.global_token_skip and config.image_tokenizer == "osnet" else None)
         self.post_init()
         self.freeze_encoder()
 
@@ -381,21 +382,23 @@ class AIOModel(AIOPreTrainedModel):
         _check_query(modality_inputs, attention_mask, self.config)
         if input_ids is not None and attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.encode_tokens(self.embeddings.tokenize(modality_inputs), attention_mask, output_hidden_states)
+        tokens, image_globals = self.embeddings.tokenize(modality_inputs)
+        return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states)
 
     def encode_tokens(
         self, tokens: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
+        image_globals: dict[str, torch.Tensor] | None = None, output_hidden_states: bool = False,
     ) -> AIOModelOutput:
         """Encodes one query from per-modality tokens (`embeddings.tokenize`), so training can tokenise a batch
         once and encode every modality subset from the same tokens."""
         sequence_tokens, token_mask, modality_ids = self.embeddings.assemble(tokens, attention_mask)
         sequence, hidden_states = self.encoder(sequence_tokens, token_mask, output_hidden_states=output_hidden_states)
         features = self.projection(sequence[:, 0])
-        if self.global_skip is not None:
-            image_globals = [tokens[m][:, 0] for m in IMAGE_MODALITIES if m in tokens]
-            if image_globals:
-                features = features + self.global_skip(torch.stack(image_globals).mean(0))
+        if self.config.osnet_embedding_skip and image_globals:
+            present = [image_globals[m] for m in IMAGE_MODALITIES if m in tokens and m in image_globals]
+            if present:
+                skip = torch.stack(present).mean(0)
+                features = features + F.pad(skip, (0, features.shape[-1] - skip.shape[-1]))
         return AIOModelOutput(
             embeds=F.normalize(features, dim=-1),
             features=features,
@@ -473,14 +476,14 @@ class AIOForReIdentification(AIOPreTrainedModel):
         _check_query(modality_inputs, attention_mask, self.config)
         if input_ids is not None and attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        tokens = self.aio.embeddings.tokenize(modality_inputs)
-        fused = self.aio.encode_tokens(tokens, attention_mask)
+        tokens, image_globals = self.aio.embeddings.tokenize(modality_inputs)
+        fused = self.aio.encode_tokens(tokens, attention_mask, image_globals)
         logits = self.identity_classifier(self.bnneck(fused.features)) if self.has_identity_head else None
         if labels is None:
             return AIOReIdOutput(logits=logits, embeds=fused.embeds)
 
-        single = {m: fused.features if len(tokens) == 1 else self.aio.encode_tokens({m: t}, attention_mask).features
-                  for m, t in tokens.items()}
+        single = {m: fused.features if len(tokens) == 1 else
+                  self.aio.encode_tokens({m: t}, attention_mask, image_globals).features for m, t in tokens.items()}
         config = self.config
         total = fused.features.new_zeros(())
         identity_loss = binding_loss = attribute_loss = None
@@ -500,7 +503,7 @@ class AIOForReIdentification(AIOPreTrainedModel):
             total = total + config.binding_loss_weight * binding_loss
         if config.use_masked_attribute_head and masked_input_ids is not None and "rgb" in tokens:
             masked_tokens = {"rgb": tokens["rgb"], "text": self.aio.embeddings.text_tokenizer(masked_input_ids)}
-            guided = self.aio.encode_tokens(masked_tokens, attention_mask)
+            guided = self.aio.encode_tokens(masked_tokens, attention_mask)  # attribute head reads tokens only
             text_positions = guided.modality_ids == MODALITIES.index("text")
             attribute_logits = self.attribute_head(guided.last_hidden_state[:, text_positions])
             if attribute_labels is None or attribute_labels.shape != masked_input_ids.shape:

