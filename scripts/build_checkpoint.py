@@ -30,6 +30,7 @@ from modeling_aio.configuration_aio import DINOV2_SMALL_KWARGS  # noqa: E402
 
 DEFAULT_TRAINED = REPO / "weights" / "aio-reid-trainable.safetensors"
 OSNET_WEIGHTS = REPO / "weights" / "osnet-0267.safetensors"
+HEAD_PREFIXES = ("attribute_head.", "bnneck.", "identity_classifier.")
 LINEAR_NODES = {  # ONNX MatMul node (under /backbone/encoder/layer.{i}/) -> Dinov2 parameter (transposed)
     "attention/attention/query/MatMul": "attention.attention.query.weight",
     "attention/attention/key/MatMul": "attention.attention.key.weight",
@@ -217,9 +218,13 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         encoder_keys = [k for k in weights if k.startswith("encoder.")]
         if encoder_keys:
             raise RuntimeError(f"{trained} must not carry encoder weights, found {encoder_keys[:3]}...")
-        unknown = [k for k in weights if k not in own]
+        heads = {k for k in weights if k.startswith(HEAD_PREFIXES)}  # AIOForReIdentification's, for fine-tuning
+        unknown = [k for k in weights if k not in own and k not in heads]
         if unknown:
             raise RuntimeError(f"{trained} has weights this model does not have: {unknown[:5]}")
+        weights = {k: v for k, v in weights.items() if k not in heads}
+        if heads:
+            print(f"left out {len(heads)} training-head tensors (attribute head, BNNeck): AIOModel has no heads")
         mismatched = [k for k in weights if weights[k].shape != own[k].shape]
         if mismatched:
             raise RuntimeError(f"{trained} shapes differ from the model for {mismatched[:5]}")

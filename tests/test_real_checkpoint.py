@@ -55,6 +55,18 @@ def test_expected_person_first(searcher, gallery, name):
     assert person(hits[0]) == expected, [h.path for h in hits]
 
 
+def test_synthetic_ir_query_finds_the_other_camera_photo(searcher, gallery, tmp_path):
+    from PIL import Image
+
+    from processing_aio.synthesis import grayscale_ir
+
+    source = sorted((DEMO / "photo").glob("22_*.jpg"))[0]
+    ir_path = tmp_path / "ir.png"
+    grayscale_ir(Image.open(source)).save(ir_path)
+    hits = searcher.search(gallery, k=3, exclude=[str(source)], ir=str(ir_path))
+    assert person(hits[0]) == "22", [h.path for h in hits]
+
+
 def test_composed_query_differs_from_its_parts(searcher):
     text = "a woman in a white dress with black dots"
     sketch = str(DEMO / "sketch" / "7.jpg")
