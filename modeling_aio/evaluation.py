@@ -83,11 +83,13 @@ def rank_metrics(
         if not bool(has_match.any()):
             continue
         matches, kept_position, keep, num_matches = matches[has_match], kept_position[has_match], keep[has_match], num_matches[has_match]
-        cumulative_matches = torch.cumsum(matches, dim=1)
-        precision_at_hit = torch.where(matches, cumulative_matches / kept_position.clamp(min=1), torch.zeros(()))
-        ap_sum += float((precision_at_hit.sum(1) / num_matches).sum())
+        # float64 throughout: sums over 100,000 gallery items must stay exact to well below 1e-6.
+        cumulative_matches = torch.cumsum(matches, dim=1, dtype=torch.float64)
+        precision_at_hit = torch.where(matches, cumulative_matches / kept_position.clamp(min=1).double(),
+                                       torch.zeros((), dtype=torch.float64))
+        ap_sum += float((precision_at_hit.sum(1) / num_matches.double()).sum())
         last_hit = torch.where(matches, kept_position, torch.zeros((), dtype=kept_position.dtype)).max(1).values
-        inp_sum += float((num_matches / last_hit).sum())
+        inp_sum += float((num_matches.double() / last_hit.double()).sum())
         first_hit = torch.where(matches, kept_position, torch.full((), num_g + 1, dtype=kept_position.dtype)).min(1).values
         for k in range(max_rank):
             cmc_sum[k] += float((first_hit <= k + 1).sum())

@@ -166,7 +166,10 @@ encoder take no text) or not run.
 ## Limitations
 
 * No real infrared training or test data: IR performance on thermal/NIR cameras is unmeasured.
-* Text supervision is small (CUHK-PEDES val captions of 800 identities), so text retrieval is weak.
+* Text supervision is small (CUHK-PEDES val captions of 800 identities) and the text path is undertrained, so text
+  retrieval is weak, and adding text to a sketch or IR query currently makes it *worse* than the sketch or IR alone
+  (see the composed rows): prefer single-modality image queries with this checkpoint.
+* RGB -> RGB is below the RGB-only OSNet peers it builds on: the learned multimodal residual costs RGB accuracy.
 * Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' official test sets.
 * Trained on CPU for a short schedule; see the numbers above before relying on it.
 

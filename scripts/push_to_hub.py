@@ -18,13 +18,15 @@ from urllib.parse import urlparse
 REPO = Path(__file__).resolve().parents[1]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 REQUIRED = ("config.json", "model.safetensors")
+DERIVED_FOLDERS = {"onnx", "openvino"}  # exports rebuilt by `aio-reid export`; OpenVINO's .bin is not uploaded
 
 
 def upload_plan(folder: Path) -> list[tuple[str, int]]:
     """Files that would be uploaded, refusing pickled weights and incomplete checkpoints."""
     if not folder.is_dir():
         raise SystemExit(f"error: {folder} is not a folder; build it with `python scripts/build_checkpoint.py`.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts
+                   and not set(p.relative_to(folder).parts[:1]) & DERIVED_FOLDERS)
     pickles = [p.name for p in files if p.suffix in PICKLE_SUFFIXES]
     if pickles:
         raise SystemExit(f"error: {folder} holds pickled weights {pickles}; only safetensors are published.")
@@ -54,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
 
     plan = upload_plan(args.folder)
-    print(f"upload plan for {args.repo_id} from {args.folder} (safetensors only):")
+    print(f"upload plan for {args.repo_id} from {args.folder} (safetensors only; exported onnx/ and openvino/ "
+          "folders are left out, `aio-reid export` rebuilds them):")
     for name, size in plan:
         print(f"  {name:36s} {size:>14,d} bytes")
     print(f"  {len(plan)} files, {sum(s for _, s in plan) / 2**20:,.1f} MiB in all")
@@ -69,7 +72,8 @@ def main() -> None:
     api = HfApi()
     api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
     commit = api.upload_folder(repo_id=args.repo_id, folder_path=str(args.folder), repo_type="model",
-                               commit_message="Upload aio-reid checkpoint", ignore_patterns=["*.bin", "*.pt", "*.pth"])
+                               commit_message="Upload aio-reid checkpoint",
+                               ignore_patterns=["*.bin", "*.pt", "*.pth", "onnx/*", "openvino/*"])
     print(f"uploaded: {commit}")
 
 
