@@ -186,3 +186,15 @@ def test_cli_index_under_accelerate_with_two_processes(config, processor, galler
                               str(tmp_path / "nope.jpg"), "--model", str(tmp_path / "model")],
                              capture_output=True, text=True, timeout=300, cwd=REPO)
     assert missing.returncode == 1 and "nope.jpg" in missing.stderr and "does not exist" in missing.stderr
+
+
+def test_openvino_export_matches_pytorch(config, processor, tmp_path, image_files):
+    pytest.importorskip("openvino")
+    from modeling_aio.export import MIN_COSINE, ExportedRuntime, export_openvino
+
+    model = AIOModel(config).eval()
+    cosines = export_openvino(model, tmp_path / "openvino")
+    assert len(cosines) == 4 and min(cosines.values()) >= MIN_COSINE
+    runtime = ExportedRuntime.for_checkpoint(model, tmp_path, "openvino")
+    batch = processor(ir=image_files)
+    assert (runtime.embed(batch) * model.get_features(**batch).numpy()).sum(1).min() >= MIN_COSINE
