@@ -60,6 +60,7 @@ def main() -> None:
     index = gallery.faiss_index
     knob = "efSearch" if gallery.faiss_kind == "hnsw" else "nprobe" if gallery.faiss_kind == "ivf" else None
     settings = {"hnsw": (128, 256, 512, 1024), "ivf": (8, 16, 32, 64, 128)}.get(gallery.faiss_kind, (None,))
+    # (the index is built with efSearch HNSW_EF_SEARCH = 512, the default `aio-reid index` uses)
     for value in settings:
         if knob == "efSearch":
             index.hnsw.efSearch = value
