@@ -74,6 +74,11 @@ def records_to_dataset(records: list[dict], name: str, on_error: str = "report")
     return dataset
 
 
+def image_paths(dataset: datasets.Dataset) -> list[str]:
+    """The file path of every row, without decoding any image."""
+    return [record["path"] for record in dataset.cast_column("image", datasets.Image(decode=False))["image"]]
+
+
 def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"expected folder {folder} is missing; is the dataset root right?")
@@ -341,5 +346,5 @@ def load_reid_dataset(name: str, root, **kwargs) -> datasets.Dataset:
     return LOADERS[key](root, **kwargs)
 
 
-__all__ = ["FEATURES", "LOADERS", "load_reid_dataset", "records_to_dataset", "UnreadableImagesWarning"] + [
+__all__ = ["FEATURES", "LOADERS", "load_reid_dataset", "records_to_dataset", "image_paths", "UnreadableImagesWarning"] + [
     loader.__name__ for loader in LOADERS.values()]

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modeling_aio import evaluation  # noqa: E402
-from processing_aio.reid_datasets import load_reid_dataset  # noqa: E402
+from processing_aio.reid_datasets import image_paths, load_reid_dataset  # noqa: E402
 from processing_aio.synthesis import grayscale_ir, xdog_sketch  # noqa: E402
 
 SYNTHESIS = {"ir": grayscale_ir, "sketch": xdog_sketch}
@@ -172,7 +172,7 @@ def evaluate_dataset(args, embedder: Embedder) -> dict:
         raise SystemExit(f"error: unknown query modalities {sorted(unknown)}; use rgb, ir, sketch, text.")
     dataset = _held_out(load_reid_dataset(name, args.root), name, args.split_file)
     columns = dataset.remove_columns("image").to_dict()
-    paths = [record["path"] for record in dataset.cast_column("image", __import__("datasets").Image(decode=False))["image"]]
+    paths = image_paths(dataset)
     ids, cams = np.array(columns["person_id"]), np.array(columns["camera_id"])
     mod, split = np.array(columns["modality"]), np.array(columns["split"])
     key = f"{name}"
@@ -204,7 +204,7 @@ def evaluate_dataset(args, embedder: Embedder) -> dict:
         direction = args.direction or "visible->thermal"
         for trial in range(1, args.trials + 1):
             data = load_reid_dataset("regdb", args.root, trial=trial)
-            data_paths = [r["path"] for r in data.cast_column("image", __import__("datasets").Image(decode=False))["image"]]
+            data_paths = image_paths(data)
             dm, ds_, di = np.array(data["modality"]), np.array(data["split"]), np.array(data["person_id"])
             vis, th = (ds_ == "test") & (dm == "rgb"), (ds_ == "test") & (dm == "ir")
             trials.append({

@@ -37,7 +37,7 @@ from modeling_aio.training import (  # noqa: E402
     AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, TrainingItem, set_trainable,
     trainable_state_dict,
 )
-from processing_aio.reid_datasets import load_reid_dataset  # noqa: E402
+from processing_aio.reid_datasets import image_paths, load_reid_dataset  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 
@@ -45,7 +45,7 @@ SHARED = REPO.parent / "shared" / "data"
 def items_from(dataset, prefix: str, exclude_ids: set[str], splits: set[str] | None = None) -> list[dict]:
     """RGB rows of a loaded dataset as training records, with the identity's real sketch when it has one."""
     columns = dataset.remove_columns("image").to_dict()
-    paths = [r["path"] for r in dataset.cast_column("image", __import__("datasets").Image(decode=False))["image"]]
+    paths = image_paths(dataset)
     sketches = {pid: path for pid, path, m in zip(columns["person_id"], paths, columns["modality"]) if m == "sketch"}
     records = []
     for path, pid, modality, split, captions in zip(paths, columns["person_id"], columns["modality"],
