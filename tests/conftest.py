@@ -30,6 +30,16 @@ requires_wheels = pytest.mark.skipif(
 )
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on, for torchrun's rendezvous (the default 29500 may still be held by the previous
+    launch)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def load_script(name: str):
     """Imports scripts/NAME.py by path (scripts/ is not put on sys.path: its evaluate.py would shadow `evaluate`)."""
     spec = importlib.util.spec_from_file_location(f"aio_script_{name}", REPO / "scripts" / f"{name}.py")

@@ -15,7 +15,7 @@ from modeling_aio import AIOModel
 from modeling_aio.search import AIOSearcher, GalleryIndex, k_reciprocal_rerank, merge_parts
 from processing_aio import ImageInputError
 
-from conftest import REPO, random_image
+from conftest import REPO, free_port, random_image
 
 
 @pytest.fixture
@@ -170,6 +170,7 @@ def test_cli_index_under_accelerate_with_two_processes(config, processor, galler
     AIOModel(config).save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "modeling_aio.cli",
                "index", str(gallery_dir), "--out", str(tmp_path / "idx"), "--model", str(tmp_path / "model"),
                "--batch-size", "2"]

@@ -154,7 +154,7 @@ def test_accelerate_launch_trains_data_parallel_with_two_cpu_processes(config, p
     import subprocess
     import sys
 
-    from conftest import REPO
+    from conftest import REPO, free_port
 
     config.num_identities = 0
     AIOModel(config).save_pretrained(tmp_path / "init")
@@ -167,8 +167,9 @@ def test_accelerate_launch_trains_data_parallel_with_two_cpu_processes(config, p
         (tmp_path / "pku" / "sketch").mkdir(exist_ok=True)
         random_image(pid).save(tmp_path / "pku" / "sketch" / f"{pid}.jpg")
     # `--multi_gpu` selects the torchrun launcher; with no GPU, Trainer runs each process on the CPU with gloo.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-               "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"),
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", str(REPO / "scripts" / "train.py"),
                "--init", str(tmp_path / "init"), "--output-dir", str(tmp_path / "out"), "--dataset", "pku-sketch",
                "--root", str(tmp_path / "pku"), "--max-steps", "3", "--identities-per-batch", "2",
                "--instances-per-identity", "2", "--save-steps", "2"]
