@@ -1,6 +1,7 @@
 """`aio-reid` command line: index a folder of person crops, then search it by text, sketch, IR or RGB.
 
     aio-reid index GALLERY_DIR --out INDEX_DIR [--model aio-reid] [--modality rgb] [--faiss auto|flat|hnsw|ivf]
+                   [--layout market1501|dukemtmc-reid|msmt17|pku-sketch|REGEX]
     aio-reid search INDEX_DIR [--text "..."] [--sketch FILE] [--ir FILE] [--rgb FILE] [-k 10] [--rerank]
                     [--png OUT.png] [--html OUT.html] [--id-pattern REGEX --query-id ID] [--backend torch|onnx|openvino]
     aio-reid export --model aio-reid [--backend onnx|openvino]
@@ -32,7 +33,7 @@ def _index(args: argparse.Namespace) -> int:
         pass
     searcher = AIOSearcher.from_pretrained(args.model, batch_size=args.batch_size, backend=args.backend)
     gallery = searcher.index(args.gallery, modality=args.modality, progress=True, out_dir=args.out,
-                             faiss_kind=args.faiss, rank=rank, world_size=world_size)
+                             faiss_kind=args.faiss, rank=rank, world_size=world_size, layout=args.layout)
     if world_size > 1:
         state.wait_for_everyone()
         if rank != 0:
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--modality", choices=("rgb", "ir", "sketch"), default="rgb")
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--faiss", choices=("auto", "flat", "hnsw", "ivf"), default="auto")
+    index.add_argument("--layout", default=None,
+                       help="record person id and camera from file names: market1501, dukemtmc-reid, msmt17, "
+                            "pku-sketch, or a regex whose groups 1 and 2 are id and camera")
     index.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch")
     index.set_defaults(run=_index)
     search = commands.add_parser("search", help="rank an indexed gallery for one composed query")

@@ -22,7 +22,14 @@ import torch
 
 from processing_aio import ImageInputError
 
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3
+#: File-name layouts whose person id (group 1) and camera (group 2) `aio-reid index --layout` records.
+LAYOUTS: dict[str, str] = {
+    "market1501": r"^(-?\d+)_c(\d)s\d",
+    "dukemtmc-reid": r"^(\d+)_c(\d+)_",
+    "msmt17": r"^(\d+)_\d+_(\d+)_",
+    "pku-sketch": r"^(\d+)_(\d+)_",
+}
 EXACT_INDEX_LIMIT = 50_000
 HNSW_INDEX_LIMIT = 2_000_000
 # HNSW search breadth: on 1M clustered 512-d vectors (benchmarks/bench_search.py, 2 threads) efSearch 256 gave
@@ -50,6 +57,7 @@ class GalleryIndex:
     faiss_index: Any = None
     faiss_kind: str = "none"
     recall_at_10: float | None = None
+    metadata: list[dict] = field(default_factory=list)  # per image: width, height, person_id, camera_id
 
     def build_faiss(self, kind: str = "auto", sample_queries: int = 200, seed: int = 0) -> None:
         """Exact inner-product search up to 50k vectors, HNSW up to 2M, IVF beyond; approximate indexes get their
@@ -84,7 +92,7 @@ class GalleryIndex:
         np.save(directory / "embeddings.npy", self.embeddings.astype(np.float32), allow_pickle=False)
         meta = {"format_version": INDEX_FORMAT_VERSION, "modality": self.modality, "paths": self.paths,
                 "model_fingerprint": self.model_fingerprint, "failures": self.failures,
-                "faiss_kind": self.faiss_kind, "recall_at_10": self.recall_at_10}
+                "faiss_kind": self.faiss_kind, "recall_at_10": self.recall_at_10, "metadata": self.metadata}
         (directory / "index.json").write_text(json.dumps(meta, indent=1))
         if self.faiss_index is not None:
             import faiss
@@ -110,7 +118,7 @@ class GalleryIndex:
                 faiss_index.hnsw.efSearch = HNSW_EF_SEARCH
         return cls(embeddings, meta["paths"], meta["modality"], meta["model_fingerprint"],
                    [tuple(f) for f in meta.get("failures", [])], faiss_index, meta.get("faiss_kind", "none"),
-                   meta.get("recall_at_10"))
+                   meta.get("recall_at_10"), meta.get("metadata", []))
 
     def top_k(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices) of the k most similar gallery items."""
@@ -131,6 +139,22 @@ def measure_recall(index, vectors: np.ndarray, sample_queries: int = 200, seed: 
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :k]
     _, approx = index.search(np.ascontiguousarray(queries), k)
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
+
+
+def describe_image(path: str, layout: str | None = None) -> dict:
+    """Width, height and, for a known layout (a name of LAYOUTS or a regex with groups id, camera), person id and
+    camera parsed from the file name; None where unknown."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    person_id = camera_id = None
+    if layout:
+        match = re.search(LAYOUTS.get(layout, layout), Path(path).name)
+        if match:
+            person_id = match.group(1)
+            camera_id = match.group(2) if match.re.groups >= 2 else None
+    return {"width": width, "height": height, "person_id": person_id, "camera_id": camera_id}
 
 
 def list_images(directory: str | Path) -> list[Path]:
@@ -212,7 +236,8 @@ class AIOSearcher:
             return self.backend.embed(batch)
         return self.model.get_features(**batch).numpy()
 
-    def _embed_paths(self, paths: list[Path], modality: str) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    def _embed_paths(self, paths: list[Path], modality: str, layout: str | None = None):
+        """(kept paths, their embeddings, failures, their metadata) of one chunk."""
         good, failures = [], []
         for path in paths:
             try:
@@ -222,11 +247,11 @@ class AIOSearcher:
                 failures.append((str(path), str(error)))
         vectors = self.embed(**{modality: good}) if good else np.zeros((0, self.model.config.embedding_size),
                                                                          np.float32)
-        return good, vectors, failures
+        return good, vectors, failures, [describe_image(p, layout) for p in good]
 
     def index(self, images: str | Path | Iterable[str | Path], modality: str = "rgb", progress: bool = False,
               out_dir: str | Path | None = None, faiss_kind: str = "auto", rank: int = 0,
-              world_size: int = 1) -> GalleryIndex | None:
+              world_size: int = 1, layout: str | None = None) -> GalleryIndex | None:
         """Embeds every image; unreadable files are listed in `failures`, never silently dropped.
 
         With `out_dir`, each finished chunk is written to `out_dir/parts/` first, so an interrupted run resumes
@@ -250,12 +275,13 @@ class AIOSearcher:
             part = parts / f"part-{number:06d}" if parts is not None else None
             if part is not None and part.with_suffix(".json").exists():
                 continue  # finished before an interruption
-            good, vectors, failures = self._embed_paths(chunk, modality)
+            good, vectors, failures, metadata = self._embed_paths(chunk, modality, layout)
             if part is not None:
                 np.save(part.with_suffix(".npy"), vectors.astype(np.float32), allow_pickle=False)
-                part.with_suffix(".json").write_text(json.dumps({"paths": good, "failures": failures}))
+                part.with_suffix(".json").write_text(json.dumps({"paths": good, "failures": failures,
+                                                                 "metadata": metadata}))
             else:
-                results[number] = (good, vectors, failures)
+                results[number] = (good, vectors, failures, metadata)
         if parts is not None:
             return merge_parts(out_dir, faiss_kind) if world_size == 1 else None
         gallery = _assemble([results[n] for n in sorted(results)], modality, self.fingerprint,
@@ -286,18 +312,20 @@ class AIOSearcher:
             if path in excluded:
                 continue
             match = pattern.search(Path(path).name) if pattern else None
-            hits.append(SearchHit(len(hits) + 1, path, float(score), match.group(1) if match else None))
+            stored = gallery.metadata[index].get("person_id") if index < len(gallery.metadata) else None
+            hits.append(SearchHit(len(hits) + 1, path, float(score), match.group(1) if match else stored))
             if len(hits) == k:
                 break
         return hits
 
 
 def _assemble(results: list[tuple], modality: str, fingerprint: str, dim: int) -> GalleryIndex:
-    paths = [p for good, _, _ in results for p in good]
-    vectors = [v for _, v, _ in results if len(v)]
-    failures = [f for _, _, fs in results for f in fs]
+    paths = [p for good, _, _, _ in results for p in good]
+    vectors = [v for _, v, _, _ in results if len(v)]
+    failures = [f for _, _, fs, _ in results for f in fs]
+    metadata = [m for _, _, _, ms in results for m in ms]
     embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-    return GalleryIndex(embeddings, paths, modality, fingerprint, failures)
+    return GalleryIndex(embeddings, paths, modality, fingerprint, failures, metadata=metadata)
 
 
 def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
@@ -313,7 +341,7 @@ def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
     for n in range(plan["chunks"]):
         meta = json.loads((parts / f"part-{n:06d}.json").read_text())
         results.append((meta["paths"], np.load(parts / f"part-{n:06d}.npy", allow_pickle=False),
-                        [tuple(f) for f in meta["failures"]]))
+                        [tuple(f) for f in meta["failures"]], meta.get("metadata", [])))
     gallery = _assemble(results, plan["modality"], plan["fingerprint"],
                         results[0][1].shape[1] if results and results[0][1].ndim == 2 else 0)
     gallery.build_faiss(faiss_kind)
@@ -325,4 +353,4 @@ def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
 
 
 __all__ = ["AIOSearcher", "GalleryIndex", "SearchHit", "list_images", "merge_parts", "k_reciprocal_rerank",
-           "measure_recall"]
+           "measure_recall", "describe_image", "LAYOUTS"]

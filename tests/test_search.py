@@ -59,11 +59,11 @@ def test_interrupted_index_resumes_without_duplicates(searcher, gallery_dir, tmp
     straight = searcher.index(gallery_dir)
     original, calls = searcher._embed_paths, {"n": 0}
 
-    def flaky(paths, modality):
+    def flaky(paths, modality, layout=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # killed mid-way
-        return original(paths, modality)
+        return original(paths, modality, layout)
 
     monkeypatch.setattr(searcher, "_embed_paths", flaky)
     with pytest.raises(KeyboardInterrupt):
@@ -74,6 +74,16 @@ def test_interrupted_index_resumes_without_duplicates(searcher, gallery_dir, tmp
     assert resumed.paths == straight.paths and len(set(resumed.paths)) == len(resumed.paths)
     assert np.allclose(resumed.embeddings, straight.embeddings, atol=1e-6)
     assert len(resumed.failures) == 3 and not (tmp_path / "idx" / "parts").exists()
+
+
+def test_index_records_size_id_and_camera_by_layout(searcher, gallery_dir, tmp_path):
+    gallery = searcher.index(gallery_dir, out_dir=tmp_path / "idx", layout=r"^(\d+)_c(\d+)")
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    first = loaded.metadata[loaded.paths.index(str(gallery_dir / "03_c1.jpg"))]
+    assert first == {"width": 23, "height": 44, "person_id": "03", "camera_id": "1"}
+    assert len(loaded.metadata) == len(loaded.paths) == len(gallery.paths)
+    hit = searcher.search(loaded, k=1, rgb=str(gallery_dir / "03_c1.jpg"))[0]
+    assert hit.person_id == "03"  # taken from the stored metadata, no --id-pattern needed
 
 
 def test_shards_of_two_processes_merge_into_the_same_index(searcher, gallery_dir, tmp_path):
