@@ -342,6 +342,18 @@ def _check_query(
             )
 
 
+def _query_inputs(
+    config: AIOConfig, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The modalities present in a query, checked, and the text mask (all ones when none is given)."""
+    given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
+    modality_inputs = {m: x for m, x in given.items() if x is not None}
+    _check_query(modality_inputs, attention_mask, config)
+    if input_ids is not None and attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    return modality_inputs, attention_mask
+
+
 class AIOModel(AIOPreTrainedModel):
     """Embeds a query made of any subset of {rgb, ir, sketch, text} into one L2-normalised vector."""
 
@@ -377,11 +389,8 @@ class AIOModel(AIOPreTrainedModel):
                 f"AIOModel got unexpected inputs {sorted(kwargs)}; expected any of "
                 f"{sorted(PIXEL_KEYS.values()) + ['input_ids', 'attention_mask']}."
             )
-        given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
-        modality_inputs = {m: x for m, x in given.items() if x is not None}
-        _check_query(modality_inputs, attention_mask, self.config)
-        if input_ids is not None and attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        modality_inputs, attention_mask = _query_inputs(
+            self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
         tokens, image_globals = self.embeddings.tokenize(modality_inputs)
         return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states)
 
@@ -469,13 +478,10 @@ class AIOForReIdentification(AIOPreTrainedModel):
 
         `masked_input_ids`/`attribute_labels` (B, L): the caption with attribute words masked and, at those
         positions, the index of the word in `config.attribute_words` (-100 elsewhere)."""
-        given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
-        modality_inputs = {m: x for m, x in given.items() if x is not None}
         if kwargs:
             raise TypeError(f"AIOForReIdentification got unexpected inputs {sorted(kwargs)}.")
-        _check_query(modality_inputs, attention_mask, self.config)
-        if input_ids is not None and attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        modality_inputs, attention_mask = _query_inputs(
+            self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
         tokens, image_globals = self.aio.embeddings.tokenize(modality_inputs)
         fused = self.aio.encode_tokens(tokens, attention_mask, image_globals)
         logits = self.identity_classifier(self.bnneck(fused.features)) if self.has_identity_head else None
