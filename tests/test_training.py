@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import TrainingArguments
 
 from modeling_aio import AIOForReIdentification, AIOModel
