@@ -66,6 +66,10 @@ class AIOConfig(PreTrainedConfig):
             embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
             model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
             the alignment of text to it (an addition to the paper's design).
+        text_embedding_skip (`bool`): add a learned projection of the mean of the encoder's outputs at the text
+            positions to the [CLS] projection (joining the mean of the query's skips). A frozen sentence encoder's
+            mean-pooled output is what it was pretrained to make meaningful (MiniLM / sentence-transformers); the
+            [CLS] alone learns text from a few hundred captioned identities only (an addition to the paper).
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the returned, L2-normalised query embedding.
         num_identities (`int`): classes of the identity head (0 disables it).
@@ -92,6 +96,7 @@ class AIOConfig(PreTrainedConfig):
     osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
     train_image_backbone: bool = False
     osnet_embedding_skip: bool = False
+    text_embedding_skip: bool = False
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0

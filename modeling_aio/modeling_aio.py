@@ -38,6 +38,9 @@ class AIOModelOutput(ModelOutput):
         modality_ids (`(1 + T,)`): which modality each position came from (-1 for [CLS]; else index in MODALITIES).
         attention_mask (`(B, 1 + T)`): 1 where a position is real, 0 for text padding.
         hidden_states (`tuple`, *optional*): per-layer states of the frozen encoder.
+        projected_cls (`(B, D)`): the [CLS] projection alone, before the skips are added.
+        text_pooled_output (`(B, H)`, *optional*): mean of the encoder outputs at the text positions (queries with
+            text, `config.text_embedding_skip`), the input of the text skip.
     """
 
     embeds: torch.FloatTensor | None = None
@@ -46,6 +49,8 @@ class AIOModelOutput(ModelOutput):
     modality_ids: torch.LongTensor | None = None
     attention_mask: torch.LongTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    projected_cls: torch.FloatTensor | None = None
+    text_pooled_output: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -246,6 +251,8 @@ class AIOPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
+        if isinstance(module, AIOModel) and hasattr(module, "skip_log_weights"):
+            nn.init.zeros_(module.skip_log_weights)
         if isinstance(module, AIOEmbeddings):
             for parameter in (module.cls_token, module.image_position_embeddings):
                 nn.init.trunc_normal_(parameter, std=std)
@@ -362,6 +369,9 @@ class AIOModel(AIOPreTrainedModel):
         self.embeddings = AIOEmbeddings(config)
         self.encoder = AIOSharedEncoder(config.encoder_config)
         self.projection = nn.Linear(config.hidden_size, config.embedding_size)
+        if config.text_embedding_skip:
+            self.text_skip = nn.Linear(config.hidden_size, config.embedding_size)
+            self.skip_log_weights = nn.Parameter(torch.zeros(len(MODALITIES)))
         self.post_init()
         self.freeze_encoder()
 
@@ -402,12 +412,16 @@ class AIOModel(AIOPreTrainedModel):
         once and encode every modality subset from the same tokens."""
         sequence_tokens, token_mask, modality_ids = self.embeddings.assemble(tokens, attention_mask)
         sequence, hidden_states = self.encoder(sequence_tokens, token_mask, output_hidden_states=output_hidden_states)
-        features = self.projection(sequence[:, 0])
+        projected_cls = self.projection(sequence[:, 0])
+        skips: dict[str, torch.Tensor] = {}
         if self.config.osnet_embedding_skip and image_globals:
-            present = [image_globals[m] for m in IMAGE_MODALITIES if m in tokens and m in image_globals]
-            if present:
-                skip = torch.stack(present).mean(0)
-                features = features + F.pad(skip, (0, features.shape[-1] - skip.shape[-1]))
+            skips.update({m: F.pad(image_globals[m], (0, projected_cls.shape[-1] - image_globals[m].shape[-1]))
+                          for m in IMAGE_MODALITIES if m in tokens and m in image_globals})
+        text_pooled = None
+        if self.config.text_embedding_skip and "text" in tokens:
+            text_pooled = self.pool_text(sequence, token_mask, modality_ids)
+            skips["text"] = self.text_skip(text_pooled)
+        features = projected_cls + self.combine_skips(skips) if skips else projected_cls
         return AIOModelOutput(
             embeds=F.normalize(features, dim=-1),
             features=features,
@@ -415,7 +429,26 @@ class AIOModel(AIOPreTrainedModel):
             modality_ids=modality_ids,
             attention_mask=token_mask,
             hidden_states=hidden_states,
+            projected_cls=projected_cls,
+            text_pooled_output=text_pooled,
         )
+
+    def combine_skips(self, skips: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted mean of the query's skips. The weights (one per modality, `skip_log_weights`, equal at start)
+        say how far to trust each modality when several are combined: a caption should refine an IR query, not
+        outvote it."""
+        if not hasattr(self, "skip_log_weights"):
+            return torch.stack(list(skips.values())).mean(0)
+        weights = self.skip_log_weights[[MODALITIES.index(m) for m in skips]].exp()
+        return (torch.stack(list(skips.values())) * (weights / weights.sum())[:, None, None]).sum(0)
+
+    @staticmethod
+    def pool_text(sequence: torch.Tensor, token_mask: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        """(B, H) mean of the encoder outputs over the real (unpadded) text positions: sentence-transformers'
+        pooling, which MiniLM's layers were trained to make meaningful."""
+        text_positions = modality_ids == MODALITIES.index("text")
+        mask = token_mask[:, text_positions].to(sequence.dtype)[..., None]
+        return (sequence[:, text_positions] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     @torch.no_grad()
     def get_features(self, **inputs) -> torch.Tensor:

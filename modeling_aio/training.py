@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback
@@ -188,10 +189,24 @@ class EpochAndScheduleCallback(TrainerCallback):
         self.dataset.use_real_sketches = progress >= self.real_after
 
 
+class StopAfterStepCallback(TrainerCallback):
+    """Ends a run at `step` while keeping the learning-rate schedule of the full `max_steps`, so two runs compared
+    at equal steps (e.g. one per frozen encoder) also had equal learning rates on the way."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+            control.should_save = True
+
+
 def trainable_state_dict(model, include_identity_classifier: bool = False) -> dict[str, torch.Tensor]:
     """The weights to ship: everything that trains, without the frozen encoder and (by default) without the
     dataset-specific identity classifier; keys are those of `AIOModel` (prefix `aio.` removed)."""
-    names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    names = {name for name, parameter in model.named_parameters()
+             if parameter.requires_grad or name.endswith("skip_log_weights")}  # the latter: fitted after training
     state = {}
     for name, tensor in model.state_dict().items():
         if name.startswith("aio.encoder."):
@@ -204,9 +219,11 @@ def trainable_state_dict(model, include_identity_classifier: bool = False) -> di
     return state
 
 
-def set_trainable(model, mode: str, freeze_word_embeddings: bool = True) -> None:
+def set_trainable(model, mode: str, freeze_text_tokenizer: bool = True) -> None:
     """`all`: tokenizers, embeddings, projection and heads; `heads`: only the projection and heads (a light
-    adaptation to a user's data that leaves the tokenizers as they are). The encoder is always frozen."""
+    adaptation to a user's data that leaves the tokenizers as they are). The encoder is always frozen, and by
+    default so is the text tokenizer: it starts as MiniLM's own embedding layer, which a few hundred captioned
+    identities would only pull away from what the frozen layers expect."""
     if mode not in ("all", "heads"):
         raise ValueError(f"--train must be 'all' or 'heads', got {mode!r}.")
     frozen_backbone = not model.config.train_image_backbone
@@ -217,11 +234,128 @@ def set_trainable(model, mode: str, freeze_word_embeddings: bool = True) -> None
             parameter.requires_grad_(not name.startswith("aio.embeddings."))
         else:
             parameter.requires_grad_(True)
-    if freeze_word_embeddings:
-        model.aio.embeddings.text_tokenizer.word_embeddings.weight.requires_grad_(False)
+    if freeze_text_tokenizer:
+        model.aio.embeddings.text_tokenizer.requires_grad_(False)
+    if hasattr(model.aio, "skip_log_weights"):  # fitted after training, on identities the text skip never saw
+        model.aio.skip_log_weights.requires_grad_(False)
     if getattr(model, "bnneck", None) is not None:
         model.bnneck.bias.requires_grad_(False)
 
 
+def _info_nce(queries: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE with identity-level positives (every key of the query's identity is a positive)."""
+    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / temperature
+    positives = (labels[:, None] == labels[None, :]).float()
+    forward = -(F.log_softmax(logits, 1) * positives).sum(1) / positives.sum(1)
+    backward = -(F.log_softmax(logits.T, 1) * positives.T).sum(1) / positives.T.sum(1)
+    return (forward.mean() + backward.mean()) / 2
+
+
+@torch.no_grad()
+def _alignment_features(model, processor, items: list[TrainingItem], companions: tuple[str, ...], seed: int,
+                        batch_size: int) -> dict[str, torch.Tensor]:
+    """Everything the text skip's fit needs, computed once with the model as trained: the RGB embedding of each
+    captioned photo and, per caption and query kind (text alone, text + each synthetic companion image), the
+    [CLS] projection, the pooled text output and the image skip (0 where none)."""
+    from processing_aio.synthesis import channel_augment_ir, xdog_sketch
+
+    synthesize = {"ir": lambda photo, rng: channel_augment_ir(photo, rng), "sketch": lambda photo, _: xdog_sketch(photo)}
+    kinds = ("text",) + tuple(f"text+{m}" for m in companions)
+    cache: dict[str, list[torch.Tensor]] = {"rgb": [], "labels": [], "photo": []}
+    for kind in kinds:
+        cache.update({f"{kind}/cls": [], f"{kind}/pooled": [], f"{kind}/image_skip": []})
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        rng = random.Random(seed + start)
+        photos = [Image.open(item.image).convert("RGB") for item in chunk]
+        images = {"rgb": photos, **{m: [synthesize[m](p, rng) for p in photos] for m in companions}}
+        pixels = processor(**images, return_tensors="pt")
+        tokens, globals_ = model.embeddings.tokenize({m: pixels[f"pixel_values_{m}"] for m in images})
+        cache["rgb"].append(model.encode_tokens({"rgb": tokens["rgb"]}, None, globals_).embeds)
+        photo_of = torch.tensor([i for i, item in enumerate(chunk) for _ in item.captions])
+        text = processor(text=[c for item in chunk for c in item.captions], return_tensors="pt")
+        text_tokens = model.embeddings.text_tokenizer(text["input_ids"])
+        for kind in kinds:
+            query = {"text": text_tokens}
+            image = kind.split("+")[1] if "+" in kind else None
+            if image:
+                query[image] = tokens[image][photo_of]
+            out = model.encode_tokens(query, text["attention_mask"], {m: g[photo_of] for m, g in globals_.items()})
+            cache[f"{kind}/cls"].append(out.projected_cls)
+            cache[f"{kind}/pooled"].append(out.text_pooled_output)
+            if image is not None and model.config.osnet_embedding_skip:
+                dim = out.projected_cls.shape[-1]
+                cache[f"{kind}/image_skip"].append(F.pad(globals_[image][photo_of], (0, dim - globals_[image].shape[-1])))
+        cache["labels"].append(torch.tensor([item.label for item in chunk])[photo_of])
+        cache["photo"].append(photo_of + start)
+    return {key: torch.cat(values) for key, values in cache.items() if values}
+
+
+def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 1000, batch_size: int = 256,
+                    learning_rate: float = 1e-3, temperature: float = 0.05, companions: tuple[str, ...] = ("ir", "sketch"),
+                    fusion_fraction: float = 0.15, fusion_steps: int = 300, seed: int = 0,
+                    log_every: int = 100) -> list[dict[str, float]]:
+    """Last training stage for an `AIOModel` with `text_embedding_skip`: (1) fits `text_skip` so that text queries,
+    alone and composed with a synthetic IR or sketch view, land on the RGB embeddings of their identity; (2) fits
+    the per-modality skip weights of composed queries on captioned identities that (1) never saw, so the weight
+    given to text reflects how it does on new people, not on captions it has fitted.
+
+    Everything else is frozen by then, so the frozen parts' outputs are cached once (`_alignment_features`) and
+    each step is a few matrix products: thousands of caption epochs in seconds instead of hours of image batches,
+    which is what the few captioned identities need."""
+    if not getattr(model.config, "text_embedding_skip", False):
+        raise ValueError("align_text_skip needs a model built with `text_embedding_skip=True`.")
+    captioned = [item for item in items if item.captions]
+    identities = sorted({item.label for item in captioned})
+    if len(identities) < 2:
+        raise ValueError("align_text_skip needs captioned photos of at least two identities.")
+    random.Random(seed).shuffle(identities)
+    num_fusion = round(len(identities) * fusion_fraction) if companions and fusion_steps else 0
+    num_fusion = num_fusion if 2 <= num_fusion <= len(identities) - 2 else 0
+    fusion_ids = torch.tensor(identities[:num_fusion], dtype=torch.long)
+
+    was_training = model.training
+    model.eval()
+    cache = _alignment_features(model, processor, captioned, companions, seed, batch_size=32)
+    in_fusion = torch.isin(cache["labels"], fusion_ids)
+    fit_rows, fusion_rows = torch.nonzero(~in_fusion).flatten(), torch.nonzero(in_fusion).flatten()
+
+    def loss_of(kinds: tuple[str, ...], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        labels, rgb = cache["labels"][rows], cache["rgb"][cache["photo"][rows]]
+        losses = {}
+        for kind in kinds:
+            skips = {"text": model.text_skip(cache[f"{kind}/pooled"][rows])}
+            image = kind.split("+")[1] if "+" in kind else None
+            if f"{kind}/image_skip" in cache:
+                skips[image] = cache[f"{kind}/image_skip"][rows]
+            losses[kind] = _info_nce(cache[f"{kind}/cls"][rows] + model.combine_skips(skips), rgb, labels, temperature)
+        return losses
+
+    def fit(parameters, kinds, rows, num_steps, lr, stage) -> list[dict[str, float]]:
+        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2 if stage == "text" else 0.0)
+        generator = torch.Generator().manual_seed(seed)
+        logged = []
+        with torch.enable_grad():
+            for step in range(1, num_steps + 1):
+                batch = rows[torch.randperm(len(rows), generator=generator)[:batch_size]]
+                losses = loss_of(kinds, batch)
+                loss = torch.stack(list(losses.values())).mean()
+                model.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if step % log_every == 0 or step == num_steps:
+                    logged.append({"stage": stage, "step": step, "loss": round(float(loss.detach()), 4),
+                                   **{kind: round(float(value.detach()), 4) for kind, value in losses.items()}})
+        model.zero_grad(set_to_none=True)
+        return logged
+
+    kinds = ("text",) + tuple(f"text+{m}" for m in companions)
+    history = fit(list(model.text_skip.parameters()), kinds, fit_rows, steps, learning_rate, "text")
+    if len(fusion_rows):
+        history += fit([model.skip_log_weights], kinds[1:], fusion_rows, fusion_steps, 0.05, "fusion")
+    model.train(was_training)
+    return history
+
+
 __all__ = ["TrainingItem", "MultimodalReIdDataset", "IdentityBalancedSampler", "AIOTrainingCollator", "AIOTrainer",
-           "EpochAndScheduleCallback", "trainable_state_dict", "set_trainable"]
+           "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable", "align_text_skip"]

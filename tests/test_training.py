@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from modeling_aio import AIOForReIdentification, AIOModel
+from modeling_aio import AIOForReIdentification, AIOImageProcessor, AIOModel, AIOProcessor
 from modeling_aio.training import (
-    AIOTrainer, AIOTrainingCollator, IdentityBalancedSampler, MultimodalReIdDataset, TrainingItem, set_trainable,
-    trainable_state_dict,
+    AIOTrainer, AIOTrainingCollator, IdentityBalancedSampler, MultimodalReIdDataset, StopAfterStepCallback,
+    TrainingItem, align_text_skip, set_trainable, trainable_state_dict,
 )
 from processing_aio.synthesis import channel_augment_ir, grayscale_ir, random_sketch, xdog_sketch
 
-from conftest import random_image
+from conftest import random_image, tiny_config
 
 
 @pytest.mark.parametrize("transform", [channel_augment_ir, random_sketch])
@@ -89,7 +89,7 @@ def make_trainer(model, processor, items, out_dir, max_steps, save_steps=100):
 def tiny_reid(config, seed=0):
     torch.manual_seed(seed)
     model = AIOForReIdentification(config)
-    set_trainable(model, "all", freeze_word_embeddings=False)
+    set_trainable(model, "all", freeze_text_tokenizer=False)
     return model
 
 
@@ -178,3 +178,53 @@ def test_accelerate_launch_trains_data_parallel_with_two_cpu_processes(config, p
     assert summary["processes"] == 2 and summary["steps"] == 3
     assert (tmp_path / "out" / "aio-reid-trainable.safetensors").exists()
     assert (tmp_path / "out" / "checkpoint-2" / "model.safetensors").exists()
+
+
+@pytest.fixture
+def captioned_items(tmp_path):
+    colours = ["red", "blue", "black", "white", "green", "yellow", "grey", "dark"]
+    items = []
+    for person, colour in enumerate(colours):
+        for shot in range(2):
+            path = tmp_path / f"c{person}_{shot}.jpg"
+            random_image(100 + person * 10 + shot, (20, 40)).save(path)
+            items.append(TrainingItem(str(path), person, [f"a man in a {colour} shirt", f"{colour} jacket and bag"]))
+    return items
+
+
+@pytest.mark.parametrize("companions", [(), ("ir", "sketch")])
+def test_text_alignment_fits_the_text_skip_then_the_fusion_weights(tokenizer, captioned_items, companions):
+    torch.manual_seed(0)
+    # Fusion weights matter where a composed query has two skips: the OSNet tokenizer's image skip and the text one.
+    osnet = dict(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, embedding_size=256,
+                 osnet_embedding_skip=True) if companions else {}
+    model = AIOModel(tiny_config(text_embedding_skip=True, **osnet))
+    height, width = model.config.image_size
+    processor = AIOProcessor(AIOImageProcessor(size={"height": height, "width": width}), tokenizer, max_text_length=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = align_text_skip(model, processor, captioned_items, steps=40, batch_size=8, learning_rate=1e-2,
+                              companions=companions, fusion_fraction=0.5, fusion_steps=20, log_every=10)
+    text_stage = [h for h in history if h["stage"] == "text"]
+    assert text_stage[-1]["loss"] < text_stage[0]["loss"]
+    assert set(text_stage[0]) == {"stage", "step", "loss", "text", *(f"text+{m}" for m in companions)}
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    fitted = {"text_skip.weight", "text_skip.bias"} | ({"skip_log_weights"} if companions else set())
+    assert changed == fitted
+    if companions:  # the weights are fitted on the identities held back from the text skip's fit
+        assert {h["stage"] for h in history} == {"text", "fusion"}
+        assert model.skip_log_weights[[1, 3]].abs().sum() > 0  # ir and text weights moved; rgb never used
+        assert model.skip_log_weights[0] == 0
+
+
+def test_text_alignment_needs_a_text_skip(config, processor, training_items):
+    with pytest.raises(ValueError, match="text_embedding_skip"):
+        align_text_skip(AIOModel(config), processor, training_items, steps=1)
+
+
+def test_stop_after_ends_early_and_saves_that_step(config, processor, training_items, tmp_path):
+    config.num_identities = 4
+    trainer = make_trainer(tiny_reid(config), processor, training_items, tmp_path, max_steps=8, save_steps=100)
+    trainer.add_callback(StopAfterStepCallback(3))
+    trainer.train()
+    assert trainer.state.global_step == 3 and trainer.state.max_steps == 8
+    assert (tmp_path / "checkpoint-3").is_dir()
