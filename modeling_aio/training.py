@@ -291,10 +291,22 @@ def _alignment_features(model, processor, items: list[TrainingItem], companions:
     return {key: torch.cat(values) for key, values in cache.items() if values}
 
 
+def hold_out_captions(items: list[TrainingItem], fraction: float, seed: int
+                      ) -> tuple[list[TrainingItem], list[TrainingItem]]:
+    """Splits off `fraction` of the captioned identities: returns the items with those identities' captions removed
+    (their photos still train the image paths) and those identities' captioned items, for fitting how much a
+    caption should count in composed queries on people whose descriptions were never trained on."""
+    identities = sorted({item.label for item in items if item.captions})
+    random.Random(seed).shuffle(identities)
+    held = set(identities[:round(len(identities) * fraction)])
+    kept = [TrainingItem(i.image, i.label, [] if i.label in held else i.captions, i.real_sketch) for i in items]
+    return kept, [item for item in items if item.label in held and item.captions]
+
+
 def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 1000, batch_size: int = 256,
                     learning_rate: float = 1e-3, temperature: float = 0.05, companions: tuple[str, ...] = ("ir", "sketch"),
-                    fusion_fraction: float = 0.15, fusion_steps: int = 300, seed: int = 0,
-                    log_every: int = 100) -> list[dict[str, float]]:
+                    fusion_items: list[TrainingItem] | None = None, fusion_fraction: float = 0.15,
+                    fusion_steps: int = 300, seed: int = 0, log_every: int = 100) -> list[dict[str, float]]:
     """Last training stage for an `AIOModel` with `text_embedding_skip`: (1) fits `text_skip` so that text queries,
     alone and composed with a synthetic IR or sketch view, land on the RGB embeddings of their identity; (2) fits
     the per-modality skip weights of composed queries on captioned identities that (1) never saw, so the weight
@@ -302,17 +314,29 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
 
     Everything else is frozen by then, so the frozen parts' outputs are cached once (`_alignment_features`) and
     each step is a few matrix products: thousands of caption epochs in seconds instead of hours of image batches,
-    which is what the few captioned identities need."""
+    which is what the few captioned identities need.
+
+    `fusion_items`: captioned photos of identities whose captions no earlier stage trained on (see
+    `hold_out_captions`); without them, `fusion_fraction` of the captioned identities of `items` are held back from
+    (1) only, which still lets earlier stages' text training flatter text on them."""
     if not getattr(model.config, "text_embedding_skip", False):
         raise ValueError("align_text_skip needs a model built with `text_embedding_skip=True`.")
     captioned = [item for item in items if item.captions]
     identities = sorted({item.label for item in captioned})
     if len(identities) < 2:
         raise ValueError("align_text_skip needs captioned photos of at least two identities.")
-    random.Random(seed).shuffle(identities)
-    num_fusion = round(len(identities) * fusion_fraction) if companions and fusion_steps else 0
-    num_fusion = num_fusion if 2 <= num_fusion <= len(identities) - 2 else 0
-    fusion_ids = torch.tensor(identities[:num_fusion], dtype=torch.long)
+    if fusion_items is not None:
+        fusion_items = [item for item in fusion_items if item.captions]
+        held = sorted({item.label for item in fusion_items})
+        if set(held) & set(identities):
+            raise ValueError("`fusion_items` must be identities that `items` does not caption.")
+        captioned += fusion_items if companions and fusion_steps and len(held) >= 2 else []
+        fusion_ids = torch.tensor(held, dtype=torch.long)
+    else:
+        random.Random(seed).shuffle(identities)
+        num_fusion = round(len(identities) * fusion_fraction) if companions and fusion_steps else 0
+        num_fusion = num_fusion if 2 <= num_fusion <= len(identities) - 2 else 0
+        fusion_ids = torch.tensor(identities[:num_fusion], dtype=torch.long)
 
     was_training = model.training
     model.eval()
@@ -332,6 +356,10 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
         return losses
 
     def fit(parameters, kinds, rows, num_steps, lr, stage) -> list[dict[str, float]]:
+        # Training may have frozen them (the skip weights are frozen for the Trainer stage): fit them here anyway.
+        frozen = [p for p in parameters if not p.requires_grad]
+        for parameter in frozen:
+            parameter.requires_grad_(True)
         optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2 if stage == "text" else 0.0)
         generator = torch.Generator().manual_seed(seed)
         logged = []
@@ -347,6 +375,8 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
                     logged.append({"stage": stage, "step": step, "loss": round(float(loss.detach()), 4),
                                    **{kind: round(float(value.detach()), 4) for kind, value in losses.items()}})
         model.zero_grad(set_to_none=True)
+        for parameter in frozen:
+            parameter.requires_grad_(False)
         return logged
 
     kinds = ("text",) + tuple(f"text+{m}" for m in companions)
@@ -358,4 +388,5 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
 
 
 __all__ = ["TrainingItem", "MultimodalReIdDataset", "IdentityBalancedSampler", "AIOTrainingCollator", "AIOTrainer",
-           "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable", "align_text_skip"]
+           "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable", "align_text_skip",
+           "hold_out_captions"]

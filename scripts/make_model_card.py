@@ -181,7 +181,9 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
   enters the frozen layers as it does in MiniLM;
 * text-embedding skip (an addition to the paper): **{shape.get('text_embedding_skip', False)}** — a learned projection
   of the mean of the encoder outputs at the text positions (sentence-transformers pooling) joins the skips, fitted
-  in a last stage on cached features (`align_text_skip`) to text, text + IR and text + sketch queries;
+  in a last stage on cached features (`align_text_skip`) to text, text + IR and text + sketch queries; composed
+  queries average the skips with one learned weight per modality{(' (' + ', '.join(f'{k} {v:.2f}' for k, v in summary['skip_weights'].items()) + ')') if summary.get('skip_weights') else ''},
+  fitted on captioned identities whose captions no training step saw (`--fusion-holdout`);
 * heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
   vision-guided masked attribute modelling. Only tokenizer adapters, embeddings, projection and heads train.
 
@@ -201,7 +203,9 @@ encoder take no text) or not run.
 ### Which frozen encoder
 
 The same recipe and seed with each frozen encoder (`build_checkpoint.py --encoder minilm|dinov2`), both stopped at
-step 300 of the 1000-step schedule and given the same text-alignment stage; Rank-1 / mAP on the same held-out ids.
+step 300 of the 1000-step schedule (`--stop-after 300`) and given the same text-alignment stage
+(`--align-only CHECKPOINT`); Rank-1 / mAP on the same held-out ids. Both runs predate the caption hold-out of the
+shipped run: their training saw every training caption (`--fusion-holdout 0`).
 
 {chr(10).join(encoder_comparison(args.results))}
 
@@ -227,6 +231,11 @@ python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder
 python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}
 cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
+# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
+python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
+python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --max-steps 1000 --stop-after 300 ...  # same flags as above
+python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors
+scripts/dev_eval.sh runs/cmp-dinov2-built dinov2-step300 "sketch text rgb ir"   # and likewise minilm-step300
 scripts/dev_eval.sh aio-reid aio-reid && scripts/dev_eval.sh frozen-dinov2 frozen-dinov2 "sketch rgb ir sketch-anchor ir-anchor"
 scripts/dev_eval.sh osnet-0267 osnet-0267 "sketch rgb ir sketch-anchor ir-anchor"   # and the OpenVINO peers
 python scripts/make_model_card.py

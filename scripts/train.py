@@ -35,7 +35,7 @@ import modeling_aio  # noqa: E402,F401
 from modeling_aio import MODALITIES, AIOForReIdentification  # noqa: E402
 from modeling_aio.training import (  # noqa: E402
     AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, StopAfterStepCallback,
-    TrainingItem, align_text_skip, set_trainable, trainable_state_dict,
+    TrainingItem, align_text_skip, hold_out_captions, set_trainable, trainable_state_dict,
 )
 from processing_aio.reid_datasets import image_paths, load_reid_dataset  # noqa: E402
 
@@ -109,6 +109,9 @@ def main() -> None:
                         help="end at this step, keeping the learning-rate schedule of --max-steps (equal-step comparisons)")
     parser.add_argument("--align-only", type=Path, default=None, metavar="CHECKPOINT",
                         help="skip training: run only the text-alignment stage on this Trainer checkpoint and export")
+    parser.add_argument("--fusion-holdout", type=float, default=0.15,
+                        help="fraction of captioned identities whose captions are kept out of training, to fit the "
+                             "skip weights of composed queries on (0: fit them on ids held back from the last stage)")
     parser.add_argument("--align-text-steps", type=int, default=1000,
                         help="last stage: fit the text skip on cached features for this many steps (0: skip)")
     args = parser.parse_args()
@@ -121,9 +124,11 @@ def main() -> None:
             raise SystemExit("error: --root is required with --dataset.")
         records = items_from(load_reid_dataset(args.dataset, args.root), args.dataset, set())
     items, identities = build_items(records)
+    items, fusion_items = hold_out_captions(items, args.fusion_holdout, args.seed)
     print(f"training on {len(items)} photos of {len(identities)} identities "
           f"({sum(bool(i.captions) for i in items)} with captions, {sum(i.real_sketch is not None for i in items)} "
-          "with a real sketch)")
+          f"with a real sketch; captions of {len({i.label for i in fusion_items})} identities kept for fitting the "
+          "skip weights)")
 
     heads = set(args.heads.split(","))
     processor = AutoProcessor.from_pretrained(args.init)
@@ -131,6 +136,7 @@ def main() -> None:
     summary_file = args.output_dir / "training_summary.json"
     if args.align_only:
         model = AIOForReIdentification.from_pretrained(args.align_only)
+        set_trainable(model, args.train)  # what trained is what gets exported
         trainer, is_main = None, True
         steps = json.loads((args.align_only / "trainer_state.json").read_text())["global_step"]
         previous = json.loads(summary_file.read_text()) if summary_file.exists() else {}
@@ -165,7 +171,8 @@ def main() -> None:
     if args.align_text_steps and model.config.text_embedding_skip and is_main:
         # Single process: the stage is cheap, and the fitted weights are what process 0 saves below.
         aligned_at = time.time()
-        alignment = align_text_skip(model.aio, processor, items, steps=args.align_text_steps, seed=args.seed)
+        alignment = align_text_skip(model.aio, processor, items, steps=args.align_text_steps, seed=args.seed,
+                                    fusion_items=fusion_items or None)
         alignment_seconds = round(time.time() - aligned_at)
         print(f"text skip aligned in {alignment_seconds} s: {alignment[0]} ... {alignment[-1]}")
         print(f"skip weights (rgb, ir, sketch, text): {model.aio.skip_log_weights.exp().tolist()}")

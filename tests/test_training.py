@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 from modeling_aio import AIOForReIdentification, AIOImageProcessor, AIOModel, AIOProcessor
 from modeling_aio.training import (
     AIOTrainer, AIOTrainingCollator, IdentityBalancedSampler, MultimodalReIdDataset, StopAfterStepCallback,
-    TrainingItem, align_text_skip, set_trainable, trainable_state_dict,
+    TrainingItem, align_text_skip, hold_out_captions, set_trainable, trainable_state_dict,
 )
 from processing_aio.synthesis import channel_augment_ir, grayscale_ir, random_sketch, xdog_sketch
 
@@ -201,9 +201,11 @@ def test_text_alignment_fits_the_text_skip_then_the_fusion_weights(tokenizer, ca
     model = AIOModel(tiny_config(text_embedding_skip=True, **osnet))
     height, width = model.config.image_size
     processor = AIOProcessor(AIOImageProcessor(size={"height": height, "width": width}), tokenizer, max_text_length=16)
+    model.skip_log_weights.requires_grad_(False)  # as `set_trainable` leaves it for the Trainer stage
     before = {k: v.clone() for k, v in model.state_dict().items()}
     history = align_text_skip(model, processor, captioned_items, steps=40, batch_size=8, learning_rate=1e-2,
                               companions=companions, fusion_fraction=0.5, fusion_steps=20, log_every=10)
+    assert not model.skip_log_weights.requires_grad
     text_stage = [h for h in history if h["stage"] == "text"]
     assert text_stage[-1]["loss"] < text_stage[0]["loss"]
     assert set(text_stage[0]) == {"stage", "step", "loss", "text", *(f"text+{m}" for m in companions)}
@@ -228,3 +230,19 @@ def test_stop_after_ends_early_and_saves_that_step(config, processor, training_i
     trainer.train()
     assert trainer.state.global_step == 3 and trainer.state.max_steps == 8
     assert (tmp_path / "checkpoint-3").is_dir()
+
+
+def test_hold_out_captions_keeps_photos_and_returns_the_held_identities(captioned_items):
+    kept, held = hold_out_captions(captioned_items, 0.25, seed=0)
+    held_ids = {item.label for item in held}
+    assert len(held_ids) == 2 and len(held) == 4  # 2 of 8 identities, both of their photos
+    assert [i.image for i in kept] == [i.image for i in captioned_items]  # every photo still trains the image paths
+    assert all(not i.captions for i in kept if i.label in held_ids)
+    assert all(i.captions for i in kept if i.label not in held_ids)
+    assert hold_out_captions(captioned_items, 0.25, seed=0)[1] == held  # seeded
+
+
+def test_text_alignment_refuses_fusion_identities_it_fits_text_on(processor, captioned_items):
+    model = AIOModel(tiny_config(text_embedding_skip=True))
+    with pytest.raises(ValueError, match="fusion_items"):
+        align_text_skip(model, processor, captioned_items, steps=1, fusion_items=captioned_items[:2])
