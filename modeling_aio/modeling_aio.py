@@ -415,7 +415,7 @@ class AIOModel(AIOPreTrainedModel):
         projected_cls = self.projection(sequence[:, 0])
         skips: dict[str, torch.Tensor] = {}
         if self.config.osnet_embedding_skip and image_globals:
-            skips.update({m: F.pad(image_globals[m], (0, projected_cls.shape[-1] - image_globals[m].shape[-1]))
+            skips.update({m: self.image_skip(image_globals[m])
                           for m in IMAGE_MODALITIES if m in tokens and m in image_globals})
         text_pooled = None
         if self.config.text_embedding_skip and "text" in tokens:
@@ -432,6 +432,10 @@ class AIOModel(AIOPreTrainedModel):
             projected_cls=projected_cls,
             text_pooled_output=text_pooled,
         )
+
+    def image_skip(self, embedding: torch.Tensor) -> torch.Tensor:
+        """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size` (no parameters)."""
+        return F.pad(embedding, (0, self.config.embedding_size - embedding.shape[-1]))
 
     def combine_skips(self, skips: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted mean of the query's skips. The weights (one per modality, `skip_log_weights`, equal at start)

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback
 
 from processing_aio.synthesis import channel_augment_ir, random_sketch
+
+from .modeling_aio import supervised_contrastive_binding_loss
 
 
 @dataclass
@@ -243,12 +244,9 @@ def set_trainable(model, mode: str, freeze_text_tokenizer: bool = True) -> None:
 
 
 def _info_nce(queries: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE with identity-level positives (every key of the query's identity is a positive)."""
-    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / temperature
-    positives = (labels[:, None] == labels[None, :]).float()
-    forward = -(F.log_softmax(logits, 1) * positives).sum(1) / positives.sum(1)
-    backward = -(F.log_softmax(logits.T, 1) * positives.T).sum(1) / positives.T.sum(1)
-    return (forward.mean() + backward.mean()) / 2
+    """Symmetric InfoNCE with identity-level positives: the binding loss in both directions."""
+    return (supervised_contrastive_binding_loss(queries, keys, labels, temperature)
+            + supervised_contrastive_binding_loss(keys, queries, labels, temperature)) / 2
 
 
 @torch.no_grad()
@@ -259,7 +257,7 @@ def _alignment_features(model, processor, items: list[TrainingItem], companions:
     [CLS] projection, the pooled text output and the image skip (0 where none)."""
     from processing_aio.synthesis import channel_augment_ir, xdog_sketch
 
-    synthesize = {"ir": lambda photo, rng: channel_augment_ir(photo, rng), "sketch": lambda photo, _: xdog_sketch(photo)}
+    synthesize = {"ir": channel_augment_ir, "sketch": lambda photo, _: xdog_sketch(photo)}
     kinds = ("text",) + tuple(f"text+{m}" for m in companions)
     cache: dict[str, list[torch.Tensor]] = {"rgb": [], "labels": [], "photo": []}
     for kind in kinds:
@@ -284,8 +282,7 @@ def _alignment_features(model, processor, items: list[TrainingItem], companions:
             cache[f"{kind}/cls"].append(out.projected_cls)
             cache[f"{kind}/pooled"].append(out.text_pooled_output)
             if image is not None and model.config.osnet_embedding_skip:
-                dim = out.projected_cls.shape[-1]
-                cache[f"{kind}/image_skip"].append(F.pad(globals_[image][photo_of], (0, dim - globals_[image].shape[-1])))
+                cache[f"{kind}/image_skip"].append(model.image_skip(globals_[image][photo_of]))
         cache["labels"].append(torch.tensor([item.label for item in chunk])[photo_of])
         cache["photo"].append(photo_of + start)
     return {key: torch.cat(values) for key, values in cache.items() if values}
