@@ -111,7 +111,7 @@ def main() -> None:
                         help="skip training: run only the text-alignment stage on this Trainer checkpoint and export")
     parser.add_argument("--fusion-holdout", type=float, default=0.15,
                         help="fraction of captioned identities whose captions are kept out of training, to fit the "
-                             "skip weights of composed queries on (0: fit them on ids held back from the last stage)")
+                             "skip weights of composed queries on (0: choose them on ids held back from the last stage)")
     parser.add_argument("--align-text-steps", type=int, default=1000,
                         help="last stage: fit the text skip on cached features for this many steps (0: skip)")
     args = parser.parse_args()
@@ -195,9 +195,11 @@ def main() -> None:
                      "max_text_length": config.max_text_length}
         export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
         summary = {"steps": steps, "training_seconds": training_seconds, "alignment_seconds": alignment_seconds,
+                   "alignment_only_on": str(args.align_only) if args.align_only else None,  # a re-run last stage
                    "processes": trainer.args.world_size if trainer else 1, "identities": len(identities),
                    "photos": len(items), "seed": args.seed, "batch_size": batch_size, "train": args.train,
-                   "text_alignment": {h["stage"]: h for h in alignment} or None,  # last entry of each stage
+                   "text_alignment": {"text": [h for h in alignment if h["stage"] == "text"][-1],
+                                      "fusion": [h for h in alignment if h["stage"] == "fusion"]} if alignment else None,
                    "skip_weights": dict(zip(MODALITIES, model.aio.skip_log_weights.exp().tolist()))
                    if hasattr(model.aio, "skip_log_weights") else None,
                    "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}
