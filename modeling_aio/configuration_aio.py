@@ -77,7 +77,8 @@ class AIOConfig(PreTrainedConfig):
         identity_loss_weight / masked_attribute_loss_weight / binding_loss_weight (`float`): loss weights.
         label_smoothing (`float`): label smoothing of the identity cross-entropy.
         binding_temperature (`float`): temperature of the supervised contrastive binding loss.
-        fused_query_loss (`bool`): also train the query made of all modalities present in a training batch.
+        fused_query_loss (`bool`): also train composed queries: all modalities present in a training batch, and
+            text with each non-RGB image (text + IR, text + sketch) in captioned batches.
         attribute_words (`tuple[str, ...]`): closed vocabulary of the masked attribute head.
     """
 

@@ -511,7 +511,8 @@ class AIOForReIdentification(AIOPreTrainedModel):
         **kwargs,
     ) -> AIOReIdOutput:
         """Encodes every present modality alone (for binding and per-modality identity loss) and, with
-        `fused_query_loss`, all of them together (so composed queries are trained too).
+        `fused_query_loss`, all of them together and text with each non-RGB image (so the composed queries that
+        are asked, e.g. text + IR, are trained too; binding pulls them toward RGB like single ones).
 
         `masked_input_ids`/`attribute_labels` (B, L): the caption with attribute words masked and, at those
         positions, the index of the word in `config.attribute_words` (-100 elsewhere)."""
@@ -528,10 +529,15 @@ class AIOForReIdentification(AIOPreTrainedModel):
         single = {m: fused.features if len(tokens) == 1 else
                   self.aio.encode_tokens({m: t}, attention_mask, image_globals).features for m, t in tokens.items()}
         config = self.config
+        # Composed queries as they are asked: a description with one non-RGB image (RGB is the gallery's side).
+        composed = {f"text+{m}": self.aio.encode_tokens({"text": tokens["text"], m: tokens[m]}, attention_mask,
+                                                        image_globals).features
+                    for m in ("ir", "sketch") if config.fused_query_loss and "text" in tokens and m in tokens}
         total = fused.features.new_zeros(())
         identity_loss = binding_loss = attribute_loss = None
         if self.has_identity_head:
-            queries = list(single.values()) + ([fused.features] if config.fused_query_loss and len(single) > 1 else [])
+            queries = list(single.values()) + list(composed.values()) + (
+                [fused.features] if config.fused_query_loss and len(single) > 1 else [])
             identity_loss = torch.stack([
                 F.cross_entropy(self.identity_classifier(self.bnneck(f)), labels, label_smoothing=config.label_smoothing)
                 for f in queries
@@ -541,7 +547,7 @@ class AIOForReIdentification(AIOPreTrainedModel):
             rgb = single["rgb"]
             binding_loss = torch.stack([
                 supervised_contrastive_binding_loss(f, rgb, labels, config.binding_temperature)
-                for key, f in single.items() if key != "rgb"
+                for key, f in {**single, **composed}.items() if key != "rgb"
             ]).mean()
             total = total + config.binding_loss_weight * binding_loss
         if config.use_masked_attribute_head and masked_input_ids is not None and "rgb" in tokens:

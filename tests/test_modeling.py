@@ -116,6 +116,20 @@ def test_reid_model_returns_losses_per_head(config):
     assert no_labels.loss is None and no_labels.embeds.shape == (4, config.embedding_size)
 
 
+@pytest.mark.parametrize("fused_query_loss", [True, False])
+def test_training_encodes_the_composed_queries_that_are_asked(config, fused_query_loss):
+    """Text + IR and text + sketch (no RGB: that is the gallery's side) are trained as queries of their own."""
+    config.fused_query_loss = fused_query_loss
+    model = AIOForReIdentification(config)
+    encoded = []
+    encode_tokens = model.aio.encode_tokens
+    model.aio.encode_tokens = lambda tokens, *a, **k: encoded.append(frozenset(tokens)) or encode_tokens(tokens, *a, **k)
+    model(**make_inputs(config, 4, ("rgb", "ir", "sketch", "text")), labels=torch.tensor([0, 1, 2, 0]))
+    composed = {frozenset({"text", "ir"}), frozenset({"text", "sketch"})}
+    assert (composed <= set(encoded)) == fused_query_loss
+    assert {frozenset({m}) for m in MODALITIES} <= set(encoded)
+
+
 def test_any_encoder_family_fits(tmp_path):
     """The shared encoder is a nested config: a BERT (MiniLM-style) encoder works as well as DINOv2."""
     config = tiny_config(encoder_config=dict(model_type="bert", hidden_size=32, num_hidden_layers=2,
