@@ -222,7 +222,8 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
   step saw (`--fusion-holdout`){fusion_choice(summary)};
 * heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
   vision-guided masked attribute modelling; each on single-modality queries and on the composed queries that are
-  asked (text + IR, text + sketch), besides the query of all modalities of a batch. Only tokenizer adapters, embeddings, projection and heads train.
+  asked (text + IR, text + sketch), besides the query of all modalities of a batch. Only tokenizer adapters,
+  embeddings, projection and heads train.
 
 ## Development results (identities never trained on)
 
