@@ -530,8 +530,8 @@ class AIOForReIdentification(AIOPreTrainedModel):
                   self.aio.encode_tokens({m: t}, attention_mask, image_globals).features for m, t in tokens.items()}
         config = self.config
         # Composed queries as they are asked: a description with one non-RGB image (RGB is the gallery's side).
-        composed = {f"text+{m}": self.aio.encode_tokens({"text": tokens["text"], m: tokens[m]}, attention_mask,
-                                                        image_globals).features
+        composed = {f"text+{m}": fused.features if set(tokens) == {"text", m} else self.aio.encode_tokens(
+                        {"text": tokens["text"], m: tokens[m]}, attention_mask, image_globals).features
                     for m in ("ir", "sketch") if config.fused_query_loss and "text" in tokens and m in tokens}
         total = fused.features.new_zeros(())
         identity_loss = binding_loss = attribute_loss = None

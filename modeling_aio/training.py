@@ -347,39 +347,32 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     in_fusion = torch.isin(cache["labels"], fusion_ids)
     fit_rows, fusion_rows = torch.nonzero(~in_fusion).flatten(), torch.nonzero(in_fusion).flatten()
 
-    def loss_of(kinds: tuple[str, ...], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        labels, rgb = cache["labels"][rows], cache["rgb"][cache["photo"][rows]]
-        losses = {}
-        for kind in kinds:
-            skips = {"text": model.text_skip(cache[f"{kind}/pooled"][rows])}
-            image = kind.split("+")[1] if "+" in kind else None
-            if f"{kind}/image_skip" in cache:
-                skips[image] = cache[f"{kind}/image_skip"][rows]
-            losses[kind] = _info_nce(cache[f"{kind}/cls"][rows] + model.combine_skips(skips), rgb, labels, temperature)
-        return losses
+    def query_features(kind: str, rows: torch.Tensor) -> torch.Tensor:
+        """The features `encode_tokens` gives a `kind` query, rebuilt from the cache with the current text skip
+        and skip weights: [CLS] projection plus the weighted mean of the text skip and the image skip (if any)."""
+        skips = {"text": model.text_skip(cache[f"{kind}/pooled"][rows])}
+        if f"{kind}/image_skip" in cache:
+            skips[kind.split("+")[1]] = cache[f"{kind}/image_skip"][rows]
+        return cache[f"{kind}/cls"][rows] + model.combine_skips(skips)
 
-    def fit(parameters, kinds, rows, num_steps, lr, stage) -> list[dict[str, float]]:
-        # Training may have frozen them (the skip weights are frozen for the Trainer stage): fit them here anyway.
-        frozen = [p for p in parameters if not p.requires_grad]
-        for parameter in frozen:
-            parameter.requires_grad_(True)
-        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2 if stage == "text" else 0.0)
+    def fit_text_skip(kinds: tuple[str, ...], rows: torch.Tensor) -> list[dict[str, float]]:
+        parameters = list(model.text_skip.parameters())
+        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
         generator = torch.Generator().manual_seed(seed)
         logged = []
         with torch.enable_grad():
-            for step in range(1, num_steps + 1):
+            for step in range(1, steps + 1):
                 batch = rows[torch.randperm(len(rows), generator=generator)[:batch_size]]
-                losses = loss_of(kinds, batch)
+                labels, rgb = cache["labels"][batch], cache["rgb"][cache["photo"][batch]]
+                losses = {kind: _info_nce(query_features(kind, batch), rgb, labels, temperature) for kind in kinds}
                 loss = torch.stack(list(losses.values())).mean()
                 model.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if step % log_every == 0 or step == num_steps:
-                    logged.append({"stage": stage, "step": step, "loss": round(float(loss.detach()), 4),
+                if step % log_every == 0 or step == steps:
+                    logged.append({"stage": "text", "step": step, "loss": round(float(loss.detach()), 4),
                                    **{kind: round(float(value.detach()), 4) for kind, value in losses.items()}})
         model.zero_grad(set_to_none=True)
-        for parameter in frozen:
-            parameter.requires_grad_(False)
         return logged
 
     photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
@@ -388,13 +381,13 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     def rank1(kind: str, rows: torch.Tensor) -> float:
         """Rank-1 of `kind` queries among the RGB photos of the rows' identities, each query's own photo removed
         (its IR / sketch view was made from it), as the development evaluation scores composed queries."""
-        photos = cache["photo"][rows].unique()
-        queries = cache[f"{kind}/cls"][rows] + model.combine_skips(
-            {"text": model.text_skip(cache[f"{kind}/pooled"][rows]), kind.split("+")[1]: cache[f"{kind}/image_skip"][rows]})
-        scores = F.normalize(queries, dim=-1) @ cache["rgb"][photos].T
-        scores[cache["photo"][rows][:, None] == photos[None, :]] = float("-inf")
+        query_photos = cache["photo"][rows]
+        photos = query_photos.unique()
+        scores = F.normalize(query_features(kind, rows), dim=-1) @ cache["rgb"][photos].T
+        own_photo = query_photos[:, None] == photos[None, :]
+        scores[own_photo] = float("-inf")
         same = cache["labels"][rows][:, None] == photo_labels[photos][None, :]
-        valid = (same & (cache["photo"][rows][:, None] != photos[None, :])).any(1)
+        valid = (same & ~own_photo).any(1)
         hits = same.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
         return float(hits[valid].float().mean()) if valid.any() else 0.0
 
@@ -423,7 +416,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
         return logged
 
     kinds = ("text",) + tuple(f"text+{m}" for m in companions)
-    history = fit(list(model.text_skip.parameters()), kinds, fit_rows, steps, learning_rate, "text")
+    history = fit_text_skip(kinds, fit_rows)
     if len(fusion_rows):
         history += calibrate(kinds[1:], fusion_rows)
     model.train(was_training)

@@ -107,10 +107,16 @@ def encoder_comparison(results: Path) -> list[str]:
     return rows
 
 
+def fusion_entries(summary: dict) -> list[dict]:
+    """The fusion-weight grid's choices per composed kind, as `train.py` logs them (older summaries: none)."""
+    fusion = (summary.get("text_alignment") or {}).get("fusion")
+    return [h for h in fusion if isinstance(h, dict) and "rank1_lightest_text" in h] if isinstance(fusion, list) else []
+
+
 def fusion_choice(summary: dict) -> str:
     """What the fusion-weight grid chose and measured on its identities, from the training summary."""
-    fusion = (summary.get("text_alignment") or {}).get("fusion")
-    if not isinstance(fusion, list) or not fusion:
+    fusion = fusion_entries(summary)
+    if not fusion:
         return ""
     return ": " + "; ".join(
         f"{h['kind']}: text/image weight {h['text_over_image_weight']:.2f}, Rank-1 {100 * h['rank1']:.1f} there "
@@ -132,8 +138,7 @@ def limitations(results: Path, summary: dict) -> list[str]:
             worse.append(composed)
     if worse:
         lines.append(f"* Adding text makes {', '.join(worse)} worse than its best single modality (composed rows).")
-        fusion = {h["kind"]: h for h in ((summary.get("text_alignment") or {}).get("fusion") or [])
-                  if isinstance(h, dict) and "rank1_lightest_text" in h}
+        fusion = {h["kind"]: h for h in fusion_entries(summary)}
         for kind in (k for k in worse if k in fusion):
             lines.append(f"  On the identities the fusion weights were chosen on, {kind} with the lightest text weight "
                          f"of the grid scored {100 * fusion[kind]['rank1_lightest_text']:.1f} Rank-1 against "

@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--align-only", type=Path, default=None, metavar="CHECKPOINT",
                         help="skip training: run only the text-alignment stage on this Trainer checkpoint and export")
     parser.add_argument("--fusion-holdout", type=float, default=0.15,
-                        help="fraction of captioned identities whose captions are kept out of training, to fit the "
+                        help="fraction of captioned identities whose captions are kept out of training, to choose the "
                              "skip weights of composed queries on (0: choose them on ids held back from the last stage)")
     parser.add_argument("--align-text-steps", type=int, default=1000,
                         help="last stage: fit the text skip on cached features for this many steps (0: skip)")
