@@ -62,6 +62,10 @@ class AIOConfig(PreTrainedConfig):
             through a small trainable adapter per modality).
         osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
         train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
+        osnet_modality_trunks (`tuple[str, ...]`): image modalities (`"ir"`, `"sketch"`) that get their own copy of
+            the OSNet trunk instead of the shared one. Such a copy is bound to the shared trunk's photo embeddings on
+            real images of its modality (`modeling_aio.trunk_binding`, before the main training) and frozen
+            afterwards, so the RGB gallery side stays exactly the pretrained trunk (an addition to the paper).
         osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
             embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
             model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
@@ -96,6 +100,7 @@ class AIOConfig(PreTrainedConfig):
     image_tokenizer: str = "ibn_stem"
     osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
     train_image_backbone: bool = False
+    osnet_modality_trunks: list[str] | tuple[str, ...] = ()
     osnet_embedding_skip: bool = False
     text_embedding_skip: bool = False
     stem_width: int = 64
@@ -117,6 +122,7 @@ class AIOConfig(PreTrainedConfig):
         self.image_size = tuple(int(s) for s in self.image_size)
         self.attribute_words = tuple(self.attribute_words)
         self.osnet_token_grid = tuple(int(s) for s in self.osnet_token_grid)
+        self.osnet_modality_trunks = tuple(self.osnet_modality_trunks)
         if len(self.image_size) != 2:
             raise ValueError(f"`image_size` must be (height, width), got {self.image_size}.")
         if self.image_tokenizer not in IMAGE_TOKENIZER_TYPES:
@@ -125,6 +131,11 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
+        unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]
+        if unknown:
+            raise ValueError(f"`osnet_modality_trunks` takes 'ir' and/or 'sketch' (RGB uses the shared trunk), got {unknown}.")
+        if self.osnet_modality_trunks and self.image_tokenizer != "osnet":
+            raise ValueError("`osnet_modality_trunks` needs the osnet image tokenizer.")
         if self.image_tokenizer == "osnet" and self.image_size != (256, 128):
             raise ValueError(f"The osnet image tokenizer takes 256x128 crops, got `image_size` {self.image_size}.")
         if any(side % self.patch_size for side in self.image_size):

@@ -156,9 +156,11 @@ class AIOEmbeddings(nn.Module):
         hidden = config.hidden_size
         if config.image_tokenizer == "osnet":
             self.image_backbone = OSNet()
+            self.modality_backbones = nn.ModuleDict({m: OSNet() for m in config.osnet_modality_trunks})
             self.image_tokenizers = nn.ModuleDict({m: AIOOSNetAdapter(config) for m in IMAGE_MODALITIES})
         else:
             self.image_backbone = None
+            self.modality_backbones = nn.ModuleDict()
             self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
         self.text_tokenizer = AIOTextTokenizer(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
@@ -168,9 +170,15 @@ class AIOEmbeddings(nn.Module):
     def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding."""
         if self.image_backbone is not None:
-            feature_map, embedding = self.image_backbone(pixel_values)
+            feature_map, embedding = self.trunk(modality)(pixel_values)
             return self.image_tokenizers[modality](feature_map, embedding), embedding
         return self.image_tokenizers[modality](pixel_values), None
+
+    def trunk(self, modality: str) -> OSNet:
+        """The OSNet trunk that reads `modality`: its own copy (`config.osnet_modality_trunks`) or the shared one."""
+        if modality in self.modality_backbones:
+            return self.modality_backbones[modality]
+        return self.image_backbone
 
     def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Tokens (B, T_m, H) of each modality, with positions, and the image trunk's global embeddings (OSNet
@@ -251,8 +259,10 @@ class AIOPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, AIOModel) and hasattr(module, "skip_log_weights"):
-            nn.init.zeros_(module.skip_log_weights)
+        if isinstance(module, AIOModel):
+            for name in ("skip_log_weights", "skip_log_scales"):
+                if hasattr(module, name):
+                    nn.init.zeros_(getattr(module, name))
         if isinstance(module, AIOEmbeddings):
             for parameter in (module.cls_token, module.image_position_embeddings):
                 nn.init.trunc_normal_(parameter, std=std)
@@ -372,17 +382,22 @@ class AIOModel(AIOPreTrainedModel):
         if config.text_embedding_skip:
             self.text_skip = nn.Linear(config.hidden_size, config.embedding_size)
             self.skip_log_weights = nn.Parameter(torch.zeros(len(MODALITIES)))
+        if config.osnet_embedding_skip:
+            self.skip_log_scales = nn.Parameter(torch.zeros(len(MODALITIES)))
         self.post_init()
         self.freeze_encoder()
 
     def freeze_encoder(self) -> None:
         """Only tokenizers, embeddings, projection and heads train; gradients still flow through the encoder.
-        A pretrained OSNet image trunk is frozen too unless `config.train_image_backbone`."""
+        A pretrained OSNet image trunk is frozen too unless `config.train_image_backbone`; per-modality trunk copies
+        always are here (they train in their own stage, `modeling_aio.trunk_binding`)."""
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         if self.embeddings.image_backbone is not None and not self.config.train_image_backbone:
             self.embeddings.image_backbone.requires_grad_(False)
             self.embeddings.image_backbone.eval()
+        self.embeddings.modality_backbones.requires_grad_(False)
+        self.embeddings.modality_backbones.eval()
 
     def forward(
         self,
@@ -415,7 +430,7 @@ class AIOModel(AIOPreTrainedModel):
         projected_cls = self.projection(sequence[:, 0])
         skips: dict[str, torch.Tensor] = {}
         if self.config.osnet_embedding_skip and image_globals:
-            skips.update({m: self.image_skip(image_globals[m])
+            skips.update({m: self.image_skip(image_globals[m], m)
                           for m in IMAGE_MODALITIES if m in tokens and m in image_globals})
         text_pooled = None
         if self.config.text_embedding_skip and "text" in tokens:
@@ -433,9 +448,14 @@ class AIOModel(AIOPreTrainedModel):
             text_pooled_output=text_pooled,
         )
 
-    def image_skip(self, embedding: torch.Tensor) -> torch.Tensor:
-        """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size` (no parameters)."""
-        return F.pad(embedding, (0, self.config.embedding_size - embedding.shape[-1]))
+    def image_skip(self, embedding: torch.Tensor, modality: str) -> torch.Tensor:
+        """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size`, times its modality's scale
+        (`skip_log_scales`, 1 unless chosen after training: a query trunk bound to the photo embeddings can deserve
+        more weight against the [CLS] projection than training on its few real images would give it)."""
+        padded = F.pad(embedding, (0, self.config.embedding_size - embedding.shape[-1]))
+        if not hasattr(self, "skip_log_scales"):
+            return padded
+        return padded * self.skip_log_scales[MODALITIES.index(modality)].exp()
 
     def combine_skips(self, skips: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted mean of the query's skips. The weights (one per modality, `skip_log_weights`, equal at start)

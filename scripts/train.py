@@ -29,14 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from safetensors.torch import save_file  # noqa: E402
-from transformers import AutoProcessor, TrainingArguments, set_seed  # noqa: E402
+from transformers import AutoConfig, AutoProcessor, TrainingArguments, set_seed  # noqa: E402
 
 import modeling_aio  # noqa: E402,F401
 from modeling_aio import MODALITIES, AIOForReIdentification  # noqa: E402
 from modeling_aio.training import (  # noqa: E402
     AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, StopAfterStepCallback,
-    TrainingItem, align_text_skip, hold_out_captions, set_trainable, trainable_state_dict,
+    TrainingItem, align_text_skip, choose_skip_scale, hold_out_captions, hold_out_sketches, set_trainable,
+    trainable_state_dict,
 )
+from modeling_aio.trunk_binding import bind_modality_trunk, binding_examples  # noqa: E402
 from processing_aio.reid_datasets import image_paths, load_reid_dataset  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -112,6 +114,13 @@ def main() -> None:
     parser.add_argument("--fusion-holdout", type=float, default=0.15,
                         help="fraction of captioned identities whose captions are kept out of training, to choose the "
                              "skip weights of composed queries on (0: choose them on ids held back from the last stage)")
+    parser.add_argument("--trunk-steps", type=int, default=150,
+                        help="first stage, for models with per-modality OSNet trunks: bind each to the photo "
+                             "embeddings for this many steps (skipped on --resume: the checkpoint holds them)")
+    parser.add_argument("--trunk-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--sketch-holdout", type=float, default=0.2,
+                        help="fraction of identities with a real sketch whose sketches are kept out of training, to "
+                             "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")
     parser.add_argument("--align-text-steps", type=int, default=1000,
                         help="last stage: fit the text skip on cached features for this many steps (0: skip)")
     args = parser.parse_args()
@@ -125,27 +134,44 @@ def main() -> None:
         records = items_from(load_reid_dataset(args.dataset, args.root), args.dataset, set())
     items, identities = build_items(records)
     items, fusion_items = hold_out_captions(items, args.fusion_holdout, args.seed)
+    has_skip_scales = AutoConfig.from_pretrained(args.align_only or args.init).osnet_embedding_skip
+    sketch_items = []
+    if args.sketch_holdout and has_skip_scales:
+        items, sketch_items = hold_out_sketches(items, args.sketch_holdout, args.seed)
     print(f"training on {len(items)} photos of {len(identities)} identities "
           f"({sum(bool(i.captions) for i in items)} with captions, {sum(i.real_sketch is not None for i in items)} "
           f"with a real sketch; captions of {len({i.label for i in fusion_items})} identities kept for fitting the "
-          "skip weights)")
+          f"skip weights; sketches of {len({i.label for i in sketch_items})} identities kept for choosing the "
+          "sketch skip's scale)")
 
     heads = set(args.heads.split(","))
     processor = AutoProcessor.from_pretrained(args.init)
     batch_size = args.identities_per_batch * args.instances_per_identity
     summary_file = args.output_dir / "training_summary.json"
+    previous = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    trunk_binding: dict[str, dict] = {}
     if args.align_only:
         model = AIOForReIdentification.from_pretrained(args.align_only)
         set_trainable(model, args.train)  # what trained is what gets exported
         trainer, is_main = None, True
         steps = json.loads((args.align_only / "trainer_state.json").read_text())["global_step"]
-        previous = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         training_seconds = previous.get("training_seconds")
     else:
         model = AIOForReIdentification.from_pretrained(
             args.init, num_identities=len(identities), use_identity_head="identity" in heads,
             use_binding_head="binding" in heads, use_masked_attribute_head="attribute" in heads)
         set_trainable(model, args.train)
+        if args.train == "all" and not args.resume:
+            for modality in model.config.osnet_modality_trunks if args.trunk_steps else ():
+                examples, photos = binding_examples(items, modality)
+                bound_at = time.time()
+                log = bind_modality_trunk(model.aio, processor.image_processor, modality, examples, photos,
+                                          args.output_dir / f"trunk-{modality}", steps=args.trunk_steps,
+                                          learning_rate=args.trunk_learning_rate, seed=args.seed)
+                trunk_binding[modality] = {"steps": args.trunk_steps, "seconds": round(time.time() - bound_at),
+                                           "images": len(examples), "identities": len(photos),
+                                           "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
+                print(f"{modality} trunk bound: {trunk_binding[modality]}")
         dataset = MultimodalReIdDataset(items, seed=args.seed)
         collator = AIOTrainingCollator(processor, model.config.attribute_words)
         training_args = TrainingArguments(
@@ -167,7 +193,10 @@ def main() -> None:
         trainer.train(resume_from_checkpoint=args.resume or None)
         training_seconds, steps = round(time.time() - started), trainer.state.global_step
         is_main = trainer.is_world_process_zero()
-    alignment, alignment_seconds = [], None
+    alignment, alignment_seconds, skip_scale = [], None, None
+    if sketch_items and is_main:
+        skip_scale = choose_skip_scale(model.aio, processor, sketch_items)
+        print(f"sketch skip scale chosen: {skip_scale}")
     if args.align_text_steps and model.config.text_embedding_skip and is_main:
         # Single process: the stage is cheap, and the fitted weights are what process 0 saves below.
         aligned_at = time.time()
@@ -188,18 +217,22 @@ def main() -> None:
         encoder = "minilm" if config.encoder_config.model_type == "bert" else "dinov2"
         overrides = {"encoder": encoder, "image_tokenizer": config.image_tokenizer,
                      "osnet_embedding_skip": config.osnet_embedding_skip,
+                     "osnet_modality_trunks": list(config.osnet_modality_trunks),
                      "text_embedding_skip": config.text_embedding_skip,
                      "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
                      "patch_size": config.patch_size,
                      "stem_width": config.stem_width, "embedding_size": config.embedding_size,
                      "max_text_length": config.max_text_length}
         export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
-        summary = {"steps": steps, "training_seconds": training_seconds, "alignment_seconds": alignment_seconds,
+        summary = {"steps": steps, "training_seconds": training_seconds,
+                   "trunk_binding": trunk_binding or previous.get("trunk_binding"),  # resumed / re-aligned: as before
+                   "alignment_seconds": alignment_seconds,
                    "alignment_only_on": str(args.align_only) if args.align_only else None,  # a re-run last stage
                    "processes": trainer.args.world_size if trainer else 1, "identities": len(identities),
                    "photos": len(items), "seed": args.seed, "batch_size": batch_size, "train": args.train,
                    "text_alignment": {"text": [h for h in alignment if h["stage"] == "text"][-1],
                                       "fusion": [h for h in alignment if h["stage"] == "fusion"]} if alignment else None,
+                   "skip_scale": skip_scale,
                    "skip_weights": dict(zip(MODALITIES, model.aio.skip_log_weights.exp().tolist()))
                    if hasattr(model.aio, "skip_log_weights") else None,
                    "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}
