@@ -64,8 +64,9 @@ class AIOConfig(PreTrainedConfig):
         train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
         osnet_modality_trunks (`tuple[str, ...]`): image modalities (`"ir"`, `"sketch"`) that get their own copy of
             the OSNet trunk instead of the shared one. Such a copy is bound to the shared trunk's photo embeddings on
-            real images of its modality (`modeling_aio.trunk_binding`, before the main training) and frozen
-            afterwards, so the RGB gallery side stays exactly the pretrained trunk (an addition to the paper).
+            images of its modality (real sketches; synthetic views for IR, which has no real training images here)
+            by `modeling_aio.trunk_binding` before the main training, and frozen afterwards, so the RGB gallery side
+            stays exactly the pretrained trunk (an addition to the paper).
         osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
             embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
             model starts as the pretrained ReID trunk for images and training learns the multimodal residual and

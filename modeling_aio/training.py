@@ -341,8 +341,8 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
     photos = [(str(item.image), item.label) for item in held_items]
     if len({label for _, label in queries}) < 2:
         raise ValueError("choose_skip_scale needs real sketches of at least two held-out identities.")
-    was_training = model.training
-    model.eval()
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval().cpu()  # a cheap stage: on the CPU, where the images are decoded
 
     def encode(pairs: list[tuple[str, int]], image_modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         cls, raw = [], []
@@ -371,7 +371,7 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
         scored.append((float(matches[:, 0].mean()), float(average_precision.mean()), log_scale))
     best = max(scored, key=lambda entry: entry[:2])  # first maximum: the smallest scale
     model.skip_log_scales[index] = best[2]
-    model.train(was_training)
+    model.train(was_training).to(device)
     unscaled = next((rank1 for rank1, _, log_scale in scored if log_scale == 0.0), None)
     return {"stage": "skip_scale", "modality": modality, "scale": round(math.exp(best[2]), 4),
             "rank1": round(best[0], 4), "mAP": round(best[1], 4),
@@ -417,8 +417,8 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
         num_fusion = num_fusion if 2 <= num_fusion <= len(identities) - 2 else 0
         fusion_ids = torch.tensor(identities[:num_fusion], dtype=torch.long)
 
-    was_training = model.training
-    model.eval()
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval().cpu()  # cached features and a few matrix products per step: the CPU is enough, and one place
     cache = _alignment_features(model, processor, captioned, companions, seed, batch_size=32)
     in_fusion = torch.isin(cache["labels"], fusion_ids)
     fit_rows, fusion_rows = torch.nonzero(~in_fusion).flatten(), torch.nonzero(in_fusion).flatten()
@@ -495,7 +495,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     history = fit_text_skip(kinds, fit_rows)
     if len(fusion_rows):
         history += calibrate(kinds[1:], fusion_rows)
-    model.train(was_training)
+    model.train(was_training).to(device)
     return history
 
 

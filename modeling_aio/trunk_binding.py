@@ -119,7 +119,7 @@ def photo_prototypes(trunk: OSNet, image_processor, photos: list[list[str | Path
         chunk = flat[start:start + batch_size]
         pixels = image_processor([Image.open(p).convert("RGB") for _, p in chunk], modality="rgb",
                                  return_tensors="pt")["pixel_values"]
-        embeds = F.normalize(trunk(pixels)[1], dim=-1)
+        embeds = F.normalize(trunk(pixels.to(next(trunk.parameters()).device))[1], dim=-1).cpu()
         sums.index_add_(0, torch.tensor([label for label, _ in chunk]), embeds)
     return F.normalize(sums, dim=-1)
 
@@ -145,7 +145,8 @@ def binding_examples(items, modality: str) -> tuple[list[dict[str, Any]], list[l
 def bind_modality_trunk(aio_model, image_processor, modality: str, examples: list[dict[str, Any]],
                         photos: list[list[str | Path]], output_dir: str | Path, steps: int, learning_rate: float = 1e-4,
                         batch_size: int = 32, seed: int = 42, temperature: float = 0.05) -> list[dict[str, float]]:
-    """Trains `aio_model.embeddings.modality_backbones[modality]` in place with `Trainer` and returns its loss log.
+    """Trains `aio_model.embeddings.modality_backbones[modality]` in place with `Trainer` (on its device, then back
+    where it was) and returns its loss log.
 
     examples: `{"image", "labels", "synthesize"}` dicts, labels indexing `photos` (the photo paths per identity)."""
     backbones = aio_model.embeddings.modality_backbones
@@ -159,12 +160,13 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
         raise ValueError(f"`examples` labels {bad[:5]} have no photos (there are {len(photos)} identities).")
     prototypes = photo_prototypes(aio_model.embeddings.image_backbone, image_processor, photos)
     trunk = backbones[modality]
+    device = next(trunk.parameters()).device
     trunk.requires_grad_(True)
     binder = TrunkBindingModel(trunk, prototypes, temperature)
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, weight_decay=5e-4, lr_scheduler_type="constant", warmup_steps=0,
-        logging_steps=10, save_strategy="no", seed=seed, data_seed=seed, dataloader_drop_last=True,
+        logging_steps=max(1, min(10, steps)), save_strategy="no", seed=seed, data_seed=seed, dataloader_drop_last=True,
         dataloader_num_workers=0, remove_unused_columns=False, report_to=[], disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
@@ -172,7 +174,7 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
                       data_collator=TrunkBindingCollator(image_processor, modality, seed))
     trainer.train()
     trunk.requires_grad_(False)
-    trunk.eval()
+    trunk.eval().to(device)  # Trainer moved it to its device; the rest of the model stays where it was
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
 
 

@@ -9,6 +9,10 @@ Data: by default the `../shared/data` recipe (the pooled CUHK-PEDES set with the
 with their real sketches, the two-camera set) minus every identity of `splits/dev_split.json`; or any loader of
 `processing_aio.reid_datasets` with `--dataset/--root`. Missing modalities are synthesised per photo (CAJ IR, XDoG
 sketch); after `--real-after` of the run, identities with a real sketch use it (progressive schedule).
+Stages: (1) with per-modality OSNet trunks (`--osnet-modality-trunks` at build time), each is bound to the shared
+trunk's photo embeddings (`modeling_aio.trunk_binding`, `--trunk-steps`); (2) the Trainer run of tokenizers and
+heads; (3) the sketch skip's scale, chosen on the real sketches of identities kept out of (1) and (2)
+(`--sketch-holdout`); (4) the text skip and the composed-query weights (`align_text_skip`).
 Checkpoints every `--save-steps`; `--resume` continues from the last one. At the end the trainable weights (no
 encoder, no identity classifier) are written as fp16 safetensors for `build_checkpoint.py` to merge.
 """
