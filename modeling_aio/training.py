@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback
 from processing_aio.synthesis import channel_augment_ir, random_sketch
 
 from .configuration_aio import MODALITIES
+from .evaluation import rank_metrics
 from .modeling_aio import supervised_contrastive_binding_loss
 
 
@@ -264,9 +265,8 @@ def _alignment_features(model, processor, items: list[TrainingItem], companions:
     """Everything the text skip's fit needs, computed once with the model as trained: the RGB embedding of each
     captioned photo and, per caption and query kind (text alone, text + each synthetic companion image), the
     [CLS] projection, the pooled text output and the image skip (0 where none)."""
-    from processing_aio.synthesis import channel_augment_ir, xdog_sketch
+    from processing_aio.synthesis import synthetic_view
 
-    synthesize = {"ir": channel_augment_ir, "sketch": lambda photo, _: xdog_sketch(photo)}
     kinds = ("text",) + tuple(f"text+{m}" for m in companions)
     cache: dict[str, list[torch.Tensor]] = {"rgb": [], "labels": [], "photo": []}
     for kind in kinds:
@@ -275,7 +275,7 @@ def _alignment_features(model, processor, items: list[TrainingItem], companions:
         chunk = items[start:start + batch_size]
         rng = random.Random(seed + start)
         photos = [Image.open(item.image).convert("RGB") for item in chunk]
-        images = {"rgb": photos, **{m: [synthesize[m](p, rng) for p in photos] for m in companions}}
+        images = {"rgb": photos, **{m: [synthetic_view(p, m, rng) for p in photos] for m in companions}}
         pixels = processor(**images, return_tensors="pt")
         tokens, globals_ = model.embeddings.tokenize({m: pixels[f"pixel_values_{m}"] for m in images})
         cache["rgb"].append(model.encode_tokens({"rgb": tokens["rgb"]}, None, globals_).embeds)
@@ -357,18 +357,15 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
 
     gallery, _ = encode(photos, "rgb")
     query_cls, query_raw = encode(queries, modality)
-    query_labels = torch.tensor([label for _, label in queries])
-    gallery_labels = torch.tensor([label for _, label in photos])
+    query_labels = [label for _, label in queries]
+    gallery_labels = [label for _, label in photos]
     index = MODALITIES.index(modality)
     scored = []
     for log_scale in sorted(log_scales):
         model.skip_log_scales[index] = log_scale
         features = F.normalize(query_cls + model.image_skip(query_raw, modality), dim=-1)
-        order = (features @ gallery.T).argsort(dim=1, descending=True)
-        matches = (gallery_labels[order] == query_labels[:, None]).float()
-        precision = matches.cumsum(1) / torch.arange(1, matches.shape[1] + 1)
-        average_precision = (precision * matches).sum(1) / matches.sum(1).clamp(min=1)
-        scored.append((float(matches[:, 0].mean()), float(average_precision.mean()), log_scale))
+        metrics = rank_metrics((features @ gallery.T).numpy(), query_labels, gallery_labels, ranks=(1,))
+        scored.append((float(metrics["rank-1"]) / 100, float(metrics["mAP"]) / 100, log_scale))
     best = max(scored, key=lambda entry: entry[:2])  # first maximum: the smallest scale
     model.skip_log_scales[index] = best[2]
     model.train(was_training).to(device)

@@ -91,16 +91,15 @@ class TrunkBindingCollator:
         self.image_processor, self.modality, self.seed, self.calls = image_processor, modality, seed, 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from processing_aio.synthesis import channel_augment_ir, xdog_sketch
+        from processing_aio.synthesis import synthetic_view
 
         rng = random.Random(self.seed * 1_000_003 + self.calls)
         self.calls += 1
-        synthesize = {"ir": channel_augment_ir, "sketch": lambda photo, _: xdog_sketch(photo)}[self.modality]
         images = []
         for example in examples:
             image = Image.open(example["image"]).convert("RGB")
             if example.get("synthesize"):
-                image = synthesize(image, rng)
+                image = synthetic_view(image, self.modality, rng)
             fill = (255, 255, 255) if self.modality == "sketch" else (0, 0, 0)
             images.append(augment_view(image, rng, fill))
         pixels = self.image_processor(images, modality=self.modality, return_tensors="pt")["pixel_values"]

@@ -72,4 +72,14 @@ def random_sketch(image: Image.Image, seed: int | random.Random | None = None) -
                        shading=rng.uniform(0.2, 0.7))
 
 
-__all__ = ["grayscale_ir", "channel_augment_ir", "xdog_sketch", "random_sketch"]
+def synthetic_view(photo: Image.Image, modality: str, seed: int | random.Random | None = None) -> Image.Image:
+    """A photo's synthetic `modality` view for the stages fitted after (or beside) the main training: CAJ channel
+    augmentation for IR, the default XDoG drawing for sketches."""
+    if modality == "ir":
+        return channel_augment_ir(photo, seed)
+    if modality == "sketch":
+        return xdog_sketch(photo)
+    raise ValueError(f"No synthetic view for modality {modality!r}; expected 'ir' or 'sketch'.")
+
+
+__all__ = ["grayscale_ir", "channel_augment_ir", "xdog_sketch", "random_sketch", "synthetic_view"]
