@@ -67,6 +67,9 @@ class AIOConfig(PreTrainedConfig):
             images of its modality (real sketches; synthetic views for IR, which has no real training images here)
             by `modeling_aio.trunk_binding` before the main training, and frozen afterwards, so the RGB gallery side
             stays exactly the pretrained trunk (an addition to the paper).
+        osnet_trunk_teacher (`str`, *optional*): name of the RGB ReID model distilled into the shared OSNet trunk by
+            `modeling_aio.trunk_distillation` before the other stages (e.g. `"person-reidentification-retail-0277"`);
+            the trunk's weights then ship with the trained weights. `None`: the pretrained 0267 trunk as it is.
         osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
             embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
             model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
@@ -102,6 +105,7 @@ class AIOConfig(PreTrainedConfig):
     osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
     train_image_backbone: bool = False
     osnet_modality_trunks: list[str] | tuple[str, ...] = ()
+    osnet_trunk_teacher: str | None = None
     osnet_embedding_skip: bool = False
     text_embedding_skip: bool = False
     stem_width: int = 64

@@ -211,10 +211,11 @@ def trainable_state_dict(model, include_identity_classifier: bool = False) -> di
     """The weights to ship: everything that trains, without the frozen encoder and (by default) without the
     dataset-specific identity classifier; keys are those of `AIOModel` (prefix `aio.` removed)."""
     # Besides what trains now: weights set by a stage of their own (skip weights, chosen after training; the
-    # per-modality trunks, bound before it).
+    # per-modality trunks, bound before it; the shared trunk, when a teacher was distilled into it).
+    distilled = getattr(model.config, "osnet_trunk_teacher", None) is not None
     names = {name for name, parameter in model.named_parameters()
              if parameter.requires_grad or name.endswith(("skip_log_weights", "skip_log_scales"))
-             or ".modality_backbones." in name}
+             or ".modality_backbones." in name or (distilled and ".image_backbone." in name)}
     state = {}
     for name, tensor in model.state_dict().items():
         if name.startswith("aio.encoder."):

@@ -33,6 +33,13 @@ from transformers.utils import ModelOutput
 from .osnet import OSNet
 
 
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Keep a pretrained trunk's BatchNorm statistics: small training batches would let them drift."""
+    for child in module.modules():
+        if isinstance(child, nn.BatchNorm2d | nn.BatchNorm1d):
+            child.eval()
+
+
 @dataclass
 class TrunkBindingOutput(ModelOutput):
     loss: torch.Tensor | None = None
@@ -54,9 +61,7 @@ class TrunkBindingModel(nn.Module):
 
     def train(self, mode: bool = True) -> TrunkBindingModel:
         super().train(mode)
-        for module in self.trunk.modules():
-            if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
-                module.eval()
+        freeze_batchnorm(self.trunk)
         return self
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> TrunkBindingOutput:
@@ -178,4 +183,4 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
 
 
 __all__ = ["TrunkBindingModel", "TrunkBindingCollator", "TrunkBindingOutput", "photo_prototypes",
-           "bind_modality_trunk", "binding_examples", "augment_view"]
+           "bind_modality_trunk", "binding_examples", "augment_view", "freeze_batchnorm"]

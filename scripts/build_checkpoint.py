@@ -143,6 +143,11 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         if mismatched:
             raise RuntimeError(f"{trained} shapes differ from the model for {mismatched[:5]}")
         model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        if config.osnet_trunk_teacher:
+            if not any(k.startswith("embeddings.image_backbone.") for k in weights):
+                raise RuntimeError(f"{trained} says its shared trunk was distilled from {config.osnet_trunk_teacher} "
+                                   "but carries no `embeddings.image_backbone.*` weights.")
+            print(f"shared OSNet trunk: the trained weights' copy, distilled from {config.osnet_trunk_teacher}")
         print(f"merged {len(weights)} trained tensors from {trained.relative_to(REPO) if trained.is_relative_to(REPO) else trained}")
     else:
         print("no trained weights found: tokenizers and projection are untrained (random / MiniLM init)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Development results on the identities kept out of training (splits/dev_split.json), for one model.
 # Usage: scripts/dev_eval.sh MODEL LABEL [TASKS]
-#   MODEL: checkpoint folder, frozen-dinov2, osnet-0267 or openvino:PATH.xml;  LABEL: folder name under outputs/dev/
+#   MODEL: checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT or openvino:PATH.xml;  LABEL: folder name under outputs/dev/
 #   TASKS: space-separated subset of: sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail

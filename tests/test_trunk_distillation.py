@@ -1,0 +1,179 @@
+"""Distilling an RGB ReID teacher into the shared OSNet trunk (`AIOConfig.osnet_trunk_teacher`)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modeling_aio import AIOForReIdentification, AIOModel
+from modeling_aio.training import TrainingItem, trainable_state_dict
+from modeling_aio.trunk_distillation import (
+    TrunkDistillationCollator, TrunkDistillationModel, distill_trunk, distillation_examples, openvino_reid_embedder,
+)
+from processing_aio import AIOImageProcessor
+
+from conftest import REPO, requires_shared_data
+from test_trunk_binding import osnet_config, striped, with_shipped_trunks
+
+TEACHER_XML = (REPO.parent / "shared" / "weights" / "openvino-person-reid" / "person-reidentification-retail-0277-FP16"
+               / "person-reidentification-retail-0277.xml")
+
+
+def pooled_teacher(pixels: torch.Tensor) -> torch.Tensor:
+    """A fixed stand-in teacher: the 4x4 colour layout of the crop through a fixed random map (48 -> 32)."""
+    weights = torch.randn(48, 32, generator=torch.Generator().manual_seed(0))
+    return F.adaptive_avg_pool2d(pixels, (4, 4)).flatten(1) @ weights
+
+
+@pytest.fixture
+def photo_items(tmp_path) -> list[TrainingItem]:
+    items = []
+    for person in range(3):
+        for shot in range(2):
+            photo = tmp_path / f"{person}_{shot}.jpg"
+            striped(person, person * 10 + shot).save(photo)
+            items.append(TrainingItem(str(photo), person, [], None))
+    lonely = tmp_path / "lonely.jpg"
+    striped(0, 99).save(lonely)
+    return items + [TrainingItem(str(lonely), 9, [], None)]
+
+
+def test_distillation_examples_group_photos_and_drop_single_shots(photo_items):
+    examples = distillation_examples(photo_items)
+    assert len(examples) == 3 and [len(e["images"]) for e in examples] == [2, 2, 2]
+    assert examples[1]["images"][0].endswith("1_0.jpg")
+
+
+def test_collator_feeds_the_teacher_the_students_pixels_and_repeats_from_its_seed(photo_items):
+    examples = distillation_examples(photo_items)
+    processor = AIOImageProcessor()
+    first = TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=2, seed=3)(examples)
+    again = TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=2, seed=3)(examples)
+    other = TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=2, seed=4)(examples)
+    assert first["pixel_values"].shape == (6, 3, 256, 128) and first["teacher_embeds"].shape == (6, 32)
+    assert torch.allclose(first["teacher_embeds"], pooled_teacher(first["pixel_values"]))
+    assert torch.equal(first["pixel_values"], again["pixel_values"])
+    assert not torch.equal(first["pixel_values"], other["pixel_values"])
+    with pytest.raises(ValueError, match="instances_per_identity"):
+        TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=1)
+
+
+def test_relation_loss_vanishes_when_the_teacher_ranks_like_the_student():
+    model = with_shipped_trunks(AIOModel(osnet_config())).eval()
+    student = TrunkDistillationModel(model.embeddings.image_backbone, teacher_dim=256).eval()
+    pixels = torch.randn(4, 3, 256, 128)
+    with torch.no_grad():
+        own = student(pixels).embeds
+        same = student(pixels, teacher_embeds=own)
+        shuffled = student(pixels, teacher_embeds=own.roll(1, dims=0))
+    assert same.relation_loss.item() < 1e-5 < shuffled.relation_loss.item()
+    with pytest.raises(ValueError, match="teacher_embeds"):
+        student(pixels, teacher_embeds=own[:3])
+
+
+def test_distillation_lowers_the_loss_and_moves_only_the_shared_trunk(photo_items, tmp_path):
+    torch.manual_seed(0)
+    model = with_shipped_trunks(AIOModel(osnet_config()))
+    processor = AIOImageProcessor()
+    examples = distillation_examples(photo_items)
+    trunk = model.embeddings.image_backbone
+    sketch_before = {k: v.clone() for k, v in model.embeddings.modality_backbones["sketch"].state_dict().items()}
+    pixels = processor([p for e in examples for p in e["images"]], modality="rgb")["pixel_values"]
+    targets = pooled_teacher(pixels)
+
+    def relation_loss() -> float:
+        with torch.no_grad():
+            return TrunkDistillationModel(trunk, 32).eval()(pixels, targets).relation_loss.item()
+
+    start = relation_loss()
+    log = distill_trunk(trunk, processor, pooled_teacher, examples, tmp_path / "distil", steps=30,
+                        learning_rate=3e-4, identities_per_batch=3, instances_per_identity=2, seed=0, warmup_steps=1)
+    assert relation_loss() < start and log and log[-1]["step"] == 30
+    assert not trunk.training and not any(p.requires_grad for p in trunk.parameters())
+    for name, value in model.embeddings.modality_backbones["sketch"].state_dict().items():
+        assert torch.equal(value, sketch_before[name]), name
+    with pytest.raises(ValueError, match="at least 16 identities"):
+        distill_trunk(trunk, processor, pooled_teacher, examples, tmp_path / "x", steps=1)
+
+
+def test_a_distilled_shared_trunk_ships_with_the_trained_weights():
+    plain = trainable_state_dict(AIOForReIdentification(osnet_config(num_identities=3)))
+    assert not any(k.startswith("embeddings.image_backbone.") for k in plain)
+    distilled_model = AIOForReIdentification(osnet_config(num_identities=3, osnet_trunk_teacher="teacher-x"))
+    distilled = trainable_state_dict(distilled_model)
+    trunk_keys = [k for k in distilled if k.startswith("embeddings.image_backbone.")]
+    assert len(trunk_keys) == len(distilled_model.aio.embeddings.image_backbone.state_dict())
+    assert "embeddings.image_backbone.fc.1.running_var" in trunk_keys
+
+
+@requires_shared_data
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_openvino_teacher_embeds_normalised_pixels(tmp_path):
+    processor = AIOImageProcessor()
+    teacher = openvino_reid_embedder(TEACHER_XML, processor, threads=2)
+    photos = [striped(0, 1), striped(2, 3)]
+    embeds = teacher(processor(photos, modality="rgb", return_tensors="pt")["pixel_values"])
+    assert embeds.shape == (2, 256) and torch.isfinite(embeds).all()
+    with pytest.raises(FileNotFoundError, match="missing.xml"):
+        openvino_reid_embedder(tmp_path / "missing.xml", processor)
+
+
+@requires_shared_data
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, tmp_path):
+    """`scripts/train.py --distill-teacher 0277.xml` on a tiny OSNet-tokenizer checkpoint and a PKU-Sketch fixture."""
+    import json
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from processing_aio import AIOProcessor
+
+    torch.manual_seed(0)
+    init = with_shipped_trunks(AIOModel(osnet_config(num_identities=0)))
+    init.save_pretrained(tmp_path / "init")
+    AIOProcessor(AIOImageProcessor(), tokenizer, max_text_length=16).save_pretrained(tmp_path / "init")
+    for pid in range(1, 5):
+        for camera in ("04", "06"):
+            path = tmp_path / "pku" / "photo" / f"{pid}_{camera}_1.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            striped(pid, pid * 7 + int(camera)).save(path)
+        (tmp_path / "pku" / "sketch").mkdir(exist_ok=True)
+        striped(pid, pid, colour=False).save(tmp_path / "pku" / "sketch" / f"{pid}.jpg")
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--init", str(tmp_path / "init"),
+               "--output-dir", str(tmp_path / "out"), "--dataset", "pku-sketch", "--root", str(tmp_path / "pku"),
+               "--max-steps", "1", "--identities-per-batch", "2", "--instances-per-identity", "2",
+               "--distill-teacher", str(TEACHER_XML), "--distill-steps", "2", "--distill-learning-rate", "0.05", "--trunk-steps", "0",
+               "--sketch-holdout", "0", "--align-text-steps", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["trunk_distillation"]["teacher"] == TEACHER_XML.stem
+    assert summary["trunk_distillation"]["steps"] == 2 and summary["trunk_distillation"]["identities"] == 4
+    shapes = json.loads((tmp_path / "out" / "aio-reid-trainable.json").read_text())
+    assert shapes["osnet_trunk_teacher"] == TEACHER_XML.stem
+    exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
+    shipped = init.embeddings.image_backbone.state_dict()
+    moved = [k for k, v in shipped.items() if k.endswith("weight") and
+             not torch.equal(exported[f"embeddings.image_backbone.{k}"], v.half())]
+    assert moved, "the exported shared trunk is still the pretrained one"
+
+
+def test_evaluate_embeds_with_a_checkpoints_shared_trunk_alone(tmp_path):
+    from conftest import load_script
+
+    model = with_shipped_trunks(AIOModel(osnet_config(num_identities=0))).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    embedder = load_script("evaluate").Embedder(f"osnet-trunk:{tmp_path / 'ckpt'}", 4, tmp_path / "cache")
+    photos = [striped(0, 1), striped(1, 2)]
+    pixels = embedder.image_processor(photos, modality="rgb", return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        assert torch.allclose(embedder.baseline(pixels), model.embeddings.image_backbone(pixels)[1], atol=1e-5)
+    AIOModel(osnet_config(num_identities=0, image_tokenizer="ibn_stem", image_size=(32, 16), patch_size=8,
+                          osnet_modality_trunks=[], osnet_embedding_skip=False)).save_pretrained(tmp_path / "stem")
+    with pytest.raises(SystemExit, match="no shared OSNet trunk"):
+        load_script("evaluate").Embedder(f"osnet-trunk:{tmp_path / 'stem'}", 4, tmp_path / "cache")
