@@ -11,9 +11,10 @@ Baselines and peers: `--model frozen-dinov2` (the frozen DINOv2-S of the img-foc
 on the same resized crops: what every trained model must beat), `--model osnet-0267` (the RGB-only OSNet peer
 through this package's verified PyTorch port) and `--model openvino:PATH.xml` (an Open Model Zoo IR such as
 person-reidentification-retail-0277 / 0288, run by OpenVINO); `--model osnet-trunk:CHECKPOINT` is the shared OSNet
-trunk of an AIO checkpoint alone (what its RGB gallery is built on; e.g. after distillation). Embeddings are cached (per model, dataset, modality and file
-list) so that trials and repeated runs embed once. Synthetic sketch / IR queries are made from a gallery photo of the
-same person, and that photo is removed from the query's gallery (the composed-query rule).
+trunk of an AIO checkpoint alone (what its RGB gallery is built on; e.g. after distillation). Embeddings are cached
+(per model, dataset, modality and file list) so that trials and repeated runs embed once. Synthetic sketch / IR
+queries are made from a gallery photo of the same person, and that photo is removed from the query's gallery (the
+composed-query rule).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ sketch); after `--real-after` of the run, identities with a real sketch use it (
 Stages: (0) with `--distill-teacher`, a stronger RGB ReID model (an OpenVINO IR) is distilled into the shared OSNet
 trunk on the training photos (`modeling_aio.trunk_distillation`, `--distill-steps`); (1) with per-modality OSNet
 trunks (`--osnet-modality-trunks` at build time), each starts as the shared trunk and is bound to its photo
-embeddings (`modeling_aio.trunk_binding`, `--trunk-steps`); (2) the Trainer run of tokenizers and heads; (3) the sketch skip's scale, chosen on the real sketches of identities kept out of (1) and (2)
-(`--sketch-holdout`); (4) the text skip and the composed-query weights (`align_text_skip`).
+embeddings (`modeling_aio.trunk_binding`, `--trunk-steps`); (2) the Trainer run of tokenizers and heads; (3) the
+sketch skip's scale, chosen on the real sketches of identities kept out of (1) and (2) (`--sketch-holdout`); (4) the
+text skip and the composed-query weights (`align_text_skip`).
 Checkpoints every `--save-steps`; `--resume` continues from the last one. At the end the trainable weights (no
 encoder, no identity classifier) are written as fp16 safetensors for `build_checkpoint.py` to merge.
 """
@@ -194,8 +195,9 @@ def main() -> None:
                                 seed=args.seed)
             for trunk in model.aio.embeddings.modality_backbones.values():  # bound from where the shared trunk is
                 trunk.load_state_dict(shared_trunk.state_dict())
-            distillation = {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher), "steps": args.distill_steps,
-                            "seconds": round(time.time() - distilled_at), "identities": len(examples),
+            distillation = {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher),
+                            "steps": args.distill_steps, "seconds": round(time.time() - distilled_at),
+                            "identities": len(examples),
                             "photos": sum(len(e["images"]) for e in examples),
                             "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
             print(f"shared trunk distilled: {distillation}")
