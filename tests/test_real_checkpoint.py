@@ -77,3 +77,27 @@ def test_composed_query_differs_from_its_parts(searcher):
     both, alone_text, alone_sketch = (searcher.embed(**q)[0] for q in (
         {"text": [text], "sketch": [sketch]}, {"text": [text]}, {"sketch": [sketch]}))
     assert float(both @ alone_text) < 0.999 and float(both @ alone_sketch) < 0.999
+
+
+def test_a_distilled_shared_trunk_comes_from_the_trained_weights(searcher, tmp_path):
+    """When the trained weights say their shared trunk was distilled, the built model holds that trunk, not 0267;
+    weights that claim it without carrying the trunk are refused."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    shape = json.loads(TRAINED.with_suffix(".json").read_text())
+    if not shape.get("osnet_trunk_teacher"):
+        pytest.skip("the shipped weights keep the pretrained 0267 trunk")
+    trained = load_file(str(TRAINED))
+    built = searcher.model.embeddings.image_backbone.state_dict()
+    pretrained = load_file(str(REPO / "weights" / "osnet-0267.safetensors"))
+    name = "conv1.conv.weight"
+    assert torch.equal(built[name], trained[f"embeddings.image_backbone.{name}"].float())
+    assert not torch.equal(built[name], pretrained[name])
+    assert searcher.model.config.osnet_trunk_teacher == shape["osnet_trunk_teacher"]
+    without_trunk = tmp_path / "trained.safetensors"
+    save_file({k: v for k, v in trained.items() if not k.startswith("embeddings.image_backbone.")}, str(without_trunk))
+    without_trunk.with_suffix(".json").write_text(json.dumps(shape))
+    with pytest.raises(RuntimeError, match="carries no `embeddings.image_backbone"):
+        load_script("build_checkpoint").build(tmp_path / "ckpt", None, without_trunk)
