@@ -283,5 +283,15 @@ def main() -> None:
               f"{summary}")
 
 
+def close_process_group() -> None:
+    """Under `accelerate launch`, let every process reach the end before any leaves: a process that exits while
+    another still uses the gloo group can abort at interpreter exit ("terminate called without an active exception",
+    pytorch/pytorch#190489), which a clean-clone `make test` hit once in the accelerate test."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()
+    close_process_group()
