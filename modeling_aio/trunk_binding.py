@@ -164,23 +164,33 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
         raise ValueError(f"`examples` labels {bad[:5]} have no photos (there are {len(photos)} identities).")
     prototypes = photo_prototypes(aio_model.embeddings.image_backbone, image_processor, photos)
     trunk = backbones[modality]
+    return train_trunk_in_place(
+        trunk, TrunkBindingModel(trunk, prototypes, temperature), examples,
+        TrunkBindingCollator(image_processor, modality, seed), output_dir, steps, batch_size, seed,
+        learning_rate=learning_rate, weight_decay=5e-4, lr_scheduler_type="constant", warmup_steps=0)
+
+
+def train_trunk_in_place(trunk: OSNet, loss_model: nn.Module, examples: list[dict[str, Any]], collator,
+                         output_dir: str | Path, steps: int, batch_size: int, seed: int,
+                         optimizers: tuple = (None, None), **optimization) -> list[dict[str, float]]:
+    """One `Trainer` run of a trunk stage (binding, distillation): `loss_model` wraps `trunk` and returns the loss.
+    The trunk trains on Trainer's device, then goes back frozen, in eval mode, to where it was (the rest of the
+    model stays there). `optimization`: TrainingArguments' learning-rate fields, unless `optimizers` are given.
+    Returns the loss log."""
     device = next(trunk.parameters()).device
     trunk.requires_grad_(True)
-    binder = TrunkBindingModel(trunk, prototypes, temperature)
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate, weight_decay=5e-4, lr_scheduler_type="constant", warmup_steps=0,
         logging_steps=max(1, min(10, steps)), save_strategy="no", seed=seed, data_seed=seed, dataloader_drop_last=True,
         dataloader_num_workers=0, remove_unused_columns=False, report_to=[], disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(), **optimization,
     )
-    trainer = Trainer(model=binder, args=args, train_dataset=examples,
-                      data_collator=TrunkBindingCollator(image_processor, modality, seed))
+    trainer = Trainer(model=loss_model, args=args, train_dataset=examples, data_collator=collator,
+                      optimizers=optimizers)
     trainer.train()
     trunk.requires_grad_(False)
-    trunk.eval().to(device)  # Trainer moved it to its device; the rest of the model stays where it was
+    trunk.eval().to(device)
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
 
-
 __all__ = ["TrunkBindingModel", "TrunkBindingCollator", "TrunkBindingOutput", "photo_prototypes",
-           "bind_modality_trunk", "binding_examples", "augment_view", "freeze_batchnorm"]
+           "bind_modality_trunk", "binding_examples", "augment_view", "freeze_batchnorm", "train_trunk_in_place"]

@@ -31,11 +31,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from transformers import Trainer, TrainingArguments
 from transformers.utils import ModelOutput
 
 from .osnet import OSNet
-from .trunk_binding import augment_view, freeze_batchnorm
+from .trunk_binding import augment_view, freeze_batchnorm, train_trunk_in_place
 
 
 @dataclass
@@ -142,27 +141,14 @@ def distill_trunk(trunk: OSNet, image_processor, teacher: Callable[[torch.Tensor
     if len(examples) < identities_per_batch:
         raise ValueError(f"Distillation needs at least {identities_per_batch} identities with two photos, "
                          f"got {len(examples)}.")
-    teacher_dim = teacher_dim_of(teacher, image_processor)
-    device = next(trunk.parameters()).device
-    trunk.requires_grad_(True)
-    student = TrunkDistillationModel(trunk, teacher_dim)
+    student = TrunkDistillationModel(trunk, teacher_dim_of(teacher, image_processor))
     optimizer = torch.optim.AdamW([{"params": trunk.parameters(), "lr": learning_rate},
                                    {"params": student.to_teacher.parameters(), "lr": 10 * learning_rate}],
                                   weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
-    args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=identities_per_batch,
-        logging_steps=max(1, min(10, steps)), save_strategy="no", seed=seed, data_seed=seed,
-        dataloader_drop_last=True, dataloader_num_workers=0, remove_unused_columns=False, report_to=[],
-        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-    )
-    trainer = Trainer(model=student, args=args, train_dataset=examples, optimizers=(optimizer, schedule),
-                      data_collator=TrunkDistillationCollator(image_processor, teacher, instances_per_identity, seed))
-    trainer.train()
-    trunk.requires_grad_(False)
-    trunk.eval().to(device)
-    return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-
+    collator = TrunkDistillationCollator(image_processor, teacher, instances_per_identity, seed)
+    return train_trunk_in_place(trunk, student, examples, collator, output_dir, steps, identities_per_batch, seed,
+                                optimizers=(optimizer, schedule))
 
 def teacher_dim_of(teacher: Callable[[torch.Tensor], torch.Tensor], image_processor) -> int:
     """The teacher's embedding size, from one blank crop."""

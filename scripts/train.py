@@ -77,14 +77,19 @@ def shared_recipe(split_file: Path, max_identities: int | None, seed: int) -> li
     records += items_from(load_reid_dataset("pku-sketch", SHARED / "PKUSketchRE-ID_V1"), "pku",
                           {str(i) for i in split["pku_sketch_test_ids"]})
     records += items_from(load_reid_dataset("two-camera", SHARED / "pku_reid"), "twocam", set())
-    if max_identities:
-        identities = sorted({r["identity"] for r in records})
-        captioned = sorted({r["identity"] for r in records if r["captions"] or r["real_sketch"]})
-        rest = sorted(set(identities) - set(captioned))
-        random.Random(seed).shuffle(rest)
-        keep = set(captioned) | set(rest[: max(0, max_identities - len(captioned))])
-        records = [r for r in records if r["identity"] in keep]
-    return records
+    return limit_identities(records, max_identities, seed)
+
+
+def limit_identities(records: list[dict], max_identities: int | None, seed: int) -> list[dict]:
+    """At most `max_identities` identities: every captioned or sketched one, then a seeded draw of the rest."""
+    if not max_identities:
+        return records
+    identities = sorted({r["identity"] for r in records})
+    captioned = sorted({r["identity"] for r in records if r["captions"] or r["real_sketch"]})
+    rest = sorted(set(identities) - set(captioned))
+    random.Random(seed).shuffle(rest)
+    keep = set(captioned) | set(rest[: max(0, max_identities - len(captioned))])
+    return [r for r in records if r["identity"] in keep]
 
 
 def build_items(records: list[dict]) -> tuple[list[TrainingItem], list[str]]:
@@ -141,11 +146,12 @@ def main() -> None:
     set_seed(args.seed)
 
     if args.dataset == "shared":
-        records = shared_recipe(args.split_file, args.max_identities, args.seed)
+        all_records = shared_recipe(args.split_file, None, args.seed)  # stage 0 distils on every identity
+        records = limit_identities(all_records, args.max_identities, args.seed)
     else:
         if args.root is None:
             raise SystemExit("error: --root is required with --dataset.")
-        records = items_from(load_reid_dataset(args.dataset, args.root), args.dataset, set())
+        records = all_records = items_from(load_reid_dataset(args.dataset, args.root), args.dataset, set())
     items, identities = build_items(records)
     items, fusion_items = hold_out_captions(items, args.fusion_holdout, args.seed)
     has_skip_scales = AutoConfig.from_pretrained(args.align_only or args.init).osnet_embedding_skip
@@ -181,9 +187,7 @@ def main() -> None:
                 raise SystemExit("error: --distill-teacher needs a model built with the osnet image tokenizer.")
             model.config.osnet_trunk_teacher = args.distill_teacher.stem  # on --resume the checkpoint holds it
         if args.distill_teacher and args.train == "all" and not args.resume:
-            all_photos = build_items(shared_recipe(args.split_file, None, args.seed))[0] \
-                if args.dataset == "shared" else items
-            examples = distillation_examples(all_photos)
+            examples = distillation_examples(build_items(all_records)[0])
             teacher = openvino_reid_embedder(args.distill_teacher, processor.image_processor,
                                              threads=torch.get_num_threads())
             distilled_at = time.time()
