@@ -16,10 +16,10 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback
 
-from processing_aio.synthesis import channel_augment_ir, random_sketch
+from processing_aio.synthesis import channel_augment_ir, grayscale_ir, random_sketch
 
 from .configuration_aio import MODALITIES
-from .evaluation import rank_metrics
+from .evaluation import composed_query_protocol, rank_metrics
 from .modeling_aio import supervised_contrastive_binding_loss
 
 
@@ -324,49 +324,101 @@ def hold_out_sketches(items: list[TrainingItem], fraction: float, seed: int
     return kept, [item for item in items if item.label in held]
 
 
+def hold_out_identities(items: list[TrainingItem], count: int, seed: int, spare: list[TrainingItem] = ()
+                        ) -> tuple[list[TrainingItem], list[TrainingItem]]:
+    """`count` identities with at least two photos and neither captions nor a real sketch, for choosing the RGB skip's
+    scale (`choose_skip_scale(..., modality="rgb")`) on people no head trained on. They come from `spare` (photos no
+    stage trains a head on, e.g. the identities past `--max-identities`) when it has that many; otherwise they are
+    taken out of `items`, at most a fifth of its identities. Returns (items left for training, held items)."""
+    def eligible(pool) -> list[int]:
+        photos: dict[int, int] = {}
+        for item in pool:
+            photos[item.label] = photos.get(item.label, 0) + 1
+        marked = {item.label for item in pool if item.captions or item.real_sketch}
+        return sorted(label for label, n in photos.items() if n >= 2 and label not in marked)
+
+    candidates, source = eligible(spare), spare
+    if len(candidates) < count:
+        candidates, source = eligible(items), items
+        count = min(count, len({item.label for item in items}) // 5, len(candidates))
+    if count < 2:
+        return items, []
+    held = set(random.Random(seed).sample(candidates, count))
+    kept = items if source is spare else [item for item in items if item.label not in held]
+    return kept, [item for item in source if item.label in held]
+
+
 @torch.no_grad()
 def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality: str = "sketch",
-                      log_scales: tuple[float, ...] = tuple(x / 4 for x in range(9)), batch_size: int = 32
+                      log_scales: tuple[float, ...] = tuple(x / 4 for x in range(13)), batch_size: int = 32
                       ) -> dict[str, float]:
-    """Chooses `skip_log_scales[modality]` of an `AIOModel` by Rank-1 (then mAP) of the real sketches of held-out
-    identities (`hold_out_sketches`) against those identities' photos; ties go to the smaller scale.
+    """Chooses `skip_log_scales[modality]` of an `AIOModel` on identities no stage trained it on; ties go to the
+    smaller scale.
 
-    Why: the [CLS] projection of a sketch query is trained on the few real training sketches and can fit them more
-    than it generalises, while the bound sketch trunk's embedding (the skip) carries the identity; how much the
-    skip should count is a question for people neither saw."""
-    if modality != "sketch":
-        raise ValueError(f"Only real sketches are held out here, not {modality!r}.")
+    sketch: by Rank-1 (then mAP) of the real sketches of held-out identities (`hold_out_sketches`) against those
+    identities' photos. Why: the [CLS] projection of a sketch query is trained on the few real training sketches and
+    can fit them more than it generalises, while the bound sketch trunk's embedding (the skip) carries the identity.
+
+    rgb: by the mean Rank-1 (then mAP) of RGB->RGB and grayscale IR->RGB among the photos of held-out identities
+    (`hold_out_identities`), each query's own photo removed from its gallery. Why: the RGB skip weighs the shared
+    trunk's embedding in every gallery feature, and the [CLS] projection, fitted on the training identities, can
+    outweigh a trunk that generalises better to new people. It changes the gallery that every query is matched
+    against, so it is chosen before the sketch scale and the text alignment."""
+    if modality not in ("sketch", "rgb"):
+        raise ValueError(f"choose_skip_scale chooses the 'sketch' or 'rgb' scale, not {modality!r}.")
     if not hasattr(model, "skip_log_scales"):
         raise ValueError("choose_skip_scale needs a model built with `osnet_embedding_skip=True`.")
-    queries = sorted({(str(item.real_sketch), item.label) for item in held_items if item.real_sketch})
     photos = [(str(item.image), item.label) for item in held_items]
+    if modality == "sketch":
+        queries = sorted({(str(item.real_sketch), item.label) for item in held_items if item.real_sketch})
+    else:
+        photos = sorted(set(photos))
+        queries = photos
     if len({label for _, label in queries}) < 2:
-        raise ValueError("choose_skip_scale needs real sketches of at least two held-out identities.")
+        raise ValueError(f"choose_skip_scale needs held-out {modality} queries of at least two identities.")
     was_training, device = model.training, next(model.parameters()).device
     model.eval().cpu()  # a cheap stage: on the CPU, where the images are decoded
 
-    def encode(pairs: list[tuple[str, int]], image_modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cls, raw = [], []
+    def encode(pairs: list[tuple[str, int]], image_modality: str, synthesize=None) -> dict[str, torch.Tensor]:
+        """[CLS] projections, trunk embeddings (the skips' inputs) and final embeddings of `pairs`' images."""
+        parts: dict[str, list[torch.Tensor]] = {"cls": [], "raw": [], "embeds": []}
         for start in range(0, len(pairs), batch_size):
             images = [Image.open(path).convert("RGB") for path, _ in pairs[start:start + batch_size]]
+            images = [synthesize(image) for image in images] if synthesize else images
             pixels = processor.image_processor(images, modality=image_modality, return_tensors="pt")["pixel_values"]
             tokens, globals_ = model.embeddings.tokenize({image_modality: pixels})
             out = model.encode_tokens(tokens, None, globals_)
-            cls.append(out.projected_cls if image_modality != "rgb" else out.embeds)
-            raw.append(globals_[image_modality])
-        return torch.cat(cls), torch.cat(raw)
+            parts["cls"].append(out.projected_cls)
+            parts["raw"].append(globals_[image_modality])
+            parts["embeds"].append(out.embeds)
+        return {name: torch.cat(values) for name, values in parts.items()}
 
-    gallery, _ = encode(photos, "rgb")
-    query_cls, query_raw = encode(queries, modality)
-    query_labels = [label for _, label in queries]
-    gallery_labels = [label for _, label in photos]
     index = MODALITIES.index(modality)
+    gallery_labels = [label for _, label in photos]
+    query_labels = [label for _, label in queries]
+    if modality == "sketch":
+        gallery = encode(photos, "rgb")["embeds"]
+        sketches = encode(queries, "sketch")
+
+        def score() -> tuple[float, float]:
+            features = F.normalize(sketches["cls"] + model.image_skip(sketches["raw"], "sketch"), dim=-1)
+            metrics = rank_metrics((features @ gallery.T).numpy(), query_labels, gallery_labels, ranks=(1,))
+            return float(metrics["rank-1"]) / 100, float(metrics["mAP"]) / 100
+    else:
+        rgb = encode(photos, "rgb")
+        ir_queries = encode(photos, "ir", synthesize=grayscale_ir)["embeds"].numpy()
+        own_photo = list(range(len(photos)))
+
+        def score() -> tuple[float, float]:
+            gallery = F.normalize(rgb["cls"] + model.image_skip(rgb["raw"], "rgb"), dim=-1).numpy()
+            tasks = [composed_query_protocol(query, gallery, query_labels, gallery_labels, own_photo, ranks=(1,))
+                     for query in (gallery, ir_queries)]
+            return (sum(float(m["rank-1"]) for m in tasks) / 200, sum(float(m["mAP"]) for m in tasks) / 200)
+
     scored = []
     for log_scale in sorted(log_scales):
         model.skip_log_scales[index] = log_scale
-        features = F.normalize(query_cls + model.image_skip(query_raw, modality), dim=-1)
-        metrics = rank_metrics((features @ gallery.T).numpy(), query_labels, gallery_labels, ranks=(1,))
-        scored.append((float(metrics["rank-1"]) / 100, float(metrics["mAP"]) / 100, log_scale))
+        scored.append((*score(), log_scale))
     best = max(scored, key=lambda entry: entry[:2])  # first maximum: the smallest scale
     model.skip_log_scales[index] = best[2]
     model.train(was_training).to(device)
@@ -374,7 +426,7 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
     return {"stage": "skip_scale", "modality": modality, "scale": round(math.exp(best[2]), 4),
             "rank1": round(best[0], 4), "mAP": round(best[1], 4),
             "rank1_unscaled": None if unscaled is None else round(unscaled, 4),
-            "queries": len(queries), "photos": len(photos)}
+            "queries": len(queries), "photos": len(photos), "identities": len(set(query_labels))}
 
 
 def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 1000, batch_size: int = 256,
@@ -499,4 +551,4 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
 
 __all__ = ["TrainingItem", "MultimodalReIdDataset", "IdentityBalancedSampler", "AIOTrainingCollator", "AIOTrainer",
            "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable", "align_text_skip",
-           "hold_out_captions", "hold_out_sketches", "choose_skip_scale"]
+           "hold_out_captions", "hold_out_sketches", "hold_out_identities", "choose_skip_scale"]

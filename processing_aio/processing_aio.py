@@ -15,6 +15,7 @@ from transformers.processing_utils import ProcessorMixin
 from .image_processing_aio import PROCESSED_MODALITIES
 
 QUERY_KEYWORDS = ("text", "rgb", "ir", "sketch", "images")
+TEXT_OPTIONS = ("padding", "truncation", "max_length")  # passed on to the tokenizer, as transformers processors do
 
 
 class AIOProcessor(ProcessorMixin):
@@ -34,10 +35,11 @@ class AIOProcessor(ProcessorMixin):
         return_tensors: str | None = "pt",
         **kwargs: Any,
     ) -> BatchFeature:
+        text_options = {name: kwargs.pop(name) for name in TEXT_OPTIONS if name in kwargs}
         if kwargs:
             raise TypeError(
                 f"AIOProcessor got unknown modality or argument {sorted(kwargs)}; the query keywords are "
-                f"{QUERY_KEYWORDS} (`images` is an alias of `rgb`)."
+                f"{QUERY_KEYWORDS} (`images` is an alias of `rgb`) and the text options {TEXT_OPTIONS}."
             )
         if images is not None:
             if rgb is not None:
@@ -61,19 +63,29 @@ class AIOProcessor(ProcessorMixin):
                                               input_name=modality)
                 data[f"pixel_values_{modality}"] = np.asarray(pixels["pixel_values"])
         if "text" in given:
-            data.update(self.tokenize(given["text"]))
+            data.update(self.tokenize(given["text"], **text_options))
         return BatchFeature(data, tensor_type=return_tensors)
 
-    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Word pieces padded to the longest caption in the batch and cut at `max_text_length`."""
+    def tokenize(self, texts: list[str], padding: bool | str = "longest", truncation: bool | str = True,
+                 max_length: int | None = None) -> dict[str, np.ndarray]:
+        """Word pieces padded to the longest caption in the batch and cut at `max_text_length`; `padding`,
+        `truncation` and `max_length` (at most `max_text_length`, the model's text positions) go to the tokenizer,
+        e.g. `padding="max_length"` for the fixed shapes of an exported graph."""
+        max_length = self.max_text_length if max_length is None else max_length
+        if not 0 < max_length <= self.max_text_length:
+            raise ValueError(f"max_length={max_length} must be between 1 and the processor's max_text_length "
+                             f"({self.max_text_length}), the text positions the model has.")
         for index, caption in enumerate(texts):
             if not isinstance(caption, str):
                 raise TypeError(f"text[{index}] must be a string, got {type(caption).__name__}.")
             if not caption.strip():
                 raise ValueError(f"text[{index}] is empty; a text query needs a description.")
         encoded = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_text_length, return_tensors="np"
+            list(texts), padding=padding, truncation=truncation, max_length=max_length, return_tensors="np"
         )
+        if encoded["input_ids"].shape[1] > self.max_text_length:
+            raise ValueError(f"text has {encoded['input_ids'].shape[1]} word pieces with truncation={truncation!r}; "
+                             f"the model reads at most max_text_length={self.max_text_length}.")
         return {"input_ids": encoded["input_ids"].astype(np.int64),
                 "attention_mask": encoded["attention_mask"].astype(np.int64)}
 

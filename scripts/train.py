@@ -13,8 +13,9 @@ Stages: (0) with `--distill-teacher`, a stronger RGB ReID model (an OpenVINO IR)
 trunk on the training photos (`modeling_aio.trunk_distillation`, `--distill-steps`); (1) with per-modality OSNet
 trunks (`--osnet-modality-trunks` at build time), each starts as the shared trunk and is bound to its photo
 embeddings (`modeling_aio.trunk_binding`, `--trunk-steps`); (2) the Trainer run of tokenizers and heads; (3) the
-sketch skip's scale, chosen on the real sketches of identities kept out of (1) and (2) (`--sketch-holdout`); (4) the
-text skip and the composed-query weights (`align_text_skip`).
+RGB skip's scale, chosen on RGB->RGB and grayscale IR->RGB among identities no head trained on
+(`--rgb-scale-identities`), then the sketch skip's scale, chosen on the real sketches of identities kept out of (1)
+and (2) (`--sketch-holdout`); (4) the text skip and the composed-query weights (`align_text_skip`).
 Checkpoints every `--save-steps`; `--resume` continues from the last one. At the end the trainable weights (no
 encoder, no identity classifier) are written as fp16 safetensors for `build_checkpoint.py` to merge.
 """
@@ -41,7 +42,8 @@ import modeling_aio  # noqa: E402,F401
 from modeling_aio import MODALITIES, AIOForReIdentification  # noqa: E402
 from modeling_aio.training import (  # noqa: E402
     AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, StopAfterStepCallback,
-    TrainingItem, align_text_skip, choose_skip_scale, hold_out_captions, hold_out_sketches, set_trainable,
+    TrainingItem, align_text_skip, choose_skip_scale, hold_out_captions, hold_out_identities, hold_out_sketches,
+    set_trainable,
     trainable_state_dict,
 )
 from modeling_aio.trunk_binding import bind_modality_trunk, binding_examples  # noqa: E402
@@ -140,6 +142,10 @@ def main() -> None:
     parser.add_argument("--sketch-holdout", type=float, default=0.2,
                         help="fraction of identities with a real sketch whose sketches are kept out of training, to "
                              "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")
+    parser.add_argument("--rgb-scale-identities", type=int, default=300,
+                        help="identities no head trains on (past --max-identities, else taken out of training: at "
+                             "most a fifth), to choose the RGB skip's scale on (models with an OSNet skip; 0: leave "
+                             "the scale at 1)")
     parser.add_argument("--align-text-steps", type=int, default=1000,
                         help="last stage: fit the text skip on cached features for this many steps (0: skip)")
     args = parser.parse_args()
@@ -155,14 +161,19 @@ def main() -> None:
     items, identities = build_items(records)
     items, fusion_items = hold_out_captions(items, args.fusion_holdout, args.seed)
     has_skip_scales = AutoConfig.from_pretrained(args.align_only or args.init).osnet_embedding_skip
-    sketch_items = []
+    sketch_items, rgb_scale_items = [], []
+    if args.rgb_scale_identities and has_skip_scales:
+        trained_identities = {r["identity"] for r in records}
+        spare, _ = build_items([r for r in all_records if r["identity"] not in trained_identities])
+        items, rgb_scale_items = hold_out_identities(items, args.rgb_scale_identities, args.seed, spare)
     if args.sketch_holdout and has_skip_scales:
         items, sketch_items = hold_out_sketches(items, args.sketch_holdout, args.seed)
     print(f"training on {len(items)} photos of {len(identities)} identities "
           f"({sum(bool(i.captions) for i in items)} with captions, {sum(i.real_sketch is not None for i in items)} "
           f"with a real sketch; captions of {len({i.label for i in fusion_items})} identities kept for fitting the "
           f"skip weights; sketches of {len({i.label for i in sketch_items})} identities kept for choosing the "
-          "sketch skip's scale)")
+          f"sketch skip's scale; {len({i.label for i in rgb_scale_items})} identities no head trains on kept for "
+          "choosing the RGB skip's scale)")
 
     heads = set(args.heads.split(","))
     processor = AutoProcessor.from_pretrained(args.init)
@@ -237,7 +248,10 @@ def main() -> None:
         trainer.train(resume_from_checkpoint=args.resume or None)
         training_seconds, steps = round(time.time() - started), trainer.state.global_step
         is_main = trainer.is_world_process_zero()
-    alignment, alignment_seconds, skip_scale = [], None, None
+    alignment, alignment_seconds, skip_scale, rgb_skip_scale = [], None, None, None
+    if rgb_scale_items and is_main:  # first: it changes the gallery that the later choices match against
+        rgb_skip_scale = choose_skip_scale(model.aio, processor, rgb_scale_items, modality="rgb")
+        print(f"RGB skip scale chosen: {rgb_skip_scale}")
     if sketch_items and is_main:
         skip_scale = choose_skip_scale(model.aio, processor, sketch_items)
         print(f"sketch skip scale chosen: {skip_scale}")
@@ -278,7 +292,7 @@ def main() -> None:
                    "photos": len(items), "seed": args.seed, "batch_size": batch_size, "train": args.train,
                    "text_alignment": {"text": [h for h in alignment if h["stage"] == "text"][-1],
                                       "fusion": [h for h in alignment if h["stage"] == "fusion"]} if alignment else None,
-                   "skip_scale": skip_scale,
+                   "skip_scale": skip_scale, "rgb_skip_scale": rgb_skip_scale,
                    "skip_weights": dict(zip(MODALITIES, model.aio.skip_log_weights.exp().tolist()))
                    if hasattr(model.aio, "skip_log_weights") else None,
                    "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}

@@ -77,6 +77,22 @@ def test_unknown_modality_keyword_is_named(processor, image_files):
         processor(thermal=image_files[:1])
 
 
+def test_text_options_go_to_the_tokenizer_within_the_models_positions(processor):
+    captions = ["a man in red", "a woman wearing a long blue dress and white shoes"]
+    longest = processor(text=captions)["input_ids"]
+    assert longest.shape[1] < 16 and processor(text=captions, padding=True)["input_ids"].shape == longest.shape
+    fixed = processor(text=captions, padding="max_length")  # the fixed shape of an exported graph
+    assert fixed["input_ids"].shape == (2, 16)
+    assert fixed["attention_mask"].sum(1).tolist() == processor(text=captions)["attention_mask"].sum(1).tolist()
+    assert processor(text=captions, max_length=6)["input_ids"].shape == (2, 6)
+    with pytest.raises(ValueError, match="max_length=32"):
+        processor(text=captions, max_length=32)
+    with pytest.raises(ValueError, match="truncation=False"):
+        processor(text=[" ".join(["red"] * 20)], truncation=False)
+    with pytest.raises(TypeError, match="return_offsets"):
+        processor(text=captions, return_offsets_mapping=True)
+
+
 def test_lists_of_different_lengths(processor, image_files):
     with pytest.raises(ValueError, match=r"same length.*'text': 1.*'rgb': 2"):
         processor(text=["a man"], rgb=image_files[:2])

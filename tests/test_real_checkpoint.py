@@ -42,8 +42,8 @@ def test_trained_weights_are_small_fp16_without_encoder_or_classifier():
 
 
 # End-to-end checks of the pipeline, not a measure of accuracy (that is scripts/dev_eval.sh). For this checkpoint,
-# 12 plain descriptions (one per demo person, written before running them) ranked their person first 11 times and
-# in the top 3 12 times; the one used here is one of the 11.
+# 12 plain descriptions (one per demo person, written before running them) ranked their person first 10 times and
+# in the top 3 12 times; the one used here is one of the 10.
 QUERIES = {
     "text": ("10", {"text": "A young boy wearing a red t-shirt, dark grey shorts and grey sneakers."}),
     "sketch": ("7", {"sketch": str(DEMO / "sketch" / "7.jpg")}),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from safetensors.torch import load_file
 from modeling_aio import AIOForReIdentification, AIOModel
 from modeling_aio import MODALITIES
 from modeling_aio.training import (
-    TrainingItem, choose_skip_scale, hold_out_sketches, set_trainable, trainable_state_dict,
+    TrainingItem, choose_skip_scale, hold_out_identities, hold_out_sketches, set_trainable, trainable_state_dict,
 )
 from modeling_aio.trunk_binding import (
     TrunkBindingCollator, TrunkBindingModel, bind_modality_trunk, binding_examples, photo_prototypes,
@@ -178,21 +181,85 @@ def test_hold_out_sketches_keeps_photos_and_returns_whole_identities(tmp_path):
     assert hold_out_sketches(items, 0.05, seed=0) == (items, [])  # fewer than two identities: nothing held
 
 
-def test_choose_skip_scale_picks_by_rank1_and_prefers_the_smallest(sketch_items, tokenizer):
+@pytest.mark.parametrize("modality", ["sketch", "rgb"])
+def test_choose_skip_scale_picks_by_rank1_and_prefers_the_smallest(modality, sketch_items, tokenizer):
     torch.manual_seed(0)
     model = with_shipped_trunks(AIOModel(osnet_config()))
     processor = AIOProcessor(AIOImageProcessor(), tokenizer)
     with torch.no_grad():  # no [CLS] contribution: every scale ranks alike, so the tie goes to 1
         model.projection.weight.zero_()
         model.projection.bias.zero_()
-    chosen = choose_skip_scale(model, processor, sketch_items)
-    assert chosen["scale"] == 1.0 and chosen["queries"] == 3 and chosen["photos"] == 6
+    chosen = choose_skip_scale(model, processor, sketch_items, modality=modality)
+    queries = {"sketch": 3, "rgb": 6}[modality]  # rgb: every photo queries the others, and as grayscale IR
+    assert chosen["scale"] == 1.0 and chosen["queries"] == queries and chosen["photos"] == 6
+    assert chosen["modality"] == modality and chosen["identities"] == 3
     assert model.skip_log_scales.abs().sum() == 0
-    with torch.no_grad():  # a loud, random [CLS]: the skip has to be scaled up to be heard
+    with torch.no_grad():  # a loud, random [CLS] drowns the trunk: its skip has to be scaled up to be heard
         torch.nn.init.normal_(model.projection.weight, std=5.0)
-    chosen = choose_skip_scale(model, processor, sketch_items)
-    index = MODALITIES.index("sketch")
-    assert chosen["rank1"] >= chosen["rank1_unscaled"]
+    chosen = choose_skip_scale(model, processor, sketch_items, modality=modality)
+    index = MODALITIES.index(modality)
+    assert chosen["scale"] > 1.0 and chosen["rank1"] >= chosen["rank1_unscaled"]  # > 1: better Rank-1 or mAP
     assert math.isclose(model.skip_log_scales[index].exp().item(), chosen["scale"], rel_tol=1e-3)
-    with pytest.raises(ValueError, match="sketch"):
+    assert model.skip_log_scales.abs().sum() == model.skip_log_scales[index].abs()  # only this scale moved
+
+
+def test_choose_skip_scale_refuses_other_modalities_and_a_single_person(sketch_items, tokenizer):
+    model = with_shipped_trunks(AIOModel(osnet_config()))
+    processor = AIOProcessor(AIOImageProcessor(), tokenizer)
+    with pytest.raises(ValueError, match="'ir'"):
         choose_skip_scale(model, processor, sketch_items, modality="ir")
+    one_person = [item for item in sketch_items if item.label == sketch_items[0].label]
+    with pytest.raises(ValueError, match="two identities"):
+        choose_skip_scale(model, processor, one_person, modality="rgb")
+
+
+def test_hold_out_identities_prefers_spare_people_and_never_marked_ones():
+    def people(labels, shots=2, captioned=(), sketched=()):
+        return [TrainingItem(f"p{k}_{s}.jpg", k, ["a man"] if k in captioned else [],
+                             f"s{k}.png" if k in sketched else None) for k in labels for s in range(shots)]
+    items = people(range(20), captioned={0, 1}, sketched={2})
+    spare = people(range(100, 110)) + people(range(110, 115), shots=1)
+    kept, held = hold_out_identities(items, 4, seed=0, spare=spare)
+    assert kept is items and len(held) == 8 and {i.label for i in held} <= set(range(100, 110))
+    assert hold_out_identities(items, 4, seed=0, spare=spare)[1] == held  # seeded
+    kept, held = hold_out_identities(items, 30, seed=0, spare=spare)  # too few spare: a fifth of the training people
+    held_ids = {i.label for i in held}
+    assert len(held_ids) == 4 and not held_ids & {0, 1, 2} and held_ids <= set(range(20))
+    assert len(kept) == len(items) - 8 and not {i.label for i in kept} & held_ids
+    assert hold_out_identities(people(range(6)), 30, seed=0) == (people(range(6)), [])  # a fifth is one: nothing
+    marked = people(range(10), sketched=set(range(9)))  # one unmarked person: too few to choose on
+    assert hold_out_identities(marked, 30, seed=0) == (marked, [])
+
+
+def write_training_fixture(tmp_path, tokenizer, people: int, sketched: int) -> list[str]:
+    """A tiny OSNet-tokenizer checkpoint (`tmp_path/init`) and a PKU-Sketch layout of `people` persons, two photos
+    each, the first `sketched` with a sketch (`tmp_path/pku`); returns the `scripts/train.py` arguments for them."""
+    torch.manual_seed(0)
+    with_shipped_trunks(AIOModel(osnet_config(num_identities=0))).save_pretrained(tmp_path / "init")
+    AIOProcessor(AIOImageProcessor(), tokenizer, max_text_length=16).save_pretrained(tmp_path / "init")
+    (tmp_path / "pku" / "photo").mkdir(parents=True)
+    (tmp_path / "pku" / "sketch").mkdir()
+    for pid in range(1, people + 1):
+        for camera in ("04", "06"):
+            striped(pid % 5, pid * 7 + int(camera)).save(tmp_path / "pku" / "photo" / f"{pid}_{camera}_1.jpg")
+        if pid <= sketched:
+            striped(pid % 5, pid, colour=False).save(tmp_path / "pku" / "sketch" / f"{pid}.jpg")
+    return [sys.executable, str(REPO / "scripts" / "train.py"), "--init", str(tmp_path / "init"),
+            "--output-dir", str(tmp_path / "out"), "--dataset", "pku-sketch", "--root", str(tmp_path / "pku"),
+            "--max-steps", "1", "--identities-per-batch", "2", "--instances-per-identity", "2", "--trunk-steps", "0"]
+
+
+def test_train_script_chooses_the_rgb_scale_on_people_it_kept_out(tokenizer, tmp_path):
+    """`scripts/train.py` with an OSNet skip: a fifth of a 10-person fixture (people with a real sketch are never
+    kept out) is kept out of training and chooses the RGB skip's scale, which the exported weights carry."""
+    command = write_training_fixture(tmp_path, tokenizer, people=10, sketched=4)
+    result = subprocess.run(command + ["--sketch-holdout", "0", "--align-text-steps", "0"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 identities no head trains on kept for choosing the RGB skip's scale" in result.stdout
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    chosen = summary["rgb_skip_scale"]
+    assert chosen["modality"] == "rgb" and chosen["photos"] == 4 and summary["skip_scale"] is None
+    exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
+    assert math.isclose(exported["skip_log_scales"][MODALITIES.index("rgb")].exp().item(), chosen["scale"],
+                        rel_tol=1e-2)

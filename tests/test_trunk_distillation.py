@@ -16,7 +16,7 @@ from modeling_aio.trunk_distillation import (
 from processing_aio import AIOImageProcessor
 
 from conftest import REPO, requires_shared_data
-from test_trunk_binding import osnet_config, striped, with_shipped_trunks
+from test_trunk_binding import osnet_config, striped, with_shipped_trunks, write_training_fixture
 
 TEACHER_XML = (REPO.parent / "shared" / "weights" / "openvino-person-reid" / "person-reidentification-retail-0277-FP16"
                / "person-reidentification-retail-0277.xml")
@@ -127,28 +127,13 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
     """`scripts/train.py --distill-teacher 0277.xml` on a tiny OSNet-tokenizer checkpoint and a PKU-Sketch fixture."""
     import json
     import subprocess
-    import sys
 
     from safetensors.torch import load_file
 
-    from processing_aio import AIOProcessor
-
-    torch.manual_seed(0)
-    init = with_shipped_trunks(AIOModel(osnet_config(num_identities=0)))
-    init.save_pretrained(tmp_path / "init")
-    AIOProcessor(AIOImageProcessor(), tokenizer, max_text_length=16).save_pretrained(tmp_path / "init")
-    for pid in range(1, 5):
-        for camera in ("04", "06"):
-            path = tmp_path / "pku" / "photo" / f"{pid}_{camera}_1.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            striped(pid, pid * 7 + int(camera)).save(path)
-        (tmp_path / "pku" / "sketch").mkdir(exist_ok=True)
-        striped(pid, pid, colour=False).save(tmp_path / "pku" / "sketch" / f"{pid}.jpg")
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--init", str(tmp_path / "init"),
-               "--output-dir", str(tmp_path / "out"), "--dataset", "pku-sketch", "--root", str(tmp_path / "pku"),
-               "--max-steps", "1", "--identities-per-batch", "2", "--instances-per-identity", "2",
-               "--distill-teacher", str(TEACHER_XML), "--distill-steps", "2", "--distill-learning-rate", "0.05", "--trunk-steps", "0",
-               "--sketch-holdout", "0", "--align-text-steps", "0"]
+    command = write_training_fixture(tmp_path, tokenizer, people=4, sketched=4) + [
+        "--distill-teacher", str(TEACHER_XML), "--distill-steps", "2", "--distill-learning-rate", "0.05",
+        "--sketch-holdout", "0", "--align-text-steps", "0"]
+    init = AIOModel.from_pretrained(tmp_path / "init")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
