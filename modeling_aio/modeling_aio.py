@@ -450,8 +450,9 @@ class AIOModel(AIOPreTrainedModel):
 
     def image_skip(self, embedding: torch.Tensor, modality: str) -> torch.Tensor:
         """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size`, times its modality's scale
-        (`skip_log_scales`, 1 unless chosen after training: a query trunk bound to the photo embeddings can deserve
-        more weight against the [CLS] projection than training on its few real images would give it)."""
+        (`skip_log_scales`, 1 unless chosen after training on held-out people: a sketch trunk bound to the photo
+        embeddings can deserve more weight against the [CLS] projection than training on its few real images would
+        give it, and the RGB gallery can gain from leaning on a trunk that generalises better than the [CLS])."""
         padded = F.pad(embedding, (0, self.config.embedding_size - embedding.shape[-1]))
         if not hasattr(self, "skip_log_scales"):
             return padded
