@@ -329,7 +329,7 @@ def hold_out_identities(items: list[TrainingItem], count: int, seed: int, spare:
     """`count` identities with at least two photos and neither captions nor a real sketch, for choosing the RGB skip's
     scale (`choose_skip_scale(..., modality="rgb")`) on people no head trained on. They come from `spare` (photos no
     stage trains a head on, e.g. the identities past `--max-identities`) when it has that many; otherwise they are
-    taken out of `items`, at most a fifth of its identities. Returns (items left for training, held items)."""
+    taken out of `items`, at most a tenth of its identities. Returns (items left for training, held items)."""
     def eligible(pool) -> list[int]:
         photos: dict[int, int] = {}
         for item in pool:
@@ -340,7 +340,7 @@ def hold_out_identities(items: list[TrainingItem], count: int, seed: int, spare:
     candidates, source = eligible(spare), spare
     if len(candidates) < count:
         candidates, source = eligible(items), items
-        count = min(count, len({item.label for item in items}) // 5, len(candidates))
+        count = min(count, len({item.label for item in items}) // 10, len(candidates))
     if count < 2:
         return items, []
     held = set(random.Random(seed).sample(candidates, count))

@@ -43,8 +43,7 @@ from modeling_aio import MODALITIES, AIOForReIdentification  # noqa: E402
 from modeling_aio.training import (  # noqa: E402
     AIOTrainer, AIOTrainingCollator, EpochAndScheduleCallback, MultimodalReIdDataset, StopAfterStepCallback,
     TrainingItem, align_text_skip, choose_skip_scale, hold_out_captions, hold_out_identities, hold_out_sketches,
-    set_trainable,
-    trainable_state_dict,
+    set_trainable, trainable_state_dict,
 )
 from modeling_aio.trunk_binding import bind_modality_trunk, binding_examples  # noqa: E402
 from modeling_aio.trunk_distillation import distill_trunk, distillation_examples, openvino_reid_embedder  # noqa: E402
@@ -144,7 +143,7 @@ def main() -> None:
                              "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")
     parser.add_argument("--rgb-scale-identities", type=int, default=300,
                         help="identities no head trains on (past --max-identities, else taken out of training: at "
-                             "most a fifth), to choose the RGB skip's scale on (models with an OSNet skip; 0: leave "
+                             "most a tenth), to choose the RGB skip's scale on (models with an OSNet skip; 0: leave "
                              "the scale at 1)")
     parser.add_argument("--align-text-steps", type=int, default=1000,
                         help="last stage: fit the text skip on cached features for this many steps (0: skip)")

@@ -222,12 +222,12 @@ def test_hold_out_identities_prefers_spare_people_and_never_marked_ones():
     kept, held = hold_out_identities(items, 4, seed=0, spare=spare)
     assert kept is items and len(held) == 8 and {i.label for i in held} <= set(range(100, 110))
     assert hold_out_identities(items, 4, seed=0, spare=spare)[1] == held  # seeded
-    kept, held = hold_out_identities(items, 30, seed=0, spare=spare)  # too few spare: a fifth of the training people
+    kept, held = hold_out_identities(items, 30, seed=0, spare=spare)  # too few spare: a tenth of the training people
     held_ids = {i.label for i in held}
-    assert len(held_ids) == 4 and not held_ids & {0, 1, 2} and held_ids <= set(range(20))
-    assert len(kept) == len(items) - 8 and not {i.label for i in kept} & held_ids
-    assert hold_out_identities(people(range(6)), 30, seed=0) == (people(range(6)), [])  # a fifth is one: nothing
-    marked = people(range(10), sketched=set(range(9)))  # one unmarked person: too few to choose on
+    assert len(held_ids) == 2 and not held_ids & {0, 1, 2} and held_ids <= set(range(20))
+    assert len(kept) == len(items) - 4 and not {i.label for i in kept} & held_ids
+    assert hold_out_identities(people(range(12)), 30, seed=0) == (people(range(12)), [])  # a tenth is one: nothing
+    marked = people(range(20), sketched=set(range(19)))  # one unmarked person: too few to choose on
     assert hold_out_identities(marked, 30, seed=0) == (marked, [])
 
 
@@ -250,9 +250,9 @@ def write_training_fixture(tmp_path, tokenizer, people: int, sketched: int) -> l
 
 
 def test_train_script_chooses_the_rgb_scale_on_people_it_kept_out(tokenizer, tmp_path):
-    """`scripts/train.py` with an OSNet skip: a fifth of a 10-person fixture (people with a real sketch are never
+    """`scripts/train.py` with an OSNet skip: a tenth of a 20-person fixture (people with a real sketch are never
     kept out) is kept out of training and chooses the RGB skip's scale, which the exported weights carry."""
-    command = write_training_fixture(tmp_path, tokenizer, people=10, sketched=4)
+    command = write_training_fixture(tmp_path, tokenizer, people=20, sketched=4)
     result = subprocess.run(command + ["--sketch-holdout", "0", "--align-text-steps", "0"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
