@@ -195,7 +195,8 @@ def distill_flags(shape: dict, summary: dict) -> str:
         return ""
     run = summary.get("trunk_distillation") or {}
     xml = run.get("teacher_xml", f"../shared/weights/openvino-person-reid/{teacher}-FP16/{teacher}.xml")
-    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}"
+    batchnorm = " --distill-batchnorm train" if run.get("batchnorm") == "train" else ""
+    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{batchnorm}"
 
 
 def distillation_line(shape: dict, summary: dict) -> str:

@@ -138,6 +138,9 @@ def main() -> None:
                              "--identities-per-batch x 4 photos per step")
     parser.add_argument("--distill-steps", type=int, default=600)
     parser.add_argument("--distill-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--distill-batchnorm", choices=("frozen", "train"), default="frozen",
+                        help="stage 0: keep the trunk's BatchNorm statistics, or let them follow the P x K batches "
+                             "(see modeling_aio.trunk_distillation for what each measured)")
     parser.add_argument("--sketch-holdout", type=float, default=0.2,
                         help="fraction of identities with a real sketch whose sketches are kept out of training, to "
                              "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")
@@ -206,11 +209,12 @@ def main() -> None:
                                 args.output_dir / "trunk-distillation", steps=args.distill_steps,
                                 learning_rate=args.distill_learning_rate,
                                 identities_per_batch=args.identities_per_batch, instances_per_identity=4,
-                                seed=args.seed)
+                                seed=args.seed, train_batchnorm=args.distill_batchnorm == "train")
             for trunk in model.aio.embeddings.modality_backbones.values():  # bound from where the shared trunk is
                 trunk.load_state_dict(shared_trunk.state_dict())
             distillation = {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher),
-                            "steps": args.distill_steps, "seconds": round(time.time() - distilled_at),
+                            "steps": args.distill_steps, "batchnorm": args.distill_batchnorm,
+                            "seconds": round(time.time() - distilled_at),
                             "identities": len(examples),
                             "photos": sum(len(e["images"]) for e in examples),
                             "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}

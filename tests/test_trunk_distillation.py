@@ -99,6 +99,19 @@ def test_distillation_lowers_the_loss_and_moves_only_the_shared_trunk(photo_item
         distill_trunk(trunk, processor, pooled_teacher, examples, tmp_path / "x", steps=1)
 
 
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_batchnorm_statistics_move_only_when_asked(photo_items, tmp_path, train_batchnorm):
+    torch.manual_seed(0)
+    trunk = with_shipped_trunks(AIOModel(osnet_config())).embeddings.image_backbone
+    stats = {k: v.clone() for k, v in trunk.state_dict().items() if k.endswith("running_mean")}
+    distill_trunk(trunk, AIOImageProcessor(), pooled_teacher, distillation_examples(photo_items), tmp_path / "d",
+                  steps=2, identities_per_batch=3, instances_per_identity=2, seed=0, warmup_steps=1,
+                  train_batchnorm=train_batchnorm)
+    moved = [k for k, v in trunk.state_dict().items() if k in stats and not torch.equal(v, stats[k])]
+    assert bool(moved) == train_batchnorm and (not moved or len(moved) == len(stats))
+    assert not trunk.training  # frozen after the stage either way
+
+
 def test_a_distilled_shared_trunk_ships_with_the_trained_weights():
     plain = trainable_state_dict(AIOForReIdentification(osnet_config(num_identities=3)))
     assert not any(k.startswith("embeddings.image_backbone.") for k in plain)
@@ -132,6 +145,7 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
 
     command = write_training_fixture(tmp_path, tokenizer, people=4, sketched=4) + [
         "--distill-teacher", str(TEACHER_XML), "--distill-steps", "2", "--distill-learning-rate", "0.05",
+        "--distill-batchnorm", "train",
         "--sketch-holdout", "0", "--align-text-steps", "0"]
     init = AIOModel.from_pretrained(tmp_path / "init")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -139,6 +153,7 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["trunk_distillation"]["teacher"] == TEACHER_XML.stem
     assert summary["trunk_distillation"]["steps"] == 2 and summary["trunk_distillation"]["identities"] == 4
+    assert summary["trunk_distillation"]["batchnorm"] == "train"
     shapes = json.loads((tmp_path / "out" / "aio-reid-trainable.json").read_text())
     assert shapes["osnet_trunk_teacher"] == TEACHER_XML.stem
     exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
