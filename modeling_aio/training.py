@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -331,9 +332,7 @@ def hold_out_identities(items: list[TrainingItem], count: int, seed: int, spare:
     stage trains a head on, e.g. the identities past `--max-identities`) when it has that many; otherwise they are
     taken out of `items`, at most a tenth of its identities. Returns (items left for training, held items)."""
     def eligible(pool) -> list[int]:
-        photos: dict[int, int] = {}
-        for item in pool:
-            photos[item.label] = photos.get(item.label, 0) + 1
+        photos = Counter(item.label for item in pool)
         marked = {item.label for item in pool if item.captions or item.real_sketch}
         return sorted(label for label, n in photos.items() if n >= 2 and label not in marked)
 

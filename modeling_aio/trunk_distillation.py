@@ -16,8 +16,8 @@ Runs through `transformers.Trainer` like `trunk_binding`: `TrunkDistillationColl
 teacher on exactly the pixels the student sees, and `TrunkDistillationModel` returns the loss. The trunk trains in
 place; its BatchNorm statistics stay frozen unless `train_batchnorm` (on the same 200 held-aside identities, letting
 them follow the P x K batches gave 96.9 / 94.8 Rank-1 / mAP at 300 steps against 96.5 / 94.1 frozen, but 96.3 /
-94.4 at 600 against 96.5 / 94.5: no clear gain, so the shipped recipe keeps them frozen). The teacher is any callable from normalised pixels to embeddings, e.g.
-`openvino_reid_embedder` on an Open Model Zoo IR.
+94.4 at 600 against 96.5 / 94.5: no clear gain, so the shipped recipe keeps them frozen). The teacher is any
+callable from normalised pixels to embeddings, e.g. `openvino_reid_embedder` on an Open Model Zoo IR.
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ def distill_trunk(trunk: OSNet, image_processor, teacher: Callable[[torch.Tensor
     collator = TrunkDistillationCollator(image_processor, teacher, instances_per_identity, seed)
     return train_trunk_in_place(trunk, student, examples, collator, output_dir, steps, identities_per_batch, seed,
                                 optimizers=(optimizer, schedule))
+
 
 def teacher_dim_of(teacher: Callable[[torch.Tensor], torch.Tensor], image_processor) -> int:
     """The teacher's embedding size, from one blank crop."""

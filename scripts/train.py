@@ -100,6 +100,25 @@ def build_items(records: list[dict]) -> tuple[list[TrainingItem], list[str]]:
     return items, identities
 
 
+def distill_shared_trunk(aio_model, image_processor, args: argparse.Namespace, records: list[dict]) -> dict:
+    """Stage 0: distils `--distill-teacher` into the shared OSNet trunk on the photos of every identity of `records`,
+    then starts each per-modality trunk from it (they are bound from there); returns the summary's record."""
+    examples = distillation_examples(build_items(records)[0])
+    teacher = openvino_reid_embedder(args.distill_teacher, image_processor, threads=torch.get_num_threads())
+    started = time.time()
+    shared_trunk = aio_model.embeddings.image_backbone
+    log = distill_trunk(shared_trunk, image_processor, teacher, examples, args.output_dir / "trunk-distillation",
+                        steps=args.distill_steps, learning_rate=args.distill_learning_rate,
+                        identities_per_batch=args.identities_per_batch, instances_per_identity=4, seed=args.seed,
+                        train_batchnorm=args.distill_batchnorm == "train")
+    for trunk in aio_model.embeddings.modality_backbones.values():
+        trunk.load_state_dict(shared_trunk.state_dict())
+    return {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher),
+            "steps": args.distill_steps, "batchnorm": args.distill_batchnorm, "seconds": round(time.time() - started),
+            "identities": len(examples), "photos": sum(len(e["images"]) for e in examples),
+            "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--init", required=True, help="checkpoint folder to start from (built by build_checkpoint.py)")
@@ -199,26 +218,9 @@ def main() -> None:
             if model.aio.embeddings.image_backbone is None:
                 raise SystemExit("error: --distill-teacher needs a model built with the osnet image tokenizer.")
             model.config.osnet_trunk_teacher = args.distill_teacher.stem  # on --resume the checkpoint holds it
-        if args.distill_teacher and args.train == "all" and not args.resume:
-            examples = distillation_examples(build_items(all_records)[0])
-            teacher = openvino_reid_embedder(args.distill_teacher, processor.image_processor,
-                                             threads=torch.get_num_threads())
-            distilled_at = time.time()
-            shared_trunk = model.aio.embeddings.image_backbone
-            log = distill_trunk(shared_trunk, processor.image_processor, teacher, examples,
-                                args.output_dir / "trunk-distillation", steps=args.distill_steps,
-                                learning_rate=args.distill_learning_rate,
-                                identities_per_batch=args.identities_per_batch, instances_per_identity=4,
-                                seed=args.seed, train_batchnorm=args.distill_batchnorm == "train")
-            for trunk in model.aio.embeddings.modality_backbones.values():  # bound from where the shared trunk is
-                trunk.load_state_dict(shared_trunk.state_dict())
-            distillation = {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher),
-                            "steps": args.distill_steps, "batchnorm": args.distill_batchnorm,
-                            "seconds": round(time.time() - distilled_at),
-                            "identities": len(examples),
-                            "photos": sum(len(e["images"]) for e in examples),
-                            "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
-            print(f"shared trunk distilled: {distillation}")
+            if not args.resume:  # resumed: the checkpoint holds the distilled trunk
+                distillation = distill_shared_trunk(model.aio, processor.image_processor, args, all_records)
+                print(f"shared trunk distilled: {distillation}")
         if args.train == "all" and not args.resume:
             for modality in model.config.osnet_modality_trunks if args.trunk_steps else ():
                 examples, photos = binding_examples(items, modality)
