@@ -195,8 +195,10 @@ def distill_flags(shape: dict, summary: dict) -> str:
         return ""
     run = summary.get("trunk_distillation") or {}
     xml = run.get("teacher_xml", f"../shared/weights/openvino-person-reid/{teacher}-FP16/{teacher}.xml")
-    batchnorm = " --distill-batchnorm train" if run.get("batchnorm") == "train" else ""
-    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{batchnorm}"
+    options = " --distill-batchnorm train" if run.get("batchnorm") == "train" else ""
+    options += " --distill-schedule cosine" if run.get("schedule") == "cosine" else ""
+    options += " --distill-bf16" if run.get("bf16") else ""
+    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
 
 
 def distillation_line(shape: dict, summary: dict) -> str:
@@ -205,8 +207,10 @@ def distillation_line(shape: dict, summary: dict) -> str:
     if not teacher:
         return ""
     run = summary.get("trunk_distillation") or {}
-    details = (f" ({run['steps']} steps on {run['photos']} photos of {run['identities']} training identities, loss "
-               f"{run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
+    settings = (", learning rate decayed to zero" if run.get("schedule") == "cosine" else "") + (
+        ", bf16 autocast" if run.get("bf16") else "")
+    details = (f" ({run['steps']} steps{settings} on {run['photos']} photos of {run['identities']} training "
+               f"identities, loss {run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
     return (f"* the shared trunk is 0267 **distilled from {teacher}** (Open Model Zoo, Apache-2.0; an addition to the "
             "paper) in a stage before the others (`modeling_aio.trunk_distillation`): on training photos, a linear map "
             "of its embedding regresses the teacher's (cosine) and its in-batch similarity ranking follows the "

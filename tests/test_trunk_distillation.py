@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from modeling_aio import AIOForReIdentification, AIOModel
 from modeling_aio.training import TrainingItem, trainable_state_dict
 from modeling_aio.trunk_distillation import (
-    TrunkDistillationCollator, TrunkDistillationModel, distill_trunk, distillation_examples, openvino_reid_embedder,
+    TrunkDistillationCollator, TrunkDistillationModel, distill_trunk, distillation_examples, learning_rate_factor,
+    openvino_reid_embedder,
 )
 from processing_aio import AIOImageProcessor
 
@@ -112,6 +113,45 @@ def test_batchnorm_statistics_move_only_when_asked(photo_items, tmp_path, train_
     assert not trunk.training  # frozen after the stage either way
 
 
+def test_cosine_schedule_decays_to_zero_after_the_warmup_and_constant_holds():
+    cosine = [learning_rate_factor(step, 100, 10, "cosine") for step in range(101)]
+    constant = [learning_rate_factor(step, 100, 10, "constant") for step in range(101)]
+    assert cosine[0] == constant[0] == pytest.approx(0.1) and constant[10:] == [1.0] * 91
+    assert cosine[50] == pytest.approx(0.5) and cosine[100] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate_factor(0, 100, 10, "linear")
+
+
+def test_bf16_distillation_runs_only_the_trunk_in_bf16_and_hands_it_back_fp32_contiguous(photo_items, tmp_path,
+                                                                                          monkeypatch):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    trunk = with_shipped_trunks(AIOModel(osnet_config())).embeddings.image_backbone
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    trunk_dtypes, loss_inputs = [], []
+    trunk.register_forward_hook(lambda module, args, output: trunk_dtypes.append(output[1].dtype))
+    losses = TrunkDistillationModel.losses
+
+    def spy(self, student, teacher_embeds):
+        loss_inputs.append((student.dtype, torch.is_autocast_enabled("cpu")))
+        return losses(self, student, teacher_embeds)
+
+    monkeypatch.setattr(TrunkDistillationModel, "losses", spy)
+    log = distill_trunk(trunk, AIOImageProcessor(), pooled_teacher, distillation_examples(photo_items), tmp_path / "d",
+                        steps=2, learning_rate=1e-3, identities_per_batch=3, instances_per_identity=2, seed=0,
+                        warmup_steps=1, schedule="cosine", bf16=True)
+    assert log[-1]["step"] == 2 and set(trunk_dtypes) == {torch.bfloat16}
+    assert set(loss_inputs) == {(torch.float32, False)}
+    state = trunk.state_dict()
+    assert all(v.dtype == before[k].dtype and v.is_contiguous() for k, v in state.items())
+    assert any(not torch.equal(v, before[k]) for k, v in state.items() if k.endswith("weight"))
+    save_file(state, str(tmp_path / "trunk.safetensors"))  # refuses non-contiguous tensors
+    with pytest.raises(ValueError, match="schedule"):
+        distill_trunk(trunk, AIOImageProcessor(), pooled_teacher, [], tmp_path / "x", steps=1, schedule="linear")
+
+
 def test_a_distilled_shared_trunk_ships_with_the_trained_weights():
     plain = trainable_state_dict(AIOForReIdentification(osnet_config(num_identities=3)))
     assert not any(k.startswith("embeddings.image_backbone.") for k in plain)
@@ -145,7 +185,7 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
 
     command = write_training_fixture(tmp_path, tokenizer, people=4, sketched=4) + [
         "--distill-teacher", str(TEACHER_XML), "--distill-steps", "2", "--distill-learning-rate", "0.05",
-        "--distill-batchnorm", "train",
+        "--distill-batchnorm", "train", "--distill-schedule", "cosine", "--distill-bf16",
         "--sketch-holdout", "0", "--align-text-steps", "0"]
     init = AIOModel.from_pretrained(tmp_path / "init")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -154,6 +194,7 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
     assert summary["trunk_distillation"]["teacher"] == TEACHER_XML.stem
     assert summary["trunk_distillation"]["steps"] == 2 and summary["trunk_distillation"]["identities"] == 4
     assert summary["trunk_distillation"]["batchnorm"] == "train"
+    assert summary["trunk_distillation"]["schedule"] == "cosine" and summary["trunk_distillation"]["bf16"] is True
     shapes = json.loads((tmp_path / "out" / "aio-reid-trainable.json").read_text())
     assert shapes["osnet_trunk_teacher"] == TEACHER_XML.stem
     exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
@@ -177,3 +218,19 @@ def test_evaluate_embeds_with_a_checkpoints_shared_trunk_alone(tmp_path):
                           osnet_modality_trunks=[], osnet_embedding_skip=False)).save_pretrained(tmp_path / "stem")
     with pytest.raises(SystemExit, match="no shared OSNet trunk"):
         load_script("evaluate").Embedder(f"osnet-trunk:{tmp_path / 'stem'}", 4, tmp_path / "cache")
+
+
+def test_model_card_reproduces_the_distillation_settings_it_was_trained_with():
+    from conftest import load_script
+
+    card = load_script("make_model_card")
+    shape = {"osnet_trunk_teacher": "person-reidentification-retail-0277"}
+    run = {"teacher_xml": "t.xml", "steps": 1500, "batchnorm": "frozen", "schedule": "cosine", "bf16": True,
+           "photos": 10, "identities": 5, "first_loss": 1.0, "last_loss": 0.2, "seconds": 60}
+    flags = card.distill_flags(shape, {"trunk_distillation": run})
+    assert flags.endswith("--distill-teacher t.xml --distill-steps 1500 --distill-schedule cosine --distill-bf16")
+    plain = card.distill_flags(shape, {"trunk_distillation": {**run, "schedule": "constant", "bf16": False}})
+    assert plain.endswith("--distill-steps 1500")
+    assert "1500 steps, learning rate decayed to zero, bf16 autocast on 10 photos" in card.distillation_line(
+        shape, {"trunk_distillation": run})
+    assert card.distill_flags({}, {"trunk_distillation": run}) == ""
