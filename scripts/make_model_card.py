@@ -198,6 +198,7 @@ def distill_flags(shape: dict, summary: dict) -> str:
     options = " --distill-batchnorm train" if run.get("batchnorm") == "train" else ""
     options += " --distill-schedule cosine" if run.get("schedule") == "cosine" else ""
     options += " --distill-bf16" if run.get("bf16") else ""
+    options += f" --distill-mixup {run['mixup']:g}" if run.get("mixup") else ""
     return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
 
 
@@ -208,7 +209,8 @@ def distillation_line(shape: dict, summary: dict) -> str:
         return ""
     run = summary.get("trunk_distillation") or {}
     settings = (", learning rate decayed to zero" if run.get("schedule") == "cosine" else "") + (
-        ", bf16 autocast" if run.get("bf16") else "")
+        ", bf16 autocast" if run.get("bf16") else "") + (
+        f", {run['mixup']:.0%} of crops blended with another (mixup, seen by both networks)" if run.get("mixup") else "")
     details = (f" ({run['steps']} steps{settings} on {run['photos']} photos of {run['identities']} training "
                f"identities, loss {run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
     return (f"* the shared trunk is 0267 **distilled from {teacher}** (Open Model Zoo, Apache-2.0; an addition to the "
@@ -234,8 +236,17 @@ def skip_scale_line(summary: dict) -> str:
                   f"chosen by Rank-1 (then mAP) over a grid of scales on the real sketches of {chosen['queries']} "
                   "training-side identities that neither stage saw (`--sketch-holdout`; Rank-1 "
                   f"{100 * chosen['rank1']:.0f} there vs {100 * chosen['rank1_unscaled']:.0f} unscaled, against "
-                  f"their {chosen['photos']} photos);\n")
+                  f"{sketch_gallery(chosen)});\n")
     return lines
+
+
+def sketch_gallery(chosen: dict) -> str:
+    """Words for the sketch scale's gallery: the held-out people's photos, plus other people's where there were."""
+    people = chosen.get("gallery_identities", chosen["identities"])
+    if people == chosen["identities"]:
+        return f"their {chosen['photos']} photos"
+    return (f"{chosen['photos']} photos: theirs and those of {people - chosen['identities']} other people no head "
+            "trained on")
 
 
 def main() -> None:

@@ -111,12 +111,12 @@ def distill_shared_trunk(aio_model, image_processor, args: argparse.Namespace, r
                         steps=args.distill_steps, learning_rate=args.distill_learning_rate,
                         identities_per_batch=args.identities_per_batch, instances_per_identity=4, seed=args.seed,
                         train_batchnorm=args.distill_batchnorm == "train", schedule=args.distill_schedule,
-                        bf16=args.distill_bf16)
+                        bf16=args.distill_bf16, mixup=args.distill_mixup)
     for trunk in aio_model.embeddings.modality_backbones.values():
         trunk.load_state_dict(shared_trunk.state_dict())
     return {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher),
             "steps": args.distill_steps, "batchnorm": args.distill_batchnorm, "schedule": args.distill_schedule,
-            "bf16": args.distill_bf16, "seconds": round(time.time() - started),
+            "bf16": args.distill_bf16, "mixup": args.distill_mixup, "seconds": round(time.time() - started),
             "identities": len(examples), "photos": sum(len(e["images"]) for e in examples),
             "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
 
@@ -167,6 +167,9 @@ def main() -> None:
     parser.add_argument("--distill-bf16", action="store_true",
                         help="stage 0: bf16 autocast, trunk in channels_last (a training step 2.4x faster on a CPU with "
                              "AVX512-BF16 or AMX; it may be slower where bf16 is emulated)")
+    parser.add_argument("--distill-mixup", type=float, default=0.0, metavar="P",
+                        help="stage 0: probability that a crop is blended with another crop of the batch before the "
+                             "teacher and the trunk see it (function matching; see modeling_aio.trunk_distillation)")
     parser.add_argument("--sketch-holdout", type=float, default=0.2,
                         help="fraction of identities with a real sketch whose sketches are kept out of training, to "
                              "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")
@@ -265,7 +268,7 @@ def main() -> None:
         rgb_skip_scale = choose_skip_scale(model.aio, processor, rgb_scale_items, modality="rgb")
         print(f"RGB skip scale chosen: {rgb_skip_scale}")
     if sketch_items and is_main:
-        skip_scale = choose_skip_scale(model.aio, processor, sketch_items)
+        skip_scale = choose_skip_scale(model.aio, processor, sketch_items, distractors=rgb_scale_items)
         print(f"sketch skip scale chosen: {skip_scale}")
     if args.align_text_steps and model.config.text_embedding_skip and is_main:
         # Single process: the stage is cheap, and the fitted weights are what process 0 saves below.

@@ -263,3 +263,23 @@ def test_train_script_chooses_the_rgb_scale_on_people_it_kept_out(tokenizer, tmp
     exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
     assert math.isclose(exported["skip_log_scales"][MODALITIES.index("rgb")].exp().item(), chosen["scale"],
                         rel_tol=1e-2)
+
+
+def test_sketch_scale_is_chosen_against_distractor_photos_of_other_people(sketch_items, tokenizer, tmp_path):
+    """Other people's photos join the sketch gallery (they make the choice harder, and therefore more telling), with
+    labels of their own even where the numbers coincide; a held-out photo cannot be one."""
+    torch.manual_seed(0)
+    model = with_shipped_trunks(AIOModel(osnet_config()))
+    processor = AIOProcessor(AIOImageProcessor(), tokenizer)
+    distractors = []
+    for person in range(3, 5):
+        photo = tmp_path / f"other_{person}.jpg"
+        striped(person, 50 + person).save(photo)
+        distractors.append(TrainingItem(str(photo), person + 4, [], None))  # label 5 or 6: its own label space
+    plain = choose_skip_scale(model, processor, sketch_items)
+    harder = choose_skip_scale(model, processor, sketch_items, distractors=distractors)
+    assert plain["photos"] == 6 and plain["gallery_identities"] == 3
+    assert harder["photos"] == 8 and harder["gallery_identities"] == 5 and harder["queries"] == 3
+    assert harder["mAP"] <= plain["mAP"] + 1e-6 or harder["scale"] != plain["scale"]
+    with pytest.raises(ValueError, match="distractors"):
+        choose_skip_scale(model, processor, sketch_items, distractors=sketch_items[:1])

@@ -12,7 +12,7 @@ from modeling_aio import AIOForReIdentification, AIOModel
 from modeling_aio.training import TrainingItem, trainable_state_dict
 from modeling_aio.trunk_distillation import (
     TrunkDistillationCollator, TrunkDistillationModel, distill_trunk, distillation_examples, learning_rate_factor,
-    openvino_reid_embedder,
+    mix_pixels, openvino_reid_embedder,
 )
 from processing_aio import AIOImageProcessor
 
@@ -60,6 +60,29 @@ def test_collator_feeds_the_teacher_the_students_pixels_and_repeats_from_its_see
     assert not torch.equal(first["pixel_values"], other["pixel_values"])
     with pytest.raises(ValueError, match="instances_per_identity"):
         TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=1)
+
+
+def test_mixup_blends_some_crops_with_others_and_the_teacher_embeds_the_blends(photo_items):
+    examples = distillation_examples(photo_items)
+    processor = AIOImageProcessor()
+    plain = TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=2, seed=3)(examples)
+    mixed = TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=2, seed=3, mixup=1.0)(examples)
+    again = TrunkDistillationCollator(processor, pooled_teacher, instances_per_identity=2, seed=3, mixup=1.0)(examples)
+    assert torch.equal(mixed["pixel_values"], again["pixel_values"])
+    assert not torch.equal(mixed["pixel_values"], plain["pixel_values"])
+    assert torch.allclose(mixed["teacher_embeds"], pooled_teacher(mixed["pixel_values"]))
+    with pytest.raises(ValueError, match="mixup"):
+        TrunkDistillationCollator(processor, pooled_teacher, mixup=1.5)
+
+
+def test_mix_pixels_is_a_convex_blend_with_a_batch_partner_and_leaves_unchosen_images_alone():
+    pixels = torch.arange(4.0)[:, None, None, None].expand(4, 3, 2, 2).clone()
+    untouched = mix_pixels(pixels, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, pixels)
+    blended = mix_pixels(pixels, 1.0, torch.Generator().manual_seed(0))
+    assert blended.shape == pixels.shape
+    assert (blended >= 0).all() and (blended <= 3).all()  # between two of the batch's images, pixel by pixel
+    assert not torch.equal(blended, pixels)
 
 
 def test_relation_loss_vanishes_when_the_teacher_ranks_like_the_student():
@@ -186,7 +209,7 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
     command = write_training_fixture(tmp_path, tokenizer, people=4, sketched=4) + [
         "--distill-teacher", str(TEACHER_XML), "--distill-steps", "2", "--distill-learning-rate", "0.05",
         "--distill-batchnorm", "train", "--distill-schedule", "cosine", "--distill-bf16",
-        "--sketch-holdout", "0", "--align-text-steps", "0"]
+        "--distill-mixup", "0.5", "--sketch-holdout", "0", "--align-text-steps", "0"]
     init = AIOModel.from_pretrained(tmp_path / "init")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -195,6 +218,7 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
     assert summary["trunk_distillation"]["steps"] == 2 and summary["trunk_distillation"]["identities"] == 4
     assert summary["trunk_distillation"]["batchnorm"] == "train"
     assert summary["trunk_distillation"]["schedule"] == "cosine" and summary["trunk_distillation"]["bf16"] is True
+    assert summary["trunk_distillation"]["mixup"] == 0.5
     shapes = json.loads((tmp_path / "out" / "aio-reid-trainable.json").read_text())
     assert shapes["osnet_trunk_teacher"] == TEACHER_XML.stem
     exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
@@ -226,11 +250,25 @@ def test_model_card_reproduces_the_distillation_settings_it_was_trained_with():
     card = load_script("make_model_card")
     shape = {"osnet_trunk_teacher": "person-reidentification-retail-0277"}
     run = {"teacher_xml": "t.xml", "steps": 1500, "batchnorm": "frozen", "schedule": "cosine", "bf16": True,
-           "photos": 10, "identities": 5, "first_loss": 1.0, "last_loss": 0.2, "seconds": 60}
+           "mixup": 0.5, "photos": 10, "identities": 5, "first_loss": 1.0, "last_loss": 0.2, "seconds": 60}
     flags = card.distill_flags(shape, {"trunk_distillation": run})
-    assert flags.endswith("--distill-teacher t.xml --distill-steps 1500 --distill-schedule cosine --distill-bf16")
-    plain = card.distill_flags(shape, {"trunk_distillation": {**run, "schedule": "constant", "bf16": False}})
+    assert flags.endswith("--distill-teacher t.xml --distill-steps 1500 --distill-schedule cosine --distill-bf16 "
+                          "--distill-mixup 0.5")
+    plain = card.distill_flags(shape, {"trunk_distillation": {**run, "schedule": "constant", "bf16": False,
+                                                               "mixup": 0.0}})
     assert plain.endswith("--distill-steps 1500")
-    assert "1500 steps, learning rate decayed to zero, bf16 autocast on 10 photos" in card.distillation_line(
-        shape, {"trunk_distillation": run})
+    assert ("1500 steps, learning rate decayed to zero, bf16 autocast, 50% of crops blended with another (mixup, "
+            "seen by both networks) on 10 photos") in card.distillation_line(shape, {"trunk_distillation": run})
     assert card.distill_flags({}, {"trunk_distillation": run}) == ""
+
+
+def test_model_card_says_which_gallery_the_sketch_scale_was_chosen_against():
+    from conftest import load_script
+
+    card = load_script("make_model_card")
+    chosen = {"modality": "sketch", "scale": 3.49, "rank1": 0.95, "rank1_unscaled": 0.75, "queries": 20,
+              "photos": 1025, "identities": 20, "gallery_identities": 320}
+    assert "1025 photos: theirs and those of 300 other people no head trained on" in card.skip_scale_line(
+        {"skip_scale": chosen})
+    older = {k: v for k, v in chosen.items() if k != "gallery_identities"} | {"photos": 40}
+    assert "against their 40 photos" in card.skip_scale_line({"skip_scale": older})
