@@ -358,9 +358,9 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
     identities' photos. Why: the [CLS] projection of a sketch query is trained on the few real training sketches and
     can fit them more than it generalises, while the bound sketch trunk's embedding (the skip) carries the identity.
     `distractors`: photos of other people no stage trained on (e.g. the RGB scale's `hold_out_identities`), added
-    to that gallery, their labels counted apart from the held-out ones. Why: 20 sketches against their 40 photos leave Rank-1 at or near 1.0 for most scales (the
-    shipped run's choice scored 1.0), so the choice rests on a few queries; among hundreds of other people's photos
-    the scales separate.
+    to that gallery, their labels counted apart from the held-out ones. Why: 20 sketches against only their 40
+    photos leave Rank-1 at or near 1.0 for most scales (the earlier shipped choice, x3.49, scored 1.0 there), so the
+    choice rests on a few queries; among hundreds of other people's photos the scales separate.
 
     rgb: by the mean Rank-1 (then mAP) of RGB->RGB and grayscale IR->RGB among the photos of held-out identities
     (`hold_out_identities`), each query's own photo removed from its gallery. Why: the RGB skip weighs the shared
