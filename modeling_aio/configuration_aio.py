@@ -42,6 +42,9 @@ DINOV2_SMALL_KWARGS: dict = {
 }
 
 
+OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0.5, the layout of `osnet.OSNet`
+
+
 class AIOConfig(PreTrainedConfig):
     r"""
     Configuration of [`AIOModel`] and [`AIOForReIdentification`].
@@ -61,6 +64,11 @@ class AIOConfig(PreTrainedConfig):
             stride-16 map pooled to `osnet_token_grid` plus its 256-d ReID embedding give 1 + rows * cols tokens
             through a small trainable adapter per modality).
         osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
+        osnet_width (`int`): width of every OSNet trunk as a multiple of 0267's (OSNet x0.5): 2 makes them x1.0, as
+            wide as the distillation teacher 0277, started from 0267 widened without changing its function
+            (`OSNet.widened`), so that distillation has the teacher's capacity; the ReID embedding stays 256-d. On
+            CPU step counts it distilled no better than x0.5 (see `modeling_aio.trunk_distillation`), so the default
+            stays 1; the option is for longer runs.
         train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
         osnet_modality_trunks (`tuple[str, ...]`): image modalities (`"ir"`, `"sketch"`) that get their own copy of
             the OSNet trunk instead of the shared one. Such a copy is bound to the shared trunk's photo embeddings on
@@ -103,6 +111,7 @@ class AIOConfig(PreTrainedConfig):
     patch_size: int = 16
     image_tokenizer: str = "ibn_stem"
     osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
+    osnet_width: int = 1
     train_image_backbone: bool = False
     osnet_modality_trunks: list[str] | tuple[str, ...] = ()
     osnet_trunk_teacher: str | None = None
@@ -134,6 +143,8 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`image_tokenizer` must be one of {IMAGE_TOKENIZER_TYPES}, got {self.image_tokenizer!r}.")
         if self.patch_size < 4 or self.patch_size & (self.patch_size - 1):
             raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
+        if not isinstance(self.osnet_width, int) or isinstance(self.osnet_width, bool) or self.osnet_width < 1:
+            raise ValueError(f"`osnet_width` must be a positive integer (a multiple of OSNet x0.5), got {self.osnet_width!r}.")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]
@@ -151,6 +162,11 @@ class AIOConfig(PreTrainedConfig):
     def hidden_size(self) -> int:
         """Token width: the frozen encoder's hidden size, so tokenizers feed it directly."""
         return self.encoder_config.hidden_size
+
+    @property
+    def osnet_channels(self) -> tuple[int, int, int, int]:
+        """Stage widths of the OSNet trunks: 0267's (x0.5) times `osnet_width`."""
+        return tuple(c * self.osnet_width for c in OSNET_0267_CHANNELS)
 
     @property
     def grid_size(self) -> tuple[int, int]:

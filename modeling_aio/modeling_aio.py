@@ -120,10 +120,10 @@ class AIOOSNetAdapter(nn.Module):
     """Per-modality adapter on the shared OSNet trunk: projects its pooled grid features and its global ReID
     embedding into the encoder's token space. Cheap to train, so a pretrained ReID trunk serves every modality."""
 
-    def __init__(self, config: AIOConfig, channels: int = OSNet.channels[-1]):
+    def __init__(self, config: AIOConfig):
         super().__init__()
-        self.grid_projection = nn.Linear(channels, config.hidden_size)
-        self.global_projection = nn.Linear(channels, config.hidden_size)
+        self.grid_projection = nn.Linear(config.osnet_channels[-1], config.hidden_size)
+        self.global_projection = nn.Linear(OSNet.embedding_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size)
         self.grid = tuple(config.osnet_token_grid)
 
@@ -155,8 +155,9 @@ class AIOEmbeddings(nn.Module):
         super().__init__()
         hidden = config.hidden_size
         if config.image_tokenizer == "osnet":
-            self.image_backbone = OSNet()
-            self.modality_backbones = nn.ModuleDict({m: OSNet() for m in config.osnet_modality_trunks})
+            self.image_backbone = OSNet(channels=config.osnet_channels)
+            self.modality_backbones = nn.ModuleDict({m: OSNet(channels=config.osnet_channels)
+                                                     for m in config.osnet_modality_trunks})
             self.image_tokenizers = nn.ModuleDict({m: AIOOSNetAdapter(config) for m in IMAGE_MODALITIES})
         else:
             self.image_backbone = None

@@ -91,14 +91,21 @@ def _stage(cin: int, cout: int, transition: bool) -> nn.Sequential:
 
 
 class OSNet(nn.Module):
-    """OSNet x0.5 with instance-normalised input and stem; `forward` returns the stride-16 feature map (B, 256,
-    H/16, W/16) and the 256-d ReID embedding (depthwise global pooling, FC, BN, PReLU) of 256x128 inputs."""
+    """OSNet with instance-normalised input and stem, x0.5 by default (0267's widths); `forward` returns the
+    stride-16 feature map (B, channels[-1], H/16, W/16) and the 256-d ReID embedding (depthwise global pooling, FC,
+    BN, PReLU) of 256x128 inputs. `widened` makes a wider copy that computes the same function."""
 
     channels = (32, 128, 192, 256)
+    embedding_size = 256
 
-    def __init__(self, feature_size: tuple[int, int] = (16, 8)):
+    def __init__(self, feature_size: tuple[int, int] = (16, 8), channels: tuple[int, int, int, int] | None = None):
         super().__init__()
+        if channels is not None:
+            self.channels = tuple(int(c) for c in channels)
         c0, c1, c2, c3 = self.channels
+        if any(c % 64 for c in (c1, c2, c3)):
+            raise ValueError(f"OSNet `channels` {self.channels}: the block widths must be multiples of 64 (the gates "
+                             "split a quarter of them into 16 groups).")
         self.in_first = nn.InstanceNorm2d(3, affine=True)
         self.conv1 = ConvLayer(3, c0, 7, stride=2, padding=3, instance_norm=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -107,13 +114,49 @@ class OSNet(nn.Module):
         self.conv4 = _stage(c2, c3, transition=False)
         self.conv5 = ConvLayer(c3, c3, 1)
         self.global_avgpool = nn.Conv2d(c3, c3, feature_size, groups=c3)
-        self.fc = nn.Sequential(nn.Linear(c3, c3), nn.BatchNorm1d(c3), nn.PReLU())
+        self.fc = nn.Sequential(nn.Linear(c3, self.embedding_size), nn.BatchNorm1d(self.embedding_size), nn.PReLU())
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.conv1(self.in_first(pixel_values)))
         feature_map = self.conv5(self.conv4(self.conv3(self.conv2(x))))
         embedding = self.fc(self.global_avgpool(feature_map).flatten(1))
         return feature_map, embedding
+
+    def widened(self, factor: int = 2, seed: int = 0) -> OSNet:
+        """A copy `factor` times as wide (x0.5 -> x1.0 for 2) that computes the same embedding and, channel for
+        channel repeated, the same feature map (Net2WiderNet, Chen et al., ICLR 2016).
+
+        Why: distilling the x1.0 teacher 0277 into the x0.5 trunk levels off below the teacher; a wider student
+        keeps everything the trunk knows at step 0 and has the teacher's capacity (at CPU step counts it distilled
+        no better: see `trunk_distillation`). Every channel c becomes channels
+        c*factor .. c*factor+factor-1 (interleaved, so GroupNorm groups hold copies of the same channels); a layer
+        reading a repeated input splits each weight among the copies in random shares that sum to it, which keeps
+        the function exact while giving the copies different gradients.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        wide = OSNet(feature_size=tuple(self.global_avgpool.kernel_size), channels=tuple(c * factor for c in self.channels))
+        wide_state = wide.state_dict()
+        new_state = {}
+        for name, value in self.state_dict().items():
+            target = wide_state[name]
+            value = value.clone()
+            if value.dim() == 0 or target.shape == value.shape:
+                new_state[name] = value
+                continue
+            # outputs (dim 0) repeated where the wide layer has more of them
+            if target.shape[0] != value.shape[0]:
+                value = value.repeat_interleave(factor, dim=0)
+            # inputs (dim 1 of a dense conv / linear; a depthwise conv's is 1 and stays) repeated, split among copies
+            if value.dim() >= 2 and target.shape[1] != value.shape[1]:
+                shares = torch.rand(value.shape[0], value.shape[1], factor, *value.shape[2:], generator=generator)
+                shares = 0.5 / factor + shares
+                shares = shares / shares.sum(dim=2, keepdim=True)
+                value = (value.unsqueeze(2) * shares).flatten(1, 2)
+            if tuple(value.shape) != tuple(target.shape):
+                raise AssertionError(f"{name}: {tuple(value.shape)} vs {tuple(target.shape)}")
+            new_state[name] = value
+        wide.load_state_dict(new_state)
+        return wide.train(self.training)
 
 
 __all__ = ["OSNet"]

@@ -118,7 +118,7 @@ def photo_prototypes(trunk: OSNet, image_processor, photos: list[list[str | Path
     flat = [(label, path) for label, paths in enumerate(photos) for path in paths]
     if not flat or any(not paths for paths in photos):
         raise ValueError("`photos` needs at least one photo for every identity.")
-    sums = torch.zeros(len(photos), OSNet.channels[-1])
+    sums = torch.zeros(len(photos), OSNet.embedding_size)
     for start in range(0, len(flat), batch_size):
         chunk = flat[start:start + batch_size]
         pixels = image_processor([Image.open(p).convert("RGB") for _, p in chunk], modality="rgb",

@@ -23,7 +23,11 @@ CPU with native bf16: 0.97 s a step instead of 1.74 s on 2 cores, teacher and da
 feature loss at step 300 (0.303 against fp32's 0.303); `benchmarks/bench_trunk_training.py` measures it. `mixup` (half
 the crops blended with another; a 1500-step cosine bf16 run on the same held-aside ids) got there sooner but no
 higher: 96.6 / 94.4 at 300 steps, 96.8 / 94.9 at 600, 96.9 / 95.0 at 900 and 1200, 96.6 / 95.0 at 1500, against
-96.2 / 94.1, 96.2 / 94.4, 96.3 / 94.8, 96.6 / 94.9 and 96.6 / 94.9 without. The teacher
+96.2 / 94.1, 96.2 / 94.4, 96.3 / 94.8, 96.6 / 94.9 and 96.6 / 94.9 without. A student as wide as the teacher
+(`AIOConfig.osnet_width=2`: 0267 widened to x1.0 without changing its function, 3.5x the parameters) did no better
+there: 96.0 / 93.3, 96.2 / 94.4 and 96.5 / 94.8 at steps 300, 600 and 900 of a 900-step cosine bf16 run with mixup
+0.5, its feature loss levelling where x0.5's does (0.245 against 0.236 at step 900), at about 1.5x the time a step;
+at these step counts the trunk's width is not what keeps it below its teacher. The teacher
 is any callable from normalised pixels to embeddings, e.g. `openvino_reid_embedder` on an Open Model Zoo IR.
 """
 
@@ -63,7 +67,7 @@ class TrunkDistillationModel(nn.Module):
                  train_batchnorm: bool = False):
         super().__init__()
         self.trunk = trunk
-        self.to_teacher = nn.Linear(OSNet.channels[-1], teacher_dim)
+        self.to_teacher = nn.Linear(OSNet.embedding_size, teacher_dim)
         self.temperature, self.relation_weight = temperature, relation_weight
         self.train_batchnorm = train_batchnorm
 

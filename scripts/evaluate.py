@@ -75,7 +75,8 @@ class Embedder:
                     raise SystemExit(f"error: {weights} has no shared OSNet trunk ({prefix}*).")
                 stamp = f"{weights.resolve()}{weights.stat().st_mtime_ns}"
                 self.fingerprint = "osnet-trunk-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
-            osnet = OSNet().eval()
+            stem_channels = trunk_state["conv1.conv.weight"].shape[0]  # 32 per unit of width (0267 is x0.5)
+            osnet = OSNet(channels=tuple(c * stem_channels // OSNet.channels[0] for c in OSNet.channels)).eval()
             osnet.load_state_dict(trunk_state)
             self.baseline = lambda pixels: osnet(pixels)[1]
         elif model_name.startswith("openvino:"):

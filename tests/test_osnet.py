@@ -86,3 +86,41 @@ def test_osnet_checkpoint_round_trip(tmp_path: Path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "osnet.py").exists()  # travels with the checkpoint for remote code
     assert torch.equal(AIOModel.from_pretrained(tmp_path).get_features(pixel_values_sketch=pixels), before)
+
+
+def test_widened_trunk_computes_the_same_function_with_distinct_copies():
+    net = OSNet().eval()
+    net.load_state_dict(load_file(str(SHIPPED)))
+    wide = net.widened(2, seed=1).eval()
+    assert wide.channels == (64, 256, 384, 512)
+    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in net.parameters())
+    pixels = torch.randn(3, 3, 256, 128)
+    with torch.no_grad():
+        feature_map, embedding = net(pixels)
+        wide_map, wide_embedding = wide(pixels)
+    assert wide_embedding.shape == (3, 256) and wide_map.shape == (3, 512, 16, 8)
+    assert torch.allclose(wide_embedding, embedding, atol=1e-4)
+    assert torch.allclose(wide_map, feature_map.repeat_interleave(2, dim=1), atol=1e-4)
+    # a layer reading repeated inputs splits each weight unequally between the copies (else they would train alike)
+    pointwise = wide.conv3[0].conv1.conv.weight[:, :, 0, 0]
+    assert not torch.allclose(pointwise[:, 0::2], pointwise[:, 1::2])
+    assert torch.allclose(pointwise[:, 0::2] + pointwise[:, 1::2],
+                          net.conv3[0].conv1.conv.weight[:, :, 0, 0].repeat_interleave(2, dim=0), atol=1e-6)
+    again = net.widened(2, seed=1)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in wide.state_dict().items())
+
+
+def test_osnet_width_sets_trunk_and_adapter_widths():
+    config = osnet_config(osnet_width=2, osnet_modality_trunks=("sketch",), osnet_embedding_skip=True)
+    assert config.osnet_channels == (64, 256, 384, 512)
+    model = AIOModel(config).eval()
+    assert model.embeddings.image_backbone.channels == (64, 256, 384, 512)
+    assert model.embeddings.modality_backbones["sketch"].channels == (64, 256, 384, 512)
+    assert model.embeddings.image_tokenizers["rgb"].grid_projection.in_features == 512
+    embeds = model.get_features(pixel_values_sketch=torch.randn(2, 3, 256, 128))
+    assert embeds.shape == (2, 256)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="osnet_width"):
+            osnet_config(osnet_width=bad)
+    with pytest.raises(ValueError, match="channels"):
+        OSNet(channels=(32, 100, 192, 256))

@@ -101,3 +101,26 @@ def test_a_distilled_shared_trunk_comes_from_the_trained_weights(searcher, tmp_p
     without_trunk.with_suffix(".json").write_text(json.dumps(shape))
     with pytest.raises(RuntimeError, match="carries no `embeddings.image_backbone"):
         load_script("build_checkpoint").build(tmp_path / "ckpt", None, without_trunk)
+
+
+def test_build_with_a_wider_trunk_starts_as_0267(tmp_path):
+    """`--osnet-width 2`: the trunks are x1.0 but compute 0267's embedding; trained weights of another width are
+    refused before anything is built."""
+    from safetensors.torch import load_file
+
+    from modeling_aio.osnet import OSNet
+
+    build = load_script("build_checkpoint").build
+    model = build(tmp_path / "wide", "minilm", None, image_tokenizer="osnet", osnet_embedding_skip=True,
+                  osnet_modality_trunks=("sketch",), osnet_width=2)
+    assert model.config.osnet_width == 2
+    narrow = OSNet().eval()
+    narrow.load_state_dict(load_file(str(REPO / "weights" / "osnet-0267.safetensors")))
+    pixels = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        expected = narrow(pixels)[1]
+        for trunk in (model.embeddings.image_backbone, model.embeddings.modality_backbones["sketch"]):
+            assert trunk.channels[-1] == 512
+            assert torch.allclose(trunk.eval()(pixels)[1], expected, atol=1e-4)
+    with pytest.raises(SystemExit, match="OSNet width 1"):
+        build(tmp_path / "mismatch", None, TRAINED, osnet_width=2)

@@ -238,6 +238,11 @@ def test_evaluate_embeds_with_a_checkpoints_shared_trunk_alone(tmp_path):
     pixels = embedder.image_processor(photos, modality="rgb", return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         assert torch.allclose(embedder.baseline(pixels), model.embeddings.image_backbone(pixels)[1], atol=1e-5)
+    wide = AIOModel(osnet_config(num_identities=0, osnet_width=2)).eval()  # a trunk wider than 0267's is read as such
+    wide.save_pretrained(tmp_path / "wide")
+    embedder = load_script("evaluate").Embedder(f"osnet-trunk:{tmp_path / 'wide'}", 4, tmp_path / "cache")
+    with torch.no_grad():
+        assert torch.allclose(embedder.baseline(pixels), wide.embeddings.image_backbone(pixels)[1], atol=1e-5)
     AIOModel(osnet_config(num_identities=0, image_tokenizer="ibn_stem", image_size=(32, 16), patch_size=8,
                           osnet_modality_trunks=[], osnet_embedding_skip=False)).save_pretrained(tmp_path / "stem")
     with pytest.raises(SystemExit, match="no shared OSNet trunk"):
@@ -272,3 +277,11 @@ def test_model_card_says_which_gallery_the_sketch_scale_was_chosen_against():
         {"skip_scale": chosen})
     older = {k: v for k, v in chosen.items() if k != "gallery_identities"} | {"photos": 40}
     assert "against their 40 photos" in card.skip_scale_line({"skip_scale": older})
+
+
+def test_model_card_names_a_trunk_wider_than_0267():
+    from conftest import load_script
+
+    card = load_script("make_model_card")
+    assert "2x as wide as 0267** (OSNet x1" in card.osnet_width_note({"osnet_width": 2})
+    assert card.osnet_width_note({"osnet_width": 1}) == card.osnet_width_note({}) == ""
