@@ -262,8 +262,8 @@ def _info_nce(queries: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, t
 
 
 @torch.no_grad()
-def _alignment_features(model, processor, items: list[TrainingItem], companions: tuple[str, ...], seed: int,
-                        batch_size: int) -> dict[str, torch.Tensor]:
+def alignment_features(model, processor, items: list[TrainingItem], companions: tuple[str, ...] = (), seed: int = 0,
+                       batch_size: int = 32) -> dict[str, torch.Tensor]:
     """Everything the text skip's fit needs, computed once with the model as trained: the RGB embedding of each
     captioned photo and, per caption and query kind (text alone, text + each synthetic companion image), the
     [CLS] projection, the pooled text output and the image skip (0 where none)."""
@@ -437,6 +437,42 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
             "gallery_identities": len(set(gallery_labels))}
 
 
+def cached_query_features(model, cache: dict[str, torch.Tensor], kind: str, rows: torch.Tensor) -> torch.Tensor:
+    """The features `encode_tokens` gives a `kind` query (`"text"`, `"text+ir"`, ...), rebuilt from an
+    `alignment_features` cache with the model's current text skip and skip weights: [CLS] projection plus the
+    weighted mean of the text skip and the image skip (if any)."""
+    skips = {"text": model.text_skip(cache[f"{kind}/pooled"][rows])}
+    if f"{kind}/image_skip" in cache:
+        skips[kind.split("+")[1]] = cache[f"{kind}/image_skip"][rows]
+    return cache[f"{kind}/cls"][rows] + model.combine_skips(skips)
+
+
+def fit_text_skip(model, cache: dict[str, torch.Tensor], kinds: tuple[str, ...], rows: torch.Tensor, steps: int = 1000,
+                  batch_size: int = 256, learning_rate: float = 1e-3, temperature: float = 0.05, seed: int = 0,
+                  log_every: int = 100) -> list[dict[str, float]]:
+    """Fits `model.text_skip` alone (AdamW, symmetric InfoNCE toward the RGB embedding of the caption's photo, one
+    loss per query kind) on the cached caption `rows`; returns the loss log. The one fit of the text skip: the
+    last training stage and `scripts/text_scaling.py`'s learning curve both run it."""
+    optimizer = torch.optim.AdamW(model.text_skip.parameters(), lr=learning_rate, weight_decay=1e-2)
+    generator = torch.Generator().manual_seed(seed)
+    logged = []
+    with torch.enable_grad():
+        for step in range(1, steps + 1):
+            batch = rows[torch.randperm(len(rows), generator=generator)[:batch_size]]
+            labels, rgb = cache["labels"][batch], cache["rgb"][cache["photo"][batch]]
+            losses = {kind: _info_nce(cached_query_features(model, cache, kind, batch), rgb, labels, temperature)
+                      for kind in kinds}
+            loss = torch.stack(list(losses.values())).mean()
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % log_every == 0 or step == steps:
+                logged.append({"stage": "text", "step": step, "loss": round(float(loss.detach()), 4),
+                               **{kind: round(float(value.detach()), 4) for kind, value in losses.items()}})
+    model.zero_grad(set_to_none=True)
+    return logged
+
+
 def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 1000, batch_size: int = 256,
                     learning_rate: float = 1e-3, temperature: float = 0.05, companions: tuple[str, ...] = ("ir", "sketch"),
                     fusion_items: list[TrainingItem] | None = None, fusion_fraction: float = 0.15,
@@ -449,7 +485,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     does on new people, not on captions it has fitted. (A contrastive fit of those weights over-trusted text: on
     development ids its text + IR queries were 2 Rank-1 points below those with the grid's choice.)
 
-    Everything else is frozen by then, so the frozen parts' outputs are cached once (`_alignment_features`) and
+    Everything else is frozen by then, so the frozen parts' outputs are cached once (`alignment_features`) and
     each step is a few matrix products: thousands of caption epochs in seconds instead of hours of image batches,
     which is what the few captioned identities need.
 
@@ -477,37 +513,9 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
 
     was_training, device = model.training, next(model.parameters()).device
     model.eval().cpu()  # cached features and a few matrix products per step: the CPU is enough, and one place
-    cache = _alignment_features(model, processor, captioned, companions, seed, batch_size=32)
+    cache = alignment_features(model, processor, captioned, companions, seed, batch_size=32)
     in_fusion = torch.isin(cache["labels"], fusion_ids)
     fit_rows, fusion_rows = torch.nonzero(~in_fusion).flatten(), torch.nonzero(in_fusion).flatten()
-
-    def query_features(kind: str, rows: torch.Tensor) -> torch.Tensor:
-        """The features `encode_tokens` gives a `kind` query, rebuilt from the cache with the current text skip
-        and skip weights: [CLS] projection plus the weighted mean of the text skip and the image skip (if any)."""
-        skips = {"text": model.text_skip(cache[f"{kind}/pooled"][rows])}
-        if f"{kind}/image_skip" in cache:
-            skips[kind.split("+")[1]] = cache[f"{kind}/image_skip"][rows]
-        return cache[f"{kind}/cls"][rows] + model.combine_skips(skips)
-
-    def fit_text_skip(kinds: tuple[str, ...], rows: torch.Tensor) -> list[dict[str, float]]:
-        parameters = list(model.text_skip.parameters())
-        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
-        generator = torch.Generator().manual_seed(seed)
-        logged = []
-        with torch.enable_grad():
-            for step in range(1, steps + 1):
-                batch = rows[torch.randperm(len(rows), generator=generator)[:batch_size]]
-                labels, rgb = cache["labels"][batch], cache["rgb"][cache["photo"][batch]]
-                losses = {kind: _info_nce(query_features(kind, batch), rgb, labels, temperature) for kind in kinds}
-                loss = torch.stack(list(losses.values())).mean()
-                model.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if step % log_every == 0 or step == steps:
-                    logged.append({"stage": "text", "step": step, "loss": round(float(loss.detach()), 4),
-                                   **{kind: round(float(value.detach()), 4) for kind, value in losses.items()}})
-        model.zero_grad(set_to_none=True)
-        return logged
 
     photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
 
@@ -517,7 +525,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
         (its IR / sketch view was made from it), as the development evaluation scores composed queries."""
         query_photos = cache["photo"][rows]
         photos = query_photos.unique()
-        scores = F.normalize(query_features(kind, rows), dim=-1) @ cache["rgb"][photos].T
+        scores = F.normalize(cached_query_features(model, cache, kind, rows), dim=-1) @ cache["rgb"][photos].T
         own_photo = query_photos[:, None] == photos[None, :]
         scores[own_photo] = float("-inf")
         same = cache["labels"][rows][:, None] == photo_labels[photos][None, :]
@@ -550,7 +558,8 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
         return logged
 
     kinds = ("text",) + tuple(f"text+{m}" for m in companions)
-    history = fit_text_skip(kinds, fit_rows)
+    history = fit_text_skip(model, cache, kinds, fit_rows, steps, batch_size, learning_rate, temperature, seed,
+                            log_every)
     if len(fusion_rows):
         history += calibrate(kinds[1:], fusion_rows)
     model.train(was_training).to(device)
@@ -558,5 +567,6 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
 
 
 __all__ = ["TrainingItem", "MultimodalReIdDataset", "IdentityBalancedSampler", "AIOTrainingCollator", "AIOTrainer",
-           "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable", "align_text_skip",
-           "hold_out_captions", "hold_out_sketches", "hold_out_identities", "choose_skip_scale"]
+           "EpochAndScheduleCallback", "StopAfterStepCallback", "trainable_state_dict", "set_trainable",
+           "align_text_skip", "alignment_features", "cached_query_features", "fit_text_skip", "hold_out_captions",
+           "hold_out_sketches", "hold_out_identities", "choose_skip_scale"]

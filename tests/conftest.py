@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 
 from modeling_aio import AIOConfig, AIOImageProcessor, AIOProcessor  # noqa: E402
+from modeling_aio.training import TrainingItem  # noqa: E402
 
 WORDS = ("a man woman in red blue black white shirt jacket pants bag with long short hair shoes wearing "
          "and the carrying dark grey green yellow backpack dress skirt glasses").split()
@@ -92,3 +93,16 @@ def image_files(tmp_path) -> list[Path]:
         random_image(i).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture
+def captioned_items(tmp_path) -> list[TrainingItem]:
+    """8 people, 2 photos each, 2 captions per photo (a colour word tells them apart)."""
+    colours = ["red", "blue", "black", "white", "green", "yellow", "grey", "dark"]
+    items = []
+    for person, colour in enumerate(colours):
+        for shot in range(2):
+            path = tmp_path / f"c{person}_{shot}.jpg"
+            random_image(100 + person * 10 + shot, (20, 40)).save(path)
+            items.append(TrainingItem(str(path), person, [f"a man in a {colour} shirt", f"{colour} jacket and bag"]))
+    return items

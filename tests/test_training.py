@@ -181,18 +181,6 @@ def test_accelerate_launch_trains_data_parallel_with_two_cpu_processes(config, p
     assert (tmp_path / "out" / "checkpoint-2" / "model.safetensors").exists()
 
 
-@pytest.fixture
-def captioned_items(tmp_path):
-    colours = ["red", "blue", "black", "white", "green", "yellow", "grey", "dark"]
-    items = []
-    for person, colour in enumerate(colours):
-        for shot in range(2):
-            path = tmp_path / f"c{person}_{shot}.jpg"
-            random_image(100 + person * 10 + shot, (20, 40)).save(path)
-            items.append(TrainingItem(str(path), person, [f"a man in a {colour} shirt", f"{colour} jacket and bag"]))
-    return items
-
-
 @pytest.mark.parametrize("companions", [(), ("ir", "sketch")])
 def test_text_alignment_fits_the_text_skip_then_the_fusion_weights(tokenizer, captioned_items, companions):
     torch.manual_seed(0)
