@@ -483,12 +483,17 @@ class AIOModel(AIOPreTrainedModel):
 
 
 def supervised_contrastive_binding_loss(
-    anchors: torch.Tensor, rgb_features: torch.Tensor, labels: torch.Tensor, temperature: float
+    anchors: torch.Tensor, rgb_features: torch.Tensor, labels: torch.Tensor, temperature: float,
+    exclude_self: bool = False,
 ) -> torch.Tensor:
     """Multimodal feature binding: pull each anchor (an IR, sketch or text feature) toward the RGB features of the
-    same identity and away from other identities (supervised contrastive, Khosla et al. 2020)."""
+    same identity and away from other identities (supervised contrastive, Khosla et al. 2020). `exclude_self`: the
+    anchors are the RGB features themselves, so each one's pair with itself is neither a positive nor a negative."""
     logits = F.normalize(anchors, dim=-1) @ F.normalize(rgb_features, dim=-1).T / temperature
     positives = (labels[:, None] == labels[None, :]).float()
+    if exclude_self:
+        self_pairs = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        logits, positives = logits.masked_fill(self_pairs, -1e4), positives.masked_fill(self_pairs, 0.0)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     return -((log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)).mean()
 

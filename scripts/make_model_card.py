@@ -199,6 +199,7 @@ def distill_flags(shape: dict, summary: dict) -> str:
     options += " --distill-schedule cosine" if run.get("schedule") == "cosine" else ""
     options += " --distill-bf16" if run.get("bf16") else ""
     options += f" --distill-mixup {run['mixup']:g}" if run.get("mixup") else ""
+    options += f" --distill-supervised {run['supervised']:g}" if run.get("supervised") else ""
     return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
 
 
@@ -217,9 +218,12 @@ def distillation_line(shape: dict, summary: dict) -> str:
     if not teacher:
         return ""
     run = summary.get("trunk_distillation") or {}
-    settings = (", learning rate decayed to zero" if run.get("schedule") == "cosine" else "") + (
-        ", bf16 autocast" if run.get("bf16") else "") + (
-        f", {run['mixup']:.0%} of crops blended with another (mixup, seen by both networks)" if run.get("mixup") else "")
+    settings = "".join([
+        ", learning rate decayed to zero" if run.get("schedule") == "cosine" else "",
+        ", bf16 autocast" if run.get("bf16") else "",
+        f", {run['mixup']:.0%} of crops blended with another (mixup, seen by both networks)" if run.get("mixup") else "",
+        f", plus a supervised contrastive loss on the batch's identity labels (weight {run['supervised']:g})"
+        if run.get("supervised") else ""])
     details = (f" ({run['steps']} steps{settings} on {run['photos']} photos of {run['identities']} training "
                f"identities, loss {run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
     return (f"* the shared trunk is 0267 **distilled from {teacher}** (Open Model Zoo, Apache-2.0; an addition to the "

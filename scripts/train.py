@@ -111,12 +111,13 @@ def distill_shared_trunk(aio_model, image_processor, args: argparse.Namespace, r
                         steps=args.distill_steps, learning_rate=args.distill_learning_rate,
                         identities_per_batch=args.identities_per_batch, instances_per_identity=4, seed=args.seed,
                         train_batchnorm=args.distill_batchnorm == "train", schedule=args.distill_schedule,
-                        bf16=args.distill_bf16, mixup=args.distill_mixup)
+                        bf16=args.distill_bf16, mixup=args.distill_mixup, supervised_weight=args.distill_supervised)
     for trunk in aio_model.embeddings.modality_backbones.values():
         trunk.load_state_dict(shared_trunk.state_dict())
     return {"teacher": args.distill_teacher.stem, "teacher_xml": str(args.distill_teacher),
             "steps": args.distill_steps, "batchnorm": args.distill_batchnorm, "schedule": args.distill_schedule,
-            "bf16": args.distill_bf16, "mixup": args.distill_mixup, "seconds": round(time.time() - started),
+            "bf16": args.distill_bf16, "mixup": args.distill_mixup, "supervised": args.distill_supervised,
+            "seconds": round(time.time() - started),
             "identities": len(examples), "photos": sum(len(e["images"]) for e in examples),
             "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
 
@@ -170,6 +171,9 @@ def main() -> None:
     parser.add_argument("--distill-mixup", type=float, default=0.0, metavar="P",
                         help="stage 0: probability that a crop is blended with another crop of the batch before the "
                              "teacher and the trunk see it (function matching; see modeling_aio.trunk_distillation)")
+    parser.add_argument("--distill-supervised", type=float, default=0.0, metavar="W",
+                        help="stage 0: weight of a supervised contrastive loss on the P x K batch's identity labels "
+                             "beside the teacher's two (not with --distill-mixup; see modeling_aio.trunk_distillation)")
     parser.add_argument("--sketch-holdout", type=float, default=0.2,
                         help="fraction of identities with a real sketch whose sketches are kept out of training, to "
                              "choose the sketch skip's scale on (models with an OSNet skip; 0: leave the scale at 1)")

@@ -98,6 +98,49 @@ def test_relation_loss_vanishes_when_the_teacher_ranks_like_the_student():
         student(pixels, teacher_embeds=own[:3])
 
 
+def test_supervised_term_adds_a_contrastive_loss_over_the_batch_identities():
+    model = with_shipped_trunks(AIOModel(osnet_config())).eval()
+    trunk = model.embeddings.image_backbone
+    pixels, labels = torch.randn(6, 3, 256, 128), torch.tensor([0, 0, 1, 1, 2, 2])
+    teacher = torch.randn(6, 256)
+    plain = TrunkDistillationModel(trunk, teacher_dim=256).eval()
+    supervised = TrunkDistillationModel(trunk, teacher_dim=256, supervised_weight=0.5).eval()
+    supervised.to_teacher.load_state_dict(plain.to_teacher.state_dict())
+    with torch.no_grad():
+        without, with_labels = plain(pixels, teacher, labels), supervised(pixels, teacher, labels)
+    assert without.supervised_loss is None
+    # the third loss, by hand: each embedding's softmax over the other five, mean log-probability of its partner
+    embeds = without.embeds
+    logits = (embeds @ embeds.T / 0.05).masked_fill(torch.eye(6, dtype=torch.bool), float("-inf"))
+    partner = torch.tensor([1, 0, 3, 2, 5, 4])
+    expected = -torch.log_softmax(logits, dim=1)[torch.arange(6), partner].mean()
+    torch.testing.assert_close(with_labels.supervised_loss, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(with_labels.loss, without.loss + 0.5 * expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="labels"):
+        supervised(pixels, teacher)
+    with pytest.raises(ValueError, match="labels"):
+        supervised(pixels, teacher, labels[:4])
+
+
+def test_collator_labels_each_photo_with_its_identity_in_the_batch(photo_items):
+    examples = distillation_examples(photo_items)
+    batch = TrunkDistillationCollator(AIOImageProcessor(), pooled_teacher, instances_per_identity=2, seed=3)(examples)
+    assert batch["labels"].tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_supervised_distillation_trains_and_refuses_mixed_identities(photo_items, tmp_path):
+    torch.manual_seed(0)
+    trunk = with_shipped_trunks(AIOModel(osnet_config())).embeddings.image_backbone
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    log = distill_trunk(trunk, AIOImageProcessor(), pooled_teacher, distillation_examples(photo_items), tmp_path / "s",
+                        steps=2, identities_per_batch=3, instances_per_identity=2, seed=0, warmup_steps=1,
+                        supervised_weight=1.0)
+    assert log and any(not torch.equal(v, before[k]) for k, v in trunk.state_dict().items())
+    with pytest.raises(ValueError, match="mixup"):
+        distill_trunk(trunk, AIOImageProcessor(), pooled_teacher, distillation_examples(photo_items), tmp_path / "m",
+                      steps=1, identities_per_batch=3, mixup=0.5, supervised_weight=1.0)
+
+
 def test_distillation_lowers_the_loss_and_moves_only_the_shared_trunk(photo_items, tmp_path):
     torch.manual_seed(0)
     model = with_shipped_trunks(AIOModel(osnet_config()))
@@ -157,9 +200,9 @@ def test_bf16_distillation_runs_only_the_trunk_in_bf16_and_hands_it_back_fp32_co
     trunk.register_forward_hook(lambda module, args, output: trunk_dtypes.append(output[1].dtype))
     losses = TrunkDistillationModel.losses
 
-    def spy(self, student, teacher_embeds):
+    def spy(self, student, teacher_embeds, labels=None):
         loss_inputs.append((student.dtype, torch.is_autocast_enabled("cpu")))
-        return losses(self, student, teacher_embeds)
+        return losses(self, student, teacher_embeds, labels)
 
     monkeypatch.setattr(TrunkDistillationModel, "losses", spy)
     log = distill_trunk(trunk, AIOImageProcessor(), pooled_teacher, distillation_examples(photo_items), tmp_path / "d",
@@ -218,7 +261,11 @@ def test_train_script_distils_the_shared_trunk_first_and_exports_it(tokenizer, t
     assert summary["trunk_distillation"]["steps"] == 2 and summary["trunk_distillation"]["identities"] == 4
     assert summary["trunk_distillation"]["batchnorm"] == "train"
     assert summary["trunk_distillation"]["schedule"] == "cosine" and summary["trunk_distillation"]["bf16"] is True
-    assert summary["trunk_distillation"]["mixup"] == 0.5
+    assert summary["trunk_distillation"]["mixup"] == 0.5 and summary["trunk_distillation"]["supervised"] == 0.0
+    # --distill-supervised reaches the stage: with mixup it is refused there, before any step
+    refused = subprocess.run(command + ["--distill-supervised", "1", "--output-dir", str(tmp_path / "refused")],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "`supervised_weight` needs unblended crops" in refused.stderr
     shapes = json.loads((tmp_path / "out" / "aio-reid-trainable.json").read_text())
     assert shapes["osnet_trunk_teacher"] == TEACHER_XML.stem
     exported = load_file(str(tmp_path / "out" / "aio-reid-trainable.safetensors"))
@@ -259,6 +306,10 @@ def test_model_card_reproduces_the_distillation_settings_it_was_trained_with():
     flags = card.distill_flags(shape, {"trunk_distillation": run})
     assert flags.endswith("--distill-teacher t.xml --distill-steps 1500 --distill-schedule cosine --distill-bf16 "
                           "--distill-mixup 0.5")
+    supervised = {**run, "mixup": 0.0, "supervised": 1.0}
+    assert card.distill_flags(shape, {"trunk_distillation": supervised}).endswith("--distill-bf16 --distill-supervised 1")
+    assert ("bf16 autocast, plus a supervised contrastive loss on the batch's identity labels (weight 1) on 10 photos"
+            in card.distillation_line(shape, {"trunk_distillation": supervised}))
     plain = card.distill_flags(shape, {"trunk_distillation": {**run, "schedule": "constant", "bf16": False,
                                                                "mixup": 0.0}})
     assert plain.endswith("--distill-steps 1500")
