@@ -32,10 +32,11 @@ at these step counts the trunk's width is not what keeps it below its teacher.
 The P x K batches also carry identity labels, which the teacher never saw on these datasets: `supervised_weight` adds
 a supervised contrastive loss over the student's own embeddings (`scripts/distill_holdout.py`: 200 other
 training-side identities held aside, seed 7, leave-one-out without a camera rule; there the teacher scores 96.72 /
-94.42 Rank-1 / mAP and 0267 94.85 / 92.00). After 600 cosine bf16 steps from 0267, distillation alone scored 95.79 /
-93.68, and with the supervised term (weight 1) two runs scored 96.41 / 94.37 and 97.19 / 94.81: the same recipe and
-seed, apart by 0.8 Rank-1 (bf16 CPU kernels do not repeat bit for bit), so single runs differ by that much by
-chance; mAP rose in both. The teacher is any callable from normalised pixels to embeddings, e.g.
+94.42 Rank-1 / mAP and 0267 94.85 / 92.00). After 600 cosine bf16 steps from 0267, two runs of distillation alone
+scored 95.79 / 93.68 and 95.94 / 93.65; two with the supervised term (weight 1) scored 96.41 / 94.37 and 97.19 /
+94.81, means 96.80 / 94.59 against 95.87 / 93.67. Runs of one recipe and seed differ (by up to 0.8 Rank-1 here)
+because bf16 CPU kernels do not repeat bit for bit, so single runs are compared with care; mAP rose in every pairing.
+The teacher is any callable from normalised pixels to embeddings, e.g.
 `openvino_reid_embedder` on an Open Model Zoo IR.
 """
 
