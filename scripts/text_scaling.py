@@ -53,8 +53,8 @@ def text_rank_metrics(model, cache: dict[str, torch.Tensor]) -> dict[str, float]
     """Rank-1 / mAP of every cached caption against every cached photo (no photo removed: the text protocol)."""
     queries = F.normalize(cached_query_features(model, cache, "text", torch.arange(len(cache["labels"]))), dim=-1)
     photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
-    metrics = evaluation.rank_metrics((queries @ cache["rgb"].T).numpy(), cache["labels"].numpy(),
-                                      photo_labels.numpy())
+    metrics = evaluation.text_to_image_protocol(queries.numpy(), cache["rgb"].numpy(), cache["labels"].numpy(),
+                                                photo_labels.numpy())
     return {"rank-1": round(float(metrics["rank-1"]), 2), "mAP": round(float(metrics["mAP"]), 2)}
 
 
