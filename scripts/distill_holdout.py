@@ -19,6 +19,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,7 @@ TEACHER = (REPO.parent / "shared" / "weights" / "openvino-person-reid" / "person
 
 def split_held_aside(records: list[dict], count: int, seed: int) -> tuple[list[dict], list[dict]]:
     """(training records, held records): `count` pooled identities with at least two photos, drawn with `seed`."""
-    photos: dict[str, int] = {}
-    for record in records:
-        photos[record["identity"]] = photos.get(record["identity"], 0) + 1
+    photos = Counter(record["identity"] for record in records)
     eligible = sorted(identity for identity, n in photos.items() if n >= 2)
     if len(eligible) < count:
         raise ValueError(f"only {len(eligible)} identities have two photos; {count} were asked to be held aside.")

@@ -64,22 +64,25 @@ def learning_curve(model, train_cache: dict[str, torch.Tensor], dev_cache: dict[
     skip fitted on the captions of N training identities, scored on the development captions. Restores the
     checkpoint's own text skip afterwards."""
     identities = sorted(set(train_cache["labels"].tolist()))
-    shipped = {k: v.clone() for k, v in model.text_skip.state_dict().items()}
-    points = []
-    for size in sizes:
+    for size in sizes:  # all checked before the first fit, so a bad size costs no work
         if not 2 <= size <= len(identities):
             raise ValueError(f"size {size}: the training captions cover {len(identities)} identities (need 2..that).")
-        for trial in range(trials if size < len(identities) else 1):
-            chosen = torch.tensor(random.Random(seed + trial).sample(identities, size))
-            rows = torch.nonzero(torch.isin(train_cache["labels"], chosen)).flatten()
-            torch.manual_seed(seed + trial)
-            model.text_skip.reset_parameters()
-            fit_text_skip(model, train_cache, ("text",), rows, steps=steps, seed=seed + trial)
-            points.append({"identities": size, "captions": len(rows), "trial": trial,
-                           **text_rank_metrics(model, dev_cache)})
-            print(f"  {size:5d} identities ({len(rows):5d} captions), trial {trial}: Rank-1 {points[-1]['rank-1']:.2f}"
-                  f"  mAP {points[-1]['mAP']:.2f}", flush=True)
-    model.text_skip.load_state_dict(shipped)
+    shipped = {k: v.clone() for k, v in model.text_skip.state_dict().items()}
+    points = []
+    try:
+        for size in sizes:
+            for trial in range(trials if size < len(identities) else 1):
+                chosen = torch.tensor(random.Random(seed + trial).sample(identities, size))
+                rows = torch.nonzero(torch.isin(train_cache["labels"], chosen)).flatten()
+                torch.manual_seed(seed + trial)
+                model.text_skip.reset_parameters()
+                fit_text_skip(model, train_cache, ("text",), rows, steps=steps, seed=seed + trial)
+                points.append({"identities": size, "captions": len(rows), "trial": trial,
+                               **text_rank_metrics(model, dev_cache)})
+                print(f"  {size:5d} identities ({len(rows):5d} captions), trial {trial}: "
+                      f"Rank-1 {points[-1]['rank-1']:.2f}  mAP {points[-1]['mAP']:.2f}", flush=True)
+    finally:  # the checkpoint's own skip comes back even if a fit fails
+        model.text_skip.load_state_dict(shipped)
     return points
 
 

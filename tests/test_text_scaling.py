@@ -47,7 +47,8 @@ def test_learning_curve_fits_each_draw_and_restores_the_text_skip(text_model, pr
     assert all(0 <= p["rank-1"] <= 100 and 0 <= p["mAP"] <= 100 for p in points)
     assert all(torch.equal(v, shipped[k]) for k, v in text_model.text_skip.state_dict().items())
     with pytest.raises(ValueError, match="6 identities"):
-        text_scaling.learning_curve(text_model, train_cache, dev_cache, [7], trials=1, steps=1, seed=0)
+        text_scaling.learning_curve(text_model, train_cache, dev_cache, [2, 7], trials=1, steps=1, seed=0)
+    assert all(torch.equal(v, shipped[k]) for k, v in text_model.text_skip.state_dict().items())
 
 
 def test_rank1_per_doubling_is_the_slope_over_log2_identities():
