@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test checkpoint bench
+.PHONY: demo test test-fast checkpoint bench
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ demo: checkpoint
 	$(PY) scripts/demo.py --model aio-reid
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" tests
 
 bench: checkpoint
 	$(PY) benchmarks/bench_embedding.py --model aio-reid

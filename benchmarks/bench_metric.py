@@ -10,16 +10,14 @@ which is checked. Prints both times and the ratio.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from modeling_aio.evaluation import compute_reid_metrics  # noqa: E402
+from modeling_aio.evaluation import compute_reid_metrics
 
 
 def per_query_loop(similarity, q_ids, g_ids, q_cams, g_cams):

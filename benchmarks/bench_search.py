@@ -9,16 +9,14 @@ Prints build time, per-query latency of both (median over the queries, one query
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from modeling_aio.search import GalleryIndex  # noqa: E402
+from modeling_aio.search import GalleryIndex
 
 
 def main() -> None:

@@ -13,17 +13,15 @@ the user makes from these figures on their own machine; the script prints which 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from modeling_aio.osnet import OSNet  # noqa: E402
-from modeling_aio.trunk_distillation import TrunkDistillationModel  # noqa: E402
+from modeling_aio.osnet import OSNet
+from modeling_aio.training.trunk_distillation import TrunkDistillationModel
 
 
 def bf16_cpu_flags() -> list[str]:

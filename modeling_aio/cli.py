@@ -65,7 +65,7 @@ def _search(args: argparse.Namespace) -> int:
             "  match" if hit.person_id == args.query_id else "  other")
         print(f"{hit.rank:4d}  {hit.score:+.4f}  {hit.path}{verdict}")
     if args.png or args.html:
-        from .visualize import render_html, render_png
+        from .search.visualize import render_html, render_png
 
         if args.png:
             print(f"wrote {render_png(query, hits, args.png, args.query_id)}")

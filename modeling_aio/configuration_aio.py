@@ -64,20 +64,14 @@ class AIOConfig(PreTrainedConfig):
             stride-16 map pooled to `osnet_token_grid` plus its 256-d ReID embedding give 1 + rows * cols tokens
             through a small trainable adapter per modality).
         osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
-        osnet_width (`int`): width of every OSNet trunk as a multiple of 0267's (OSNet x0.5): 2 makes them x1.0, as
-            wide as the distillation teacher 0277, started from 0267 widened without changing its function
-            (`OSNet.widened`), so that distillation has the teacher's capacity; the ReID embedding stays 256-d. On
-            CPU step counts it distilled no better than x0.5 (see `modeling_aio.trunk_distillation`), so the default
-            stays 1; the option is for longer runs.
+        osnet_width (`int`): width of every OSNet trunk as a multiple of 0267's (OSNet x0.5); wider trunks start as
+            0267 widened without changing its function (`OSNet.widened`). The ReID embedding stays 256-d.
         train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
         osnet_modality_trunks (`tuple[str, ...]`): image modalities (`"ir"`, `"sketch"`) that get their own copy of
             the OSNet trunk instead of the shared one. Such a copy is bound to the shared trunk's photo embeddings on
             images of its modality (real sketches; synthetic views for IR, which has no real training images here)
-            by `modeling_aio.trunk_binding` before the main training, and frozen afterwards, so the RGB gallery side
+            by `modeling_aio.training.trunk_binding` before the main training, and frozen afterwards, so the RGB gallery side
             stays exactly the pretrained trunk (an addition to the paper).
-        osnet_trunk_teacher (`str`, *optional*): name of the RGB ReID model distilled into the shared OSNet trunk by
-            `modeling_aio.trunk_distillation` before the other stages (e.g. `"person-reidentification-retail-0277"`);
-            the trunk's weights then ship with the trained weights. `None`: the pretrained 0267 trunk as it is.
         osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
             embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
             model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
@@ -114,7 +108,6 @@ class AIOConfig(PreTrainedConfig):
     osnet_width: int = 1
     train_image_backbone: bool = False
     osnet_modality_trunks: list[str] | tuple[str, ...] = ()
-    osnet_trunk_teacher: str | None = None
     osnet_embedding_skip: bool = False
     text_embedding_skip: bool = False
     stem_width: int = 64

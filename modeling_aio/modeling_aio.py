@@ -4,8 +4,8 @@ Per-modality tokenizers map every input into the encoder's token space; a learna
 every modality present in a query form one sequence, encoded in one forward of the frozen shared encoder. Only the
 tokenizers, embeddings, projection and heads train.
 
-This file only imports from transformers, torch and its sibling `configuration_aio`, so that `save_pretrained`
-can copy it next to the weights and `AutoModel.from_pretrained(..., trust_remote_code=True)` works anywhere.
+This file imports only transformers, torch and its siblings `configuration_aio`, `losses` and `osnet`, so that
+`save_pretrained` copies them next to the weights and `trust_remote_code=True` loading works anywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
+from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
 from .osnet import OSNet
 
@@ -389,9 +390,8 @@ class AIOModel(AIOPreTrainedModel):
         self.freeze_encoder()
 
     def freeze_encoder(self) -> None:
-        """Only tokenizers, embeddings, projection and heads train; gradients still flow through the encoder.
-        A pretrained OSNet image trunk is frozen too unless `config.train_image_backbone`; per-modality trunk copies
-        always are here (they train in their own stage, `modeling_aio.trunk_binding`)."""
+        """Freezes the encoder, the OSNet trunk (unless `config.train_image_backbone`) and the per-modality trunk
+        copies (they train in a stage of their own); gradients still flow through the encoder."""
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         if self.embeddings.image_backbone is not None and not self.config.train_image_backbone:
@@ -451,18 +451,15 @@ class AIOModel(AIOPreTrainedModel):
 
     def image_skip(self, embedding: torch.Tensor, modality: str) -> torch.Tensor:
         """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size`, times its modality's scale
-        (`skip_log_scales`, 1 unless chosen after training on held-out people: a sketch trunk bound to the photo
-        embeddings can deserve more weight against the [CLS] projection than training on its few real images would
-        give it, and the RGB gallery can gain from leaning on a trunk that generalises better than the [CLS])."""
+        (`skip_log_scales`, chosen after training on held-out people)."""
         padded = F.pad(embedding, (0, self.config.embedding_size - embedding.shape[-1]))
         if not hasattr(self, "skip_log_scales"):
             return padded
         return padded * self.skip_log_scales[MODALITIES.index(modality)].exp()
 
     def combine_skips(self, skips: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted mean of the query's skips. The weights (one per modality, `skip_log_weights`, equal at start)
-        say how far to trust each modality when several are combined: a caption should refine an IR query, not
-        outvote it."""
+        """Weighted mean of the query's skips, one weight per modality (`skip_log_weights`): how far to trust each
+        modality when several are combined."""
         if not hasattr(self, "skip_log_weights"):
             return torch.stack(list(skips.values())).mean(0)
         weights = self.skip_log_weights[[MODALITIES.index(m) for m in skips]].exp()
@@ -470,8 +467,8 @@ class AIOModel(AIOPreTrainedModel):
 
     @staticmethod
     def pool_text(sequence: torch.Tensor, token_mask: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
-        """(B, H) mean of the encoder outputs over the real (unpadded) text positions: sentence-transformers'
-        pooling, which MiniLM's layers were trained to make meaningful."""
+        """(B, H) mean of the encoder outputs over the real (unpadded) text positions (sentence-transformers'
+        pooling)."""
         text_positions = modality_ids == MODALITIES.index("text")
         mask = token_mask[:, text_positions].to(sequence.dtype)[..., None]
         return (sequence[:, text_positions] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -480,22 +477,6 @@ class AIOModel(AIOPreTrainedModel):
     def get_features(self, **inputs) -> torch.Tensor:
         """The (B, D) unit-length embedding of each query, for indexing and search."""
         return self.forward(**inputs).embeds
-
-
-def supervised_contrastive_binding_loss(
-    anchors: torch.Tensor, rgb_features: torch.Tensor, labels: torch.Tensor, temperature: float,
-    exclude_self: bool = False,
-) -> torch.Tensor:
-    """Multimodal feature binding: pull each anchor (an IR, sketch or text feature) toward the RGB features of the
-    same identity and away from other identities (supervised contrastive, Khosla et al. 2020). `exclude_self`: the
-    anchors are the RGB features themselves, so each one's pair with itself is neither a positive nor a negative."""
-    logits = F.normalize(anchors, dim=-1) @ F.normalize(rgb_features, dim=-1).T / temperature
-    positives = (labels[:, None] == labels[None, :]).float()
-    if exclude_self:
-        self_pairs = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
-        logits, positives = logits.masked_fill(self_pairs, -1e4), positives.masked_fill(self_pairs, 0.0)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    return -((log_prob * positives).sum(1) / positives.sum(1).clamp(min=1)).mean()
 
 
 class AIOForReIdentification(AIOPreTrainedModel):
@@ -565,10 +546,8 @@ class AIOForReIdentification(AIOPreTrainedModel):
         if self.has_identity_head:
             queries = list(single.values()) + list(composed.values()) + (
                 [fused.features] if config.fused_query_loss and len(single) > 1 else [])
-            identity_loss = torch.stack([
-                F.cross_entropy(self.identity_classifier(self.bnneck(f)), labels, label_smoothing=config.label_smoothing)
-                for f in queries
-            ]).mean()
+            identity_loss = identity_cross_entropy(queries, self.bnneck, self.identity_classifier, labels,
+                                                 config.label_smoothing)
             total = total + config.identity_loss_weight * identity_loss
         if config.use_binding_head and "rgb" in single and len(single) > 1:
             rgb = single["rgb"]
@@ -585,8 +564,7 @@ class AIOForReIdentification(AIOPreTrainedModel):
             if attribute_labels is None or attribute_labels.shape != masked_input_ids.shape:
                 raise ValueError("`attribute_labels` must be given with `masked_input_ids` and have its shape.")
             if (attribute_labels != -100).any():
-                attribute_loss = F.cross_entropy(attribute_logits.flatten(0, 1), attribute_labels.flatten(),
-                                                 ignore_index=-100)
+                attribute_loss = masked_attribute_cross_entropy(attribute_logits, attribute_labels)
                 total = total + config.masked_attribute_loss_weight * attribute_loss
         return AIOReIdOutput(
             loss=total,

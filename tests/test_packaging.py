@@ -1,0 +1,68 @@
+"""The wheel as users install it: `pip install` of the built wheel (not editable) into a fresh virtual environment,
+then, from a directory outside the repository, the packaged `evaluate` metric, the CLI and remote-code loading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SCRIPT = r"""
+import sys
+from pathlib import Path
+
+import evaluate
+import numpy as np
+from transformers import AutoModel
+
+import modeling_aio
+from modeling_aio.evaluation import REID_METRIC_PATH
+
+fresh = Path(sys.prefix).resolve()
+assert Path(modeling_aio.__file__).resolve().is_relative_to(fresh), modeling_aio.__file__
+assert Path(REID_METRIC_PATH).resolve().is_relative_to(fresh), REID_METRIC_PATH
+reid = evaluate.load(REID_METRIC_PATH)
+result = reid.compute(predictions=np.eye(2).tolist(), references=["a", "b"], gallery_features=np.eye(2),
+                      gallery_ids=["a", "b"])
+assert result["rank-1"] == 100.0, result
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+print("ok", type(model).__name__, result["rank-1"])
+"""
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_works_outside_the_repository(config, processor, tmp_path):
+    from modeling_aio import AIOModel
+
+    AIOModel(config).save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+                    str(REPO)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("aio_reid-*.whl"))
+    fresh = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(fresh)
+    python = fresh / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    # The dependencies come from this environment (no network here); the package itself only from the wheel.
+    Path(purelib, "aio_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run([python, "-c", SCRIPT, str(tmp_path / "ckpt")], cwd=outside, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok AIOModel 100.0")
+    cli = subprocess.run([fresh / "bin" / "aio-reid", "--help"], cwd=outside, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert cli.returncode == 0 and "index" in cli.stdout and "search" in cli.stdout, cli.stderr[-2000:]
