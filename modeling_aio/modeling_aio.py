@@ -4,13 +4,12 @@ Per-modality tokenizers map every input into the encoder's token space; a learna
 every modality present in a query form one sequence, encoded in one forward of the frozen shared encoder. Only the
 tokenizers, embeddings, projection and heads train.
 
-This file imports only transformers, torch and its siblings `configuration_aio`, `losses` and `osnet`, so that
+This file imports only transformers, torch and its siblings `configuration_aio`, `embeddings_aio`, `losses` and `osnet`, so that
 `save_pretrained` copies them next to the weights and `trust_remote_code=True` loading works anywhere.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from transformers.utils import ModelOutput
 
 from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
-from .osnet import OSNet
+from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
@@ -70,155 +69,6 @@ class AIOReIdOutput(ModelOutput):
     masked_attribute_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     embeds: torch.FloatTensor | None = None
-
-
-class AIOInstanceBatchNorm(nn.Module):
-    """IBN-a normalisation (Pan et al., ECCV 2018): instance norm on half the channels removes appearance style
-    (colour, contrast) that differs across modalities and cameras; batch norm on the rest keeps content."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.instance_channels = channels // 2
-        self.instance_norm = nn.InstanceNorm2d(self.instance_channels, affine=True)
-        self.batch_norm = nn.BatchNorm2d(channels - self.instance_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        styled, content = torch.split(x, [self.instance_channels, x.shape[1] - self.instance_channels], dim=1)
-        return torch.cat([self.instance_norm(styled.contiguous()), self.batch_norm(content.contiguous())], dim=1)
-
-
-class AIOConvStemTokenizer(nn.Module):
-    """The paper's image tokenizer: a light IBN conv stem whose output grid (stride `patch_size`) becomes tokens.
-
-    A convolutional stem instead of a linear patch projection gives each token local texture and edge evidence,
-    which is what sketches and IR share with RGB."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        width = config.stem_width
-        layers: list[nn.Module] = [
-            nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
-            AIOInstanceBatchNorm(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        ]
-        for _ in range(int(math.log2(config.patch_size)) - 2):
-            layers += [
-                nn.Conv2d(width, width * 2, kernel_size=3, stride=2, padding=1, bias=False),
-                AIOInstanceBatchNorm(width * 2),
-                nn.ReLU(inplace=True),
-            ]
-            width *= 2
-        self.stem = nn.Sequential(*layers)
-        self.projection = nn.Conv2d(width, config.hidden_size, kernel_size=1)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        grid = self.projection(self.stem(pixel_values))
-        return grid.flatten(2).transpose(1, 2)  # (B, rows * cols, H)
-
-
-class AIOOSNetAdapter(nn.Module):
-    """Per-modality adapter on the shared OSNet trunk: projects its pooled grid features and its global ReID
-    embedding into the encoder's token space. Cheap to train, so a pretrained ReID trunk serves every modality."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        self.grid_projection = nn.Linear(config.osnet_channels[-1], config.hidden_size)
-        self.global_projection = nn.Linear(OSNet.embedding_size, config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size)
-        self.grid = tuple(config.osnet_token_grid)
-
-    def forward(self, feature_map: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        grid = F.adaptive_avg_pool2d(feature_map, self.grid).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.global_projection(embedding)[:, None], self.grid_projection(grid)], dim=1)
-        return self.layer_norm(tokens)
-
-
-class AIOTextTokenizer(nn.Module):
-    """Word-piece embeddings (initialised from MiniLM by `build_checkpoint.py`) with their own position table."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, config.max_text_length, config.hidden_size))
-        self.layer_norm = nn.LayerNorm(config.hidden_size)
-
-    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        length = input_ids.shape[1]
-        return self.layer_norm(self.word_embeddings(input_ids) + self.position_embeddings[:, :length])
-
-
-class AIOEmbeddings(nn.Module):
-    """Builds the one sequence of a query: [CLS] + tokens of each present modality, each tagged with a learnable
-    modality embedding (so the frozen encoder can tell a sketch token from an RGB token) and a position."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        hidden = config.hidden_size
-        if config.image_tokenizer == "osnet":
-            self.image_backbone = OSNet(channels=config.osnet_channels)
-            self.modality_backbones = nn.ModuleDict({m: OSNet(channels=config.osnet_channels)
-                                                     for m in config.osnet_modality_trunks})
-            self.image_tokenizers = nn.ModuleDict({m: AIOOSNetAdapter(config) for m in IMAGE_MODALITIES})
-        else:
-            self.image_backbone = None
-            self.modality_backbones = nn.ModuleDict()
-            self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
-        self.text_tokenizer = AIOTextTokenizer(config)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
-        self.modality_embeddings = nn.Embedding(len(MODALITIES), hidden)
-        self.image_position_embeddings = nn.Parameter(torch.zeros(1, config.num_image_tokens, hidden))
-
-    def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding."""
-        if self.image_backbone is not None:
-            feature_map, embedding = self.trunk(modality)(pixel_values)
-            return self.image_tokenizers[modality](feature_map, embedding), embedding
-        return self.image_tokenizers[modality](pixel_values), None
-
-    def trunk(self, modality: str) -> OSNet:
-        """The OSNet trunk that reads `modality`: its own copy (`config.osnet_modality_trunks`) or the shared one."""
-        if modality in self.modality_backbones:
-            return self.modality_backbones[modality]
-        return self.image_backbone
-
-    def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Tokens (B, T_m, H) of each modality, with positions, and the image trunk's global embeddings (OSNet
-        tokenizer only); computed once and reusable across query subsets."""
-        tokens, image_globals = {}, {}
-        for modality, value in modality_inputs.items():
-            if modality == "text":
-                tokens["text"] = self.text_tokenizer(value)
-            else:
-                image_tokens, embedding = self.image_tokens(modality, value)
-                tokens[modality] = image_tokens + self.image_position_embeddings
-                if embedding is not None:
-                    image_globals[modality] = embedding
-        return tokens, image_globals
-
-    def assemble(
-        self, tokens: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The query sequence (B, 1+T, H): [CLS] then each present modality's tokens tagged with its modality
-        embedding, in MODALITIES order; its attention mask (B, 1+T) and per-position modality ids (-1 = [CLS])."""
-        batch_size = next(iter(tokens.values())).shape[0]
-        device = self.cls_token.device
-        sequences = [self.cls_token.expand(batch_size, -1, -1)]
-        masks = [torch.ones(batch_size, 1, dtype=torch.long, device=device)]
-        modality_ids = [torch.full((1,), -1, dtype=torch.long, device=device)]
-        for index, modality in enumerate(MODALITIES):
-            if modality not in tokens:
-                continue
-            value = tokens[modality]
-            if modality == "text":
-                mask = text_attention_mask.long()
-            else:
-                mask = torch.ones(value.shape[:2], dtype=torch.long, device=device)
-            type_id = torch.tensor(index, device=device)
-            sequences.append(value + self.modality_embeddings(type_id))
-            masks.append(mask)
-            modality_ids.append(type_id.repeat(value.shape[1]))
-        return torch.cat(sequences, dim=1), torch.cat(masks, dim=1), torch.cat(modality_ids)
 
 
 class AIOSharedEncoder(nn.Module):

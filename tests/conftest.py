@@ -97,3 +97,15 @@ def captioned_items(tmp_path) -> list[TrainingItem]:
             random_image(100 + person * 10 + shot, (20, 40)).save(path)
             items.append(TrainingItem(str(path), person, [f"a man in a {colour} shirt", f"{colour} jacket and bag"]))
     return items
+
+
+@pytest.fixture
+def training_items(tmp_path):
+    items = []
+    for person in range(4):
+        for shot in range(2):
+            path = tmp_path / f"{person}_{shot}.jpg"
+            random_image(person * 10 + shot, (20, 40)).save(path)
+            captions = ["a man in red shirt and black pants", "woman with long hair and a blue bag"] if person < 2 else []
+            items.append(TrainingItem(str(path), person, captions[person % 2:person % 2 + 1] if captions else []))
+    return items

@@ -4,6 +4,7 @@ then, from a directory outside the repository, the packaged `evaluate` metric, t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -43,9 +44,14 @@ def test_the_installed_wheel_works_outside_the_repository(config, processor, tmp
 
     AIOModel(config).save_pretrained(tmp_path / "ckpt")
     processor.save_pretrained(tmp_path / "ckpt")
+    source = tmp_path / "source"  # a copy: an in-tree build would leave build/ in the repository
+    for package in ("modeling_aio", "processing_aio"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(wheels.glob("aio_reid-*.whl"))
     fresh = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(fresh)

@@ -141,8 +141,6 @@ def test_text_to_image_and_composed_source_removal():
 def test_evaluate_load_gives_the_same_numbers():
     import evaluate
 
-    from conftest import REPO
-
     rng = np.random.default_rng(5)
     q, g = rng.standard_normal((12, 6)), rng.standard_normal((40, 6))
     q_ids, g_ids = rng.integers(0, 6, 12), rng.integers(0, 6, 40)
