@@ -1,56 +1,21 @@
 #!/usr/bin/env python
-"""Write the fixed development split (`splits/dev_split.json`): identities of `../shared/data` kept out of training.
-
-Seeded and deterministic, so that everyone evaluates on the same identities; training code reads this file and
-refuses to see the held-out ids. Kept out: 50 PKU-Sketch ids (sketch -> photo), 200 CUHK-PEDES val ids (with their
-captions, text -> image), 300 pooled RGB ids (person_id of `CUHK-PEDES/index.csv`, RGB -> RGB).
-"""
+"""Write the fixed development split (`splits/dev_split.json`): identities of `../shared/data` kept out of training
+(see `modeling_aio.evaluation.split`)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_split(data_root: Path, seed: int = 2024) -> dict:
-    rng = random.Random(seed)
-    sketch_ids = sorted(int(p.stem) for p in (data_root / "PKUSketchRE-ID_V1" / "sketch").glob("*.jpg"))
-    photo_ids = {int(p.name.split("_")[0]) for p in (data_root / "PKUSketchRE-ID_V1" / "photo").glob("*.jpg")}
-    complete = [i for i in sketch_ids if i in photo_ids]
-    pku_held = sorted(rng.sample(complete, 50))
-
-    with open(data_root / "CUHK-PEDES" / "index.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    val_ids = sorted({r["pedes_id"] for r in rows if r["pedes_split"] == "val"}, key=int)
-    pedes_held = sorted(rng.sample(val_ids, 200), key=int)
-    held_people = {r["person_id"] for r in rows if r["pedes_id"] in set(pedes_held)}
-    # Pooled RGB ids: people with >= 2 images from >= 2 cameras (or 2 images where cameras are unknown), not already
-    # held out through CUHK-PEDES val.
-    by_person: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["pedes_split"] == "train":
-            by_person.setdefault(r["person_id"], []).append(r)
-    eligible = sorted(p for p, rs in by_person.items() if len(rs) >= 2 and p not in held_people
-                      and (len({r["camera"] for r in rs}) >= 2 or not rs[0]["camera"]))
-    pooled_held = sorted(rng.sample(eligible, 300))
-    return {
-        "seed": seed,
-        "description": __doc__.strip().splitlines()[0],
-        "pku_sketch_test_ids": pku_held,
-        "cuhk_pedes_test_pedes_ids": pedes_held,
-        "pooled_test_person_ids": pooled_held,
-    }
+from modeling_aio.checkpoint.paths import SHARED, SPLIT_FILE
+from modeling_aio.evaluation.split import make_split
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=REPO / "splits" / "dev_split.json")
+    parser.add_argument("--data-root", type=Path, default=SHARED / "data", help="the ../shared/data folder")
+    parser.add_argument("--out", type=Path, default=SPLIT_FILE, help="split file to write")
     args = parser.parse_args()
     split = make_split(args.data_root)
     args.out.write_text(json.dumps(split, indent=1) + "\n")
