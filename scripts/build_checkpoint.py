@@ -10,12 +10,16 @@ import argparse
 from pathlib import Path
 
 from modeling_aio.checkpoint.build import build
+from modeling_aio.checkpoint.locate import link_default
 from modeling_aio.checkpoint.paths import DEFAULT_TRAINED, REPO_ROOT
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "aio-reid", help="checkpoint folder to write")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "aio-reid",
+                        help="checkpoint folder to write; the repository's aio-reid/ is also linked at "
+                             "$AIO_REID_HOME/aio-reid (default ~/.cache/aio-reid/aio-reid), so the model name "
+                             "`aio-reid` finds it from any directory")
     parser.add_argument("--encoder", choices=("dinov2", "minilm"), default=None,
                         help="frozen shared encoder (default: what the trained weights used, else dinov2)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None)
@@ -36,6 +40,8 @@ def main() -> None:
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
           args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip, tuple(args.osnet_modality_trunks),
           args.osnet_width)
+    if args.out.resolve() == (REPO_ROOT / "aio-reid").resolve():
+        print(f"linked {link_default(args.out)} -> {args.out.resolve()}")
 
 
 if __name__ == "__main__":

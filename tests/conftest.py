@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
+os.environ["AIO_REID_HOME"] = tempfile.mkdtemp(prefix="aio-reid-home-")  # never the user's ~/.cache/aio-reid
+os.environ.pop("AIO_REID_MODEL", None)
 
 from modeling_aio import AIOConfig, AIOImageProcessor, AIOProcessor  # noqa: E402
 from modeling_aio.checkpoint.paths import REPO_ROOT as REPO  # noqa: E402

@@ -45,7 +45,7 @@ def test_the_installed_wheel_works_outside_the_repository(config, processor, tmp
     AIOModel(config).save_pretrained(tmp_path / "ckpt")
     processor.save_pretrained(tmp_path / "ckpt")
     source = tmp_path / "source"  # a copy: an in-tree build would leave build/ in the repository
-    for package in ("modeling_aio", "processing_aio"):
+    for package in ("aio_reid", "modeling_aio", "processing_aio"):
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
@@ -72,3 +72,26 @@ def test_the_installed_wheel_works_outside_the_repository(config, processor, tmp
     cli = subprocess.run([fresh / "bin" / "aio-reid", "--help"], cwd=outside, env=env, capture_output=True, text=True,
                          timeout=300)
     assert cli.returncode == 0 and "index" in cli.stdout and "search" in cli.stdout, cli.stderr[-2000:]
+
+
+def test_project_metadata_installs_without_deprecation_and_lists_dependencies_once():
+    """`project.license` is an SPDX string (a TOML table is deprecated and warned twice per install); pyproject.toml
+    is the one list of dependencies, with an extra per job."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    assert not (REPO / "requirements.txt").exists()
+    assert {"search", "train", "export", "all", "test"} <= set(project["optional-dependencies"])
+    assert any(d.startswith("datasets>=5.2") for d in project["optional-dependencies"]["train"])
+
+
+def test_make_test_has_a_quick_subset_and_per_file_progress():
+    import tomllib
+
+    markers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(marker.startswith("slow:") for marker in markers)
+    makefile = (REPO / "Makefile").read_text()
+    assert '-m "not slow"' in makefile.split("test-fast:")[1].splitlines()[1]
+    test_command = makefile.split("\ntest:")[1].splitlines()[1]
+    assert "pytest tests" in test_command and " -q" not in test_command  # pytest's per-file progress lines

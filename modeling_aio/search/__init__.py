@@ -1,9 +1,10 @@
-"""Search: gallery indexes (`index`), the `AIOSearcher` API (`searcher`), re-ranking (`rerank`) and result
-pictures (`visualize`)."""
+"""Search: gallery indexes (`index`), the `AIOSearcher` API (`searcher`), layouts that give ids and cameras
+(`layout`), re-ranking (`rerank`) and result pictures (`visualize`)."""
 
 from .index import INDEX_FORMAT_VERSION, GalleryIndex, SearchHit, measure_recall, merge_parts
 from .rerank import k_reciprocal_rerank
-from .searcher import LAYOUTS, AIOSearcher, describe_image, list_images
+from .layout import LAYOUTS
+from .searcher import AIOSearcher, describe_image, list_images
 
 __all__ = ["AIOSearcher", "GalleryIndex", "SearchHit", "list_images", "merge_parts", "k_reciprocal_rerank",
            "measure_recall", "describe_image", "LAYOUTS", "INDEX_FORMAT_VERSION"]

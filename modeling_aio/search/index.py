@@ -26,10 +26,13 @@ HNSW_EF_SEARCH = 512
 
 @dataclass
 class SearchHit:
+    """One result: its rank, gallery file, score (higher is better; `score_kind` says what it is) and person id."""
+
     rank: int
     path: str
     score: float
     person_id: str | None = None
+    score_kind: str = "cosine similarity"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class GalleryIndex:
     faiss_kind: str = "none"
     recall_at_10: float | None = None
     metadata: list[dict] = field(default_factory=list)  # per image: width, height, person_id, camera_id
+    root: str | None = None  # the indexed folder: layouts and id patterns read paths relative to it
 
     def build_faiss(self, kind: str = "auto", sample_queries: int = 200, seed: int = 0) -> None:
         """Exact inner-product search up to 50k vectors, HNSW up to 2M, IVF beyond; approximate indexes get their
@@ -79,7 +83,8 @@ class GalleryIndex:
         np.save(directory / "embeddings.npy", self.embeddings.astype(np.float32), allow_pickle=False)
         meta = {"format_version": INDEX_FORMAT_VERSION, "modality": self.modality, "paths": self.paths,
                 "model_fingerprint": self.model_fingerprint, "failures": self.failures,
-                "faiss_kind": self.faiss_kind, "recall_at_10": self.recall_at_10, "metadata": self.metadata}
+                "faiss_kind": self.faiss_kind, "recall_at_10": self.recall_at_10, "metadata": self.metadata,
+                "root": self.root}
         (directory / "index.json").write_text(json.dumps(meta, indent=1))
         if self.faiss_index is not None:
             import faiss
@@ -105,7 +110,7 @@ class GalleryIndex:
                 faiss_index.hnsw.efSearch = HNSW_EF_SEARCH
         return cls(embeddings, meta["paths"], meta["modality"], meta["model_fingerprint"],
                    [tuple(f) for f in meta.get("failures", [])], faiss_index, meta.get("faiss_kind", "none"),
-                   meta.get("recall_at_10"), meta.get("metadata", []))
+                   meta.get("recall_at_10"), meta.get("metadata", []), meta.get("root"))
 
     def top_k(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices) of the k most similar gallery items."""
@@ -153,6 +158,7 @@ def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
                         [tuple(f) for f in meta["failures"]], meta.get("metadata", [])))
     gallery = _assemble(results, plan["modality"], plan["fingerprint"],
                         results[0][1].shape[1] if results and results[0][1].ndim == 2 else 0)
+    gallery.root = plan.get("root")
     gallery.build_faiss(faiss_kind)
     gallery.save(out_dir)
     for file in parts.iterdir():

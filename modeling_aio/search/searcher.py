@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -16,29 +17,17 @@ import torch
 from processing_aio import ImageInputError
 
 from .index import GalleryIndex, SearchHit, _assemble, merge_parts
+from .layout import compile_pattern, parse_ids, relative_path, require_matches
 from .rerank import k_reciprocal_rerank
 
-#: File-name layouts whose person id (group 1) and camera (group 2) `aio-reid index --layout` records.
-LAYOUTS: dict[str, str] = {
-    "market1501": r"^(-?\d+)_c(\d)s\d",
-    "dukemtmc-reid": r"^(\d+)_c(\d+)_",
-    "msmt17": r"^(\d+)_\d+_(\d+)_",
-    "pku-sketch": r"^(\d+)_(\d+)_",
-}
-
-def describe_image(path: str, layout: str | None = None) -> dict:
-    """Width, height and, for a known layout (a name of LAYOUTS or a regex with groups id, camera), person id and
-    camera parsed from the file name; None where unknown."""
+def describe_image(path: str, layout: re.Pattern | None = None, root: str | Path | None = None) -> dict:
+    """Width, height and, with a compiled `layout` (`layout.compile_pattern`), the person id and camera it finds in
+    the path relative to the gallery folder `root`; None where unknown."""
     from PIL import Image
 
     with Image.open(path) as image:
         width, height = image.size
-    person_id = camera_id = None
-    if layout:
-        match = re.search(LAYOUTS.get(layout, layout), Path(path).name)
-        if match:
-            person_id = match.group(1)
-            camera_id = match.group(2) if match.re.groups >= 2 else None
+    person_id, camera_id = parse_ids(layout, relative_path(path, root)) if layout is not None else (None, None)
     return {"width": width, "height": height, "person_id": person_id, "camera_id": camera_id}
 
 
@@ -62,11 +51,14 @@ class AIOSearcher:
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, backend: str = "torch",
                         **kwargs: Any) -> "AIOSearcher":
-        import modeling_aio  # noqa: F401  (registers the aio model type)
+        """Loads a checkpoint (`aio-reid`, a folder or a Hub id, see `checkpoint.locate.resolve_model`)."""
         from transformers import AutoModel, AutoProcessor
 
-        model = AutoModel.from_pretrained(str(path), **kwargs)
-        processor = AutoProcessor.from_pretrained(str(path), **kwargs)
+        from ..checkpoint.locate import resolve_model
+
+        path = resolve_model(path)
+        model = AutoModel.from_pretrained(path, **kwargs)
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
         runtime = None
         if backend != "torch":
             from ..export import ExportedRuntime
@@ -89,7 +81,8 @@ class AIOSearcher:
             return self.backend.embed(batch)
         return self.model.get_features(**batch).numpy()
 
-    def _embed_paths(self, paths: list[Path], modality: str, layout: str | None = None):
+    def _embed_paths(self, paths: list[Path], modality: str, layout: re.Pattern | None = None,
+                     root: str | Path | None = None):
         """(kept paths, their embeddings, failures, their metadata) of one chunk."""
         good, failures = [], []
         for path in paths:
@@ -100,7 +93,7 @@ class AIOSearcher:
                 failures.append((str(path), str(error)))
         vectors = self.embed(**{modality: good}) if good else np.zeros((0, self.model.config.embedding_size),
                                                                          np.float32)
-        return good, vectors, failures, [describe_image(p, layout) for p in good]
+        return good, vectors, failures, [describe_image(p, layout, root) for p in good]
 
     def index(self, images: str | Path | Iterable[str | Path], modality: str = "rgb", progress: bool = False,
               out_dir: str | Path | None = None, faiss_kind: str = "auto", rank: int = 0,
@@ -110,14 +103,16 @@ class AIOSearcher:
         With `out_dir`, each finished chunk is written to `out_dir/parts/` first, so an interrupted run resumes
         where it stopped without duplicates, and `world_size` processes (e.g. under `accelerate launch`) can each
         take every `world_size`-th chunk; `merge_parts` then assembles the index (rank 0 does it here)."""
-        paths = list_images(images) if isinstance(images, (str, Path)) else [Path(p) for p in images]
+        root = str(images) if isinstance(images, (str, Path)) else None
+        paths = list_images(images) if root is not None else [Path(p) for p in images]
+        pattern = self._checked_layout(layout, paths, root)
         chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
         mine = [(n, chunk) for n, chunk in enumerate(chunks) if n % world_size == rank]
         parts = Path(out_dir) / "parts" if out_dir is not None else None
         if parts is not None:
             parts.mkdir(parents=True, exist_ok=True)
             (parts / "plan.json").write_text(json.dumps({"chunks": len(chunks), "modality": modality,
-                                                         "fingerprint": self.fingerprint}))
+                                                         "fingerprint": self.fingerprint, "root": root}))
         results = {}
         iterator = mine
         if progress:
@@ -128,7 +123,7 @@ class AIOSearcher:
             part = parts / f"part-{number:06d}" if parts is not None else None
             if part is not None and part.with_suffix(".json").exists():
                 continue  # finished before an interruption
-            good, vectors, failures, metadata = self._embed_paths(chunk, modality, layout)
+            good, vectors, failures, metadata = self._embed_paths(chunk, modality, pattern, root)
             if part is not None:
                 np.save(part.with_suffix(".npy"), vectors.astype(np.float32), allow_pickle=False)
                 part.with_suffix(".json").write_text(json.dumps({"paths": good, "failures": failures,
@@ -139,37 +134,61 @@ class AIOSearcher:
             return merge_parts(out_dir, faiss_kind) if world_size == 1 else None
         gallery = _assemble([results[n] for n in sorted(results)], modality, self.fingerprint,
                             self.model.config.embedding_size)
+        gallery.root = root
         gallery.build_faiss(faiss_kind)
         return gallery
 
-    def search(self, gallery: GalleryIndex, k: int = 10, exclude: Iterable[str] = (), rerank: bool = False,
+    @staticmethod
+    def _checked_layout(layout: str | None, paths: list[Path], root: str | None) -> re.Pattern | None:
+        """The compiled `layout`, refused before anything is embedded when it matches none of the gallery's files;
+        a warning says how many it misses when it matches only some."""
+        if not layout:
+            return None
+        pattern = compile_pattern(layout, "--layout")
+        relatives = [relative_path(path, root) for path in paths]
+        matched = require_matches(pattern, relatives, "--layout", layout)
+        if matched < len(relatives):
+            missed = next(r for r in relatives if pattern.search(r) is None)
+            warnings.warn(f"--layout {layout!r} matched {matched} of {len(relatives)} files; the others get no person "
+                          f"id (e.g. {missed!r}).", stacklevel=3)
+        return pattern
+
+    def search(self, gallery: GalleryIndex, k: int = 10, exclude: Iterable[str | Path] = (), rerank: bool = False,
                id_pattern: str | None = None, **query: Any) -> list[SearchHit]:
-        """Ranks the gallery for one composed query, e.g. `search(index, text="...", sketch="s.jpg")`."""
+        """Ranks the gallery for one composed query, e.g. `search(index, text="...", sketch="s.jpg")`; scores are
+        higher-is-better (cosine similarity, or 1 - the re-ranked distance with `rerank`). `exclude`: gallery files
+        left out (e.g. the query image itself). `id_pattern`: a regex whose group 1 (or group `id`) is the person id
+        in each hit's path relative to the gallery folder; a pattern that matches none of the hits is an error."""
         if gallery.model_fingerprint and gallery.model_fingerprint != self.fingerprint:
             raise ValueError(
                 f"index was built by model {gallery.model_fingerprint!r} but this searcher is {self.fingerprint!r}; "
                 "re-index the gallery with this model."
             )
+        pattern = compile_pattern(id_pattern, "--id-pattern") if id_pattern else None
         single = {name: [value] for name, value in query.items() if value is not None}
         vector = self.embed(**single)[0]
-        excluded = {str(p) for p in exclude}
+        excluded = {str(Path(p).resolve()) for p in exclude}
         depth = max(k + len(excluded), 100 if rerank else k + len(excluded))
         scores, indices = gallery.top_k(vector, depth)
+        kind = "cosine similarity"
         if rerank and len(indices) > 1:
             distances = k_reciprocal_rerank(vector, gallery.embeddings[indices])
             order = np.argsort(distances, kind="stable")
-            scores, indices = -distances[order], indices[order]
-        hits, pattern = [], re.compile(id_pattern) if id_pattern else None
+            scores, indices, kind = 1.0 - distances[order], indices[order], "1 - re-ranked distance"
+        hits, relatives = [], []
         for score, index in zip(scores, indices):
             path = gallery.paths[index]
-            if path in excluded:
+            if str(Path(path).resolve()) in excluded:
                 continue
-            match = pattern.search(Path(path).name) if pattern else None
             stored = gallery.metadata[index].get("person_id") if index < len(gallery.metadata) else None
-            hits.append(SearchHit(len(hits) + 1, path, float(score), match.group(1) if match else stored))
+            relatives.append(relative_path(path, gallery.root))
+            person_id = parse_ids(pattern, relatives[-1])[0] if pattern is not None else stored
+            hits.append(SearchHit(len(hits) + 1, path, float(score), person_id, kind))
             if len(hits) == k:
                 break
+        if pattern is not None:
+            require_matches(pattern, relatives, "--id-pattern", id_pattern)
         return hits
 
 
-__all__ = ["AIOSearcher", "list_images", "describe_image", "LAYOUTS"]
+__all__ = ["AIOSearcher", "list_images", "describe_image"]

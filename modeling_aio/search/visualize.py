@@ -50,7 +50,7 @@ def render_png(query: dict[str, str], hits: Sequence, out: str | Path, query_id:
         x += TILE[0]
     x += gap
     for hit in hits:
-        tile = _tile(Image.open(hit.path), COLOURS[_verdict(hit, query_id)], f"#{hit.rank} {hit.score:+.3f}")
+        tile = _tile(Image.open(hit.path), COLOURS[_verdict(hit, query_id)], f"#{hit.rank} {hit.score:.3f}")
         sheet.paste(tile, (x, 0))
         x += TILE[0]
     out = Path(out)
@@ -73,11 +73,12 @@ def render_html(query: dict[str, str], hits: Sequence, out: str | Path, query_id
         else:
             parts.append(f"<figure><img src='{Path(value).resolve().as_uri()}' style='border-color:#3c3ca0'>"
                          f"<figcaption>{html.escape(modality)}</figcaption></figure>")
-    parts.append("<h2>Ranked gallery</h2>")
+    kind = hits[0].score_kind if hits else "cosine similarity"
+    parts.append(f"<h2>Ranked gallery</h2><p>score: {html.escape(kind)} (higher is better)</p>")
     for hit in hits:
         parts.append(f"<figure><img src='{Path(hit.path).resolve().as_uri()}' "
                      f"style='border-color:{css(_verdict(hit, query_id))}'><figcaption>#{hit.rank} "
-                     f"{hit.score:+.3f}<br>{html.escape(Path(hit.path).name)}</figcaption></figure>")
+                     f"{hit.score:.3f}<br>{html.escape(Path(hit.path).name)}</figcaption></figure>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))

@@ -60,11 +60,11 @@ def test_interrupted_index_resumes_without_duplicates(searcher, gallery_dir, tmp
     straight = searcher.index(gallery_dir)
     original, calls = searcher._embed_paths, {"n": 0}
 
-    def flaky(paths, modality, layout=None):
+    def flaky(paths, modality, layout=None, root=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # killed mid-way
-        return original(paths, modality, layout)
+        return original(paths, modality, layout, root)
 
     monkeypatch.setattr(searcher, "_embed_paths", flaky)
     with pytest.raises(KeyboardInterrupt):
@@ -185,19 +185,19 @@ def test_cli_index_under_accelerate_with_two_processes(config, processor, galler
     processor.save_pretrained(tmp_path / "model")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--main_process_port", str(free_port()),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "modeling_aio.cli",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "aio_reid.cli",
                "index", str(gallery_dir), "--out", str(tmp_path / "idx"), "--model", str(tmp_path / "model"),
                "--batch-size", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "indexed 7 images" in result.stdout and "2 processes" in result.stdout
     assert "3 files could not be used" in result.stdout
-    search = subprocess.run([sys.executable, "-m", "modeling_aio.cli", "search", str(tmp_path / "idx"), "--rgb",
+    search = subprocess.run([sys.executable, "-m", "aio_reid.cli", "search", str(tmp_path / "idx"), "--rgb",
                              str(gallery_dir / "05_c1.jpg"), "-k", "2", "--model", str(tmp_path / "model"),
                              "--png", str(tmp_path / "q.png")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert search.returncode == 0, search.stderr[-2000:]
-    assert search.stdout.splitlines()[1].endswith("05_c1.jpg") and (tmp_path / "q.png").exists()
-    missing = subprocess.run([sys.executable, "-m", "modeling_aio.cli", "search", str(tmp_path / "idx"), "--sketch",
+    assert search.stdout.splitlines()[2].endswith("05_c1.jpg") and (tmp_path / "q.png").exists()
+    missing = subprocess.run([sys.executable, "-m", "aio_reid.cli", "search", str(tmp_path / "idx"), "--sketch",
                               str(tmp_path / "nope.jpg"), "--model", str(tmp_path / "model")],
                              capture_output=True, text=True, timeout=300, cwd=REPO)
     assert missing.returncode == 1 and "nope.jpg" in missing.stderr and "does not exist" in missing.stderr

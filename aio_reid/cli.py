@@ -1,0 +1,199 @@
+"""`aio-reid` command line: index a folder of person crops, then search it by text, sketch, IR or RGB.
+
+    aio-reid index GALLERY_DIR --out INDEX_DIR [--model aio-reid] [--layout market1501|...|REGEX]
+    aio-reid search INDEX_DIR [--text "..."] [--sketch FILE] [--ir FILE] [--rgb FILE] [-k 10] [--exclude-query]
+    aio-reid export [--model aio-reid] [--backend onnx|openvino]
+
+The model `aio-reid` is the checkpoint `make demo` built (see `modeling_aio.checkpoint.locate`). `index` is
+resumable (finished chunks are kept in INDEX_DIR/parts) and shards the gallery across processes when run under
+`accelerate launch --multi_gpu --num_processes N -m aio_reid.cli index ...`. Commands only wrap
+`modeling_aio.search.AIOSearcher` and `modeling_aio.export`; torch, transformers and faiss load only for a command
+that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+#: What each command needs beyond the base install, and the extra that brings it.
+NEEDS: dict[str, list[tuple[str, str, str]]] = {
+    "index": [("faiss", "faiss-cpu", "search")],
+    "search": [("faiss", "faiss-cpu", "search")],
+    "export-onnx": [("onnx", "onnx", "export"), ("onnxruntime", "onnxruntime", "export"),
+                    ("google.protobuf", "protobuf", "export")],
+    "export-openvino": [("openvino", "openvino", "export")],
+}
+
+
+class MissingExtraError(RuntimeError):
+    """A command needs a package of an optional extra that is not installed."""
+
+
+def require(need: str) -> None:
+    """Refuses at once, naming the extra to install, when a package `need` uses is missing."""
+    for module, package, extra in NEEDS[need]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a missing parent package
+            found = False
+        if not found:
+            raise MissingExtraError(f"`aio-reid {need.split('-')[0]}` needs {package}, which is not installed: "
+                                    f"pip install 'aio-reid[{extra}]'")
+
+
+def backend_need(backend: str) -> list[str]:
+    return [] if backend == "torch" else [f"export-{backend}"]
+
+
+def _index(args: argparse.Namespace) -> int:
+    for need in ["index", *backend_need(args.backend)]:
+        require(need)
+    from modeling_aio.search import AIOSearcher, merge_parts
+
+    rank, world_size, state = 0, 1, None
+    try:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=True)
+        rank, world_size = state.process_index, state.num_processes
+    except Exception:  # accelerate missing or not initialisable: one process
+        pass
+    searcher = AIOSearcher.from_pretrained(args.model, batch_size=args.batch_size, backend=args.backend)
+    gallery = searcher.index(args.gallery, modality=args.modality, progress=True, out_dir=args.out,
+                             faiss_kind=args.faiss, rank=rank, world_size=world_size, layout=args.layout)
+    if world_size > 1:
+        state.wait_for_everyone()
+        if rank != 0:
+            return 0
+        gallery = merge_parts(args.out, args.faiss)
+    recall = f", recall@10 {gallery.recall_at_10:.3f}" if gallery.recall_at_10 is not None else ""
+    with_ids = sum(m.get("person_id") is not None for m in gallery.metadata)
+    ids = f"; person ids for {with_ids}" if args.layout else ""
+    print(f"indexed {len(gallery.paths)} images of {args.gallery} into {args.out} "
+          f"({world_size} process{'es' if world_size > 1 else ''}; faiss {gallery.faiss_kind}{recall}{ids})")
+    if gallery.failures:
+        print(f"{len(gallery.failures)} files could not be used:")
+        for _, reason in gallery.failures:
+            print(f"  {reason}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    query = {name: getattr(args, name) for name in ("text", "sketch", "ir", "rgb") if getattr(args, name) is not None}
+    if not query:
+        print("error: give at least one of --text, --sketch, --ir, --rgb", file=sys.stderr)
+        return 2
+    if args.k < 1:
+        print(f"error: -k must be at least 1, got {args.k}", file=sys.stderr)
+        return 2
+    for need in ["search", *backend_need(args.backend)]:
+        require(need)
+    from modeling_aio.search import AIOSearcher, GalleryIndex
+
+    gallery = GalleryIndex.load(args.index)
+    searcher = AIOSearcher.from_pretrained(args.model, backend=args.backend)
+    exclude = [value for name, value in query.items() if name != "text"] if args.exclude_query else []
+    hits = searcher.search(gallery, k=args.k, rerank=args.rerank, id_pattern=args.id_pattern, exclude=exclude,
+                           **query)
+    if args.query_id is not None and all(hit.person_id is None for hit in hits):
+        print("error: --query-id needs person ids: index with --layout, or give --id-pattern", file=sys.stderr)
+        return 2
+    print("query: " + ", ".join(f"{k}={v!r}" for k, v in query.items()))
+    kind = hits[0].score_kind if hits else "cosine similarity"
+    print(f"rank  score ({kind}, higher is better)  path")
+    for hit in hits:
+        verdict = "" if args.query_id is None or hit.person_id is None else (
+            "  match" if hit.person_id == args.query_id else "  other")
+        print(f"{hit.rank:4d}  {hit.score:.4f}  {hit.path}{verdict}")
+    if args.png or args.html:
+        from modeling_aio.search.visualize import render_html, render_png
+
+        if args.png:
+            print(f"wrote {render_png(query, hits, args.png, args.query_id)}")
+        if args.html:
+            print(f"wrote {render_html(query, hits, args.html, args.query_id)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    require(f"export-{args.backend}")
+    from transformers import AutoModel
+
+    import modeling_aio  # noqa: F401  (registers the aio model type)
+    from modeling_aio.checkpoint.locate import resolve_model
+    from modeling_aio.export import export_checkpoint
+
+    folder = resolve_model(args.model)
+    model = AutoModel.from_pretrained(folder)
+    for path, cosine in export_checkpoint(model, Path(folder), args.backend).items():
+        print(f"wrote {path} (cosine to PyTorch on a check batch: {cosine:.6f})")
+    return 0
+
+
+MODEL_HELP = ("checkpoint folder, or `aio-reid` for the one `make demo` built (found from any directory: "
+              "$AIO_REID_MODEL, then ~/.cache/aio-reid/aio-reid), or a Hub id")
+BACKEND_HELP = "run the model with PyTorch, or with its ONNX / OpenVINO export (single-modality queries)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aio-reid", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="embed every image of a folder into a searchable index")
+    index.add_argument("gallery", type=Path, help="folder of person crops (searched recursively)")
+    index.add_argument("--out", type=Path, required=True, help="index folder to write (resumed if interrupted)")
+    index.add_argument("--model", default="aio-reid", help=MODEL_HELP)
+    index.add_argument("--modality", choices=("rgb", "ir", "sketch"), default="rgb", help="what the gallery images are")
+    index.add_argument("--batch-size", type=int, default=32, help="images embedded per forward pass")
+    index.add_argument("--faiss", choices=("auto", "flat", "hnsw", "ivf"), default="auto",
+                       help="faiss index kind (auto: exact up to 50k images, HNSW up to 2M, IVF beyond)")
+    index.add_argument("--layout", default=None,
+                       help="record person id and camera from each path relative to the gallery folder: market1501, "
+                            "dukemtmc-reid, msmt17, pku-sketch, or a regex with groups id and camera (named "
+                            r"(?P<id>...) (?P<camera>...), or groups 1 and 2), e.g. '(\d+)/(\d+)_\d+\.jpg'")
+    index.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help=BACKEND_HELP)
+    index.set_defaults(run=_index)
+    search = commands.add_parser("search", help="rank an indexed gallery for one composed query")
+    search.add_argument("index", type=Path, help="index folder written by `aio-reid index`")
+    search.add_argument("--text", help="a description of the person")
+    search.add_argument("--sketch", help="a hand-drawn sketch image")
+    search.add_argument("--ir", help="an infrared image")
+    search.add_argument("--rgb", help="an RGB photo")
+    search.add_argument("-k", type=int, default=10, help="number of results (at least 1)")
+    search.add_argument("--exclude-query", action="store_true",
+                        help="leave the query images themselves out of the results (when they are in the gallery)")
+    search.add_argument("--rerank", action="store_true",
+                        help="k-reciprocal re-ranking of the top 100; the score becomes 1 - the re-ranked distance")
+    search.add_argument("--png", type=Path, help="write a picture of the query and its results here")
+    search.add_argument("--html", type=Path, help="write an HTML page of the query and its results here")
+    search.add_argument("--id-pattern", default=None,
+                        help="regex whose group 1 (or group `id`) is the person id in each result's path relative to "
+                             r"the gallery folder, e.g. '(\d+)/\d+_\d+\.jpg' (default: the ids --layout recorded)")
+    search.add_argument("--query-id", default=None, help="person id of the query: results are marked match / other")
+    search.add_argument("--model", default="aio-reid", help=MODEL_HELP)
+    search.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help=BACKEND_HELP)
+    search.set_defaults(run=_search)
+    export = commands.add_parser("export", help="export ONNX (or OpenVINO IR) of the image and text paths")
+    export.add_argument("--model", default="aio-reid", help=MODEL_HELP)
+    export.add_argument("--backend", choices=("onnx", "openvino"), default="onnx", help="export format")
+    export.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MissingExtraError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotADirectoryError, ValueError, OSError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
