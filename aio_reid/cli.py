@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except MissingExtraError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written loads; run the same command again to resume.", file=sys.stderr)
+        return 130
     except (FileNotFoundError, NotADirectoryError, ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -141,24 +141,42 @@ class AIOPreTrainedModel(PreTrainedModel):
                 module.num_batches_tracked.zero_()
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads safetensors only: pickled `.bin`/`.pt` checkpoints can execute code, so they are refused."""
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """Loads safetensors only (pickled `.bin`/`.pt` checkpoints can execute code, so they are refused), and
+        strictly: a weights file that is cut short, holds non-float weights, lacks weights the model needs or has
+        weights it does not know is an error naming the file, never a model with random or cast parts. Only the
+        training heads of `AIOForReIdentification` may be missing (they start fresh for fine-tuning) or left over
+        (loading `AIOModel` from a training checkpoint). `strict=False` loads anyway, with transformers' report."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("use_safetensors=False is not supported: AIO loads safetensors checkpoints only.")
+        kwargs["use_safetensors"] = True
         location = Path(str(pretrained_model_name_or_path))
         if location.is_file():
             raise OSError(f"{location}: pass a checkpoint folder; AIO loads weights from model.safetensors only.")
         if location.is_dir():
-            has_safetensors = any(location.glob("*.safetensors"))
-            pickles = sorted(p.name for p in location.iterdir() if p.suffix in PICKLE_SUFFIXES)
-            if not has_safetensors:
-                found = f" (found pickled weights {pickles})" if pickles else ""
-                raise OSError(
-                    f"{location} has no model.safetensors{found}; AIO loads safetensors checkpoints only and never "
-                    "unpickles weights. Convert the weights with safetensors.torch.save_file."
-                )
-        if kwargs.get("use_safetensors") is False:
-            raise ValueError("use_safetensors=False is not supported: AIO loads safetensors checkpoints only.")
-        kwargs["use_safetensors"] = True
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            _check_checkpoint_folder(location)
+        elif location.is_absolute() or str(pretrained_model_name_or_path).startswith((".", "~")):
+            raise OSError(f"checkpoint folder {location} does not exist.")
+        wants_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                                  **kwargs)
+        except RuntimeError as error:  # transformers' shape-mismatch error points at a report, not at the cause
+            if "mismatched_sizes" not in str(error):
+                raise
+            raise OSError(f"{pretrained_model_name_or_path}: weight shapes differ from what config.json builds (is its "
+                          "encoder_config missing or from another checkpoint?); the checkpoint does not fit "
+                          f"{cls.__name__}.") from None
+        heads = ("bnneck.", "identity_classifier.", "attribute_head.")
+        problems = {kind: [k for k in info[kind] if not k.startswith(heads)]
+                    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        problems = {kind: keys for kind, keys in problems.items() if keys}
+        if strict and (problems or info["error_msgs"]):
+            listing = "; ".join(f"{kind.replace('_', ' ')} {len(keys)} (e.g. {keys[:3]})" for kind, keys in problems.items())
+            raise OSError(f"{pretrained_model_name_or_path}: the weights do not fit {cls.__name__}: "
+                          f"{listing or info['error_msgs'][:3]}; the checkpoint is incomplete or of another model "
+                          "(pass strict=False to load it anyway).")
+        return (model, info) if wants_info else model
 
     def train(self, mode: bool = True):
         """Frozen means frozen: the shared encoder, and any other part with no trainable parameter (e.g. the
@@ -169,6 +187,39 @@ class AIOPreTrainedModel(PreTrainedModel):
             if isinstance(module, AIOSharedEncoder) or (parameters and not any(p.requires_grad for p in parameters)):
                 module.eval()
         return self
+
+
+def _check_checkpoint_folder(location: Path) -> None:
+    """Refuses, naming the file, what transformers would report with a raw traceback or load silently: no
+    safetensors (pickles are never loaded), a config of another model type, weights cut short, non-float weights."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    weights = sorted(location.glob("*.safetensors"))
+    if not weights:
+        pickles = sorted(p.name for p in location.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f" (found pickled weights {pickles})" if pickles else ""
+        raise OSError(f"{location} has no model.safetensors{found}; AIO loads safetensors checkpoints only and never "
+                      "unpickles weights. Convert the weights with safetensors.torch.save_file.")
+    config_file = location / "config.json"
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else "aio"
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OSError(f"{config_file} is not valid JSON ({error}).") from None
+    if model_type != "aio":
+        raise OSError(f"{config_file} is for model type {model_type!r}, not an AIO checkpoint ('aio').")
+    for path in weights:
+        try:
+            with safe_open(str(path), "pt") as handle:
+                dtypes = {key: str(handle.get_slice(key).get_dtype()) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise OSError(f"{path} is not a complete safetensors file ({error}); it may be cut short.") from None
+        wrong = [k for k, d in dtypes.items() if d not in ("F16", "BF16", "F32", "F64")
+                 and not k.endswith("num_batches_tracked")]
+        if wrong:
+            raise OSError(f"{path} holds non-float weights, e.g. {wrong[0]} ({dtypes[wrong[0]]}); AIO weights are "
+                          "floating point.")
 
 
 def _inside_frozen_encoder(model: nn.Module, module: nn.Module) -> bool:
@@ -197,6 +248,9 @@ def _check_query(
                     f"`{PIXEL_KEYS[modality]}` must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
                     f"{tuple(pixels.shape)}; prepare images with AIOProcessor."
                 )
+            bad = torch.nonzero(~torch.isfinite(pixels).flatten(1).all(1)).flatten()
+            if len(bad):
+                raise ValueError(f"`{PIXEL_KEYS[modality]}`[{int(bad[0])}] has NaN or infinite values.")
     if "text" in modality_inputs:
         input_ids = modality_inputs["text"]
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
@@ -209,6 +263,9 @@ def _check_query(
             raise ValueError(
                 f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `input_ids` {tuple(input_ids.shape)}."
             )
+        if attention_mask is not None and not attention_mask.any(dim=1).all():
+            row = int(torch.nonzero(~attention_mask.any(dim=1)).flatten()[0])
+            raise ValueError(f"`attention_mask`[{row}] is all zeros: that query has no text to read.")
 
 
 def _query_inputs(
@@ -325,8 +382,14 @@ class AIOModel(AIOPreTrainedModel):
 
     @torch.no_grad()
     def get_features(self, **inputs) -> torch.Tensor:
-        """The (B, D) unit-length embedding of each query, for indexing and search."""
-        return self.forward(**inputs).embeds
+        """The (B, D) unit-length embedding of each query, for indexing and search; a query whose embedding is not
+        finite (broken weights or inputs) is an error naming it, never a NaN vector in a gallery."""
+        embeds = self.forward(**inputs).embeds
+        bad = torch.nonzero(~torch.isfinite(embeds).all(dim=1)).flatten()
+        if len(bad):
+            raise ValueError(f"query {int(bad[0])} of the batch got a NaN or infinite embedding: the model's weights "
+                             "or that query's inputs are broken.")
+        return embeds
 
 
 class AIOForReIdentification(AIOPreTrainedModel):

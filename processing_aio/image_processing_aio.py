@@ -62,21 +62,39 @@ def load_image(image: ImageLike, name: str = "image", min_side: int = 8, max_sid
             raise ImageInputError(f"{label}: file is empty (0 bytes).")
         try:
             pil = Image.open(io.BytesIO(data))
+            check_size(pil, label, min_side, max_side)  # from the header, before a giant image is decoded
             pil.load()
         except Image.DecompressionBombError as error:
             raise ImageInputError(f"{label}: image is too large ({error}).") from error
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            if isinstance(error, ImageInputError):
+                raise
             raise ImageInputError(f"{label}: not a readable image file ({error}).") from error
     else:
         raise ImageInputError(
             f"{label}: unsupported type {type(image).__name__}; pass a path, bytes, PIL.Image or numpy array."
         )
+    check_size(pil, label, min_side, max_side)
+    return to_8bit(pil)
+
+
+def check_size(pil: Image.Image, label: str, min_side: int, max_side: int) -> None:
     width, height = pil.size
     if min(width, height) < min_side:
         raise ImageInputError(f"{label}: {width}x{height} px is too small (each side must be >= {min_side} px).")
     if max(width, height) > max_side:
         raise ImageInputError(f"{label}: {width}x{height} px is too large (each side must be <= {max_side} px).")
-    return pil
+
+
+def to_8bit(pil: Image.Image) -> Image.Image:
+    """16-bit and float images (e.g. raw thermal frames) stretched to 8-bit grey by their own range; PIL's own
+    conversion clips them at 255, which turns a 16-bit thermal crop white."""
+    if pil.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return pil
+    array = np.asarray(pil, dtype=np.float64)
+    low, high = float(np.nanmin(array)), float(np.nanmax(array))
+    scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+    return Image.fromarray(np.nan_to_num(scaled).round().astype(np.uint8), mode="L")
 
 
 def convert_modality(image: Image.Image, modality: str) -> Image.Image:

@@ -6,6 +6,8 @@ i of each forms query i. This file only imports its sibling so it can travel ins
 
 from __future__ import annotations
 
+import unicodedata
+import warnings
 from typing import Any
 
 import numpy as np
@@ -75,23 +77,48 @@ class AIOProcessor(ProcessorMixin):
         if not 0 < max_length <= self.max_text_length:
             raise ValueError(f"max_length={max_length} must be between 1 and the processor's max_text_length "
                              f"({self.max_text_length}), the text positions the model has.")
-        for index, caption in enumerate(texts):
-            if not isinstance(caption, str):
-                raise TypeError(f"text[{index}] must be a string, got {type(caption).__name__}.")
-            if not caption.strip():
-                raise ValueError(f"text[{index}] is empty; a text query needs a description.")
+        texts = [visible_text(caption, index) for index, caption in enumerate(texts)]
         encoded = self.tokenizer(
             list(texts), padding=padding, truncation=truncation, max_length=max_length, return_tensors="np"
         )
+        self.warn_unknown_only(texts, encoded["input_ids"])
         if encoded["input_ids"].shape[1] > self.max_text_length:
             raise ValueError(f"text has {encoded['input_ids'].shape[1]} word pieces with truncation={truncation!r}; "
                              f"the model reads at most max_text_length={self.max_text_length}.")
         return {"input_ids": encoded["input_ids"].astype(np.int64),
                 "attention_mask": encoded["attention_mask"].astype(np.int64)}
 
+    def warn_unknown_only(self, texts: list[str], input_ids: np.ndarray) -> None:
+        """Warns for a caption whose word pieces are all [UNK] (e.g. emoji only): it embeds as no description."""
+        special = set(self.tokenizer.all_special_ids)
+        unknown = self.tokenizer.unk_token_id
+        for index, row in enumerate(input_ids):
+            pieces = [int(t) for t in row if int(t) not in special or int(t) == unknown]
+            if pieces and all(t == unknown for t in pieces):
+                warnings.warn(f"text[{index}] {texts[index][:40]!r} is only unknown word pieces ([UNK]) to this "
+                              "tokenizer; it embeds as an empty description.", stacklevel=4)
+
     @property
     def model_input_names(self) -> list[str]:
         return [f"pixel_values_{m}" for m in PROCESSED_MODALITIES] + ["input_ids", "attention_mask"]
 
 
-__all__ = ["AIOProcessor"]
+def visible_text(caption, index: int) -> str:
+    """`caption` without invisible characters (controls, zero-width and other format characters); refused, like
+    empty text, when nothing visible is left."""
+    if not isinstance(caption, str):
+        raise TypeError(f"text[{index}] must be a string, got {type(caption).__name__}.")
+    kept = []
+    for character in caption:
+        category = unicodedata.category(character)
+        if category in ("Cc", "Zl", "Zp"):  # controls and line breaks: a space
+            kept.append(" ")
+        elif category not in ("Cf", "Co", "Cn"):  # zero-width / format, private-use and unassigned: dropped
+            kept.append(character)
+    cleaned = "".join(kept)
+    if not cleaned.strip():
+        raise ValueError(f"text[{index}] is empty (no visible characters); a text query needs a description.")
+    return cleaned
+
+
+__all__ = ["AIOProcessor", "visible_text"]

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 os.environ["AIO_REID_HOME"] = tempfile.mkdtemp(prefix="aio-reid-home-")  # never the user's ~/.cache/aio-reid
 os.environ.pop("AIO_REID_MODEL", None)
 
-from modeling_aio import AIOConfig, AIOImageProcessor, AIOProcessor  # noqa: E402
+from modeling_aio import AIOConfig, AIOImageProcessor, AIOModel, AIOProcessor  # noqa: E402
 from modeling_aio.checkpoint.paths import REPO_ROOT as REPO  # noqa: E402
 from modeling_aio.training.data import TrainingItem  # noqa: E402
 
@@ -112,3 +112,24 @@ def training_items(tmp_path):
             captions = ["a man in red shirt and black pants", "woman with long hair and a blue bag"] if person < 2 else []
             items.append(TrainingItem(str(path), person, captions[person % 2:person % 2 + 1] if captions else []))
     return items
+
+
+@pytest.fixture
+def searcher(config, processor):
+    """An AIOSearcher over a tiny random AIOModel, two images per chunk."""
+    from modeling_aio.search import AIOSearcher
+
+    return AIOSearcher(AIOModel(config).eval(), processor, batch_size=2)
+
+
+def interrupt_embedding_at(searcher, monkeypatch, call: int) -> None:
+    """Makes the searcher's `call`-th chunk embedding raise KeyboardInterrupt (an index killed mid-way)."""
+    original, calls = searcher._embed_paths, {"n": 0}
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(searcher, "_embed_paths", interrupted)

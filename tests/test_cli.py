@@ -162,3 +162,14 @@ def test_the_command_line_starts_without_torch_transformers_or_faiss():
               "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_an_interrupted_index_says_how_to_resume(capsys, model_dir, nested_gallery, tmp_path, monkeypatch):
+    from modeling_aio.search import AIOSearcher
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AIOSearcher, "index", interrupted)
+    code, _, err = run(capsys, "index", nested_gallery, "--out", tmp_path / "idx", "--model", model_dir)
+    assert code == 130 and "run the same command again to resume" in err

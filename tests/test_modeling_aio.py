@@ -169,3 +169,75 @@ def test_text_skip_adds_a_projection_of_the_pooled_real_text_positions():
         image_only = model(pixel_values_rgb=inputs["pixel_values_rgb"])
         assert image_only.text_pooled_output is None
         assert torch.allclose(image_only.features, image_only.projected_cls)
+
+
+# --- Bad checkpoints and bad inputs: an error naming the file or the query, never random, cast or NaN results ---
+
+
+def broken_checkpoint(config, tmp_path, damage: str):
+    """A saved tiny AIOModel, then damaged one way."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / damage
+    AIOModel(config).save_pretrained(folder)
+    weights_file = folder / "model.safetensors"
+    weights = load_file(str(weights_file))
+    if damage == "no encoder":
+        save_file({k: v for k, v in weights.items() if not k.startswith("encoder.")}, str(weights_file))
+    elif damage == "no projection":
+        save_file({k: v for k, v in weights.items() if k != "projection.weight"}, str(weights_file))
+    elif damage == "int32 weights":
+        save_file({k: v.to(torch.int32) if k == "projection.weight" else v for k, v in weights.items()},
+                  str(weights_file))
+    elif damage == "truncated":
+        weights_file.write_bytes(weights_file.read_bytes()[:-9])
+    elif damage == "no encoder_config":
+        config_json = json.loads((folder / "config.json").read_text())
+        config_json.pop("encoder_config")
+        (folder / "config.json").write_text(json.dumps(config_json))
+    elif damage == "skip flags on":
+        config_json = json.loads((folder / "config.json").read_text())
+        config_json["text_embedding_skip"] = True
+        (folder / "config.json").write_text(json.dumps(config_json))
+    elif damage == "another model type":
+        config_json = json.loads((folder / "config.json").read_text())
+        config_json["model_type"] = "bert"
+        (folder / "config.json").write_text(json.dumps(config_json))
+    return folder
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no encoder", "missing keys"), ("no projection", r"missing keys 1 \(e.g. \['projection.weight'\]\)"),
+    ("int32 weights", "non-float weights, e.g. projection.weight"), ("truncated", "model.safetensors is not a complete"),
+    ("no encoder_config", "encoder_config missing"), ("skip flags on", "missing keys"),
+    ("another model type", "model type 'bert', not an AIO checkpoint"),
+])
+def test_broken_checkpoints_are_refused_naming_what_is_wrong(config, tmp_path, damage, message):
+    folder = broken_checkpoint(config, tmp_path, damage)
+    with pytest.raises(OSError, match=message):
+        AIOModel.from_pretrained(folder)
+
+
+def test_strict_false_loads_anyway_and_a_missing_folder_is_named(config, tmp_path):
+    model, info = AIOModel.from_pretrained(broken_checkpoint(config, tmp_path, "no projection"), strict=False,
+                                           output_loading_info=True)
+    assert set(info["missing_keys"]) == {"projection.weight"}
+    with pytest.raises(OSError, match="checkpoint folder .*nowhere does not exist"):
+        AIOModel.from_pretrained(tmp_path / "nowhere")
+
+
+def test_non_finite_pixels_an_empty_text_mask_and_nan_embeddings_are_errors(config):
+    model = AIOModel(config).eval()
+    pixels = torch.randn(3, 3, 32, 16)
+    pixels[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"`pixel_values_sketch`\[1\] has NaN"):
+        model.get_features(pixel_values_sketch=pixels)
+    ids = torch.tensor([[2, 5, 3], [2, 6, 3]])
+    with pytest.raises(ValueError, match=r"`attention_mask`\[1\] is all zeros"):
+        model.get_features(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    with torch.no_grad():
+        model.projection.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="query 0 of the batch got a NaN"):
+        model.get_features(pixel_values_rgb=torch.randn(2, 3, 32, 16))

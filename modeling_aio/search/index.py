@@ -1,22 +1,32 @@
 """A gallery index: the embeddings of a gallery, their file paths, the model that made them and a faiss index.
 
 Index folder layout (no pickles anywhere):
-    index.json            format version, model fingerprint, modality, paths, unreadable files, faiss kind + recall
+    index.json            modality, paths, per-image metadata, unreadable files, faiss kind + recall, gallery folder
     embeddings.npy        (N, D) float32, L2-normalised, row i = paths[i]
     faiss.index           faiss index over the embeddings (exact, HNSW or IVF by gallery size)
-    parts/                while indexing: one .npy + .json per finished chunk and process (resume / shard merge)
+    manifest.json         written last: format version, model fingerprint, modality, rows, dimension and the size
+                          and SHA-256 of each file above; an index without it, or whose files differ from it, is
+                          refused (naming the file), so an index interrupted at any write never loads
+    parts/                while indexing: one .npy + .json per finished chunk, named by a hash of the chunk's files
+                          and the job (model, modality, layout), so a resume never mixes jobs or duplicates files
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-INDEX_FORMAT_VERSION = 3
+from .storage import atomic_write, json_bytes, load_json, load_npy, npy_bytes, read_checked, remove, sha256
+
+INDEX_FORMAT_VERSION = 4
+FILES = ("embeddings.npy", "index.json", "faiss.index")
 EXACT_INDEX_LIMIT = 50_000
 HNSW_INDEX_LIMIT = 2_000_000
 # HNSW search breadth: on 1M clustered 512-d vectors (benchmarks/bench_search.py, 2 threads) efSearch 256 gave
@@ -78,42 +88,86 @@ class GalleryIndex:
         self.recall_at_10 = 1.0 if kind == "flat" else measure_recall(index, vectors, sample_queries, seed)
 
     def save(self, directory: str | Path) -> None:
+        """Writes the index: the old manifest goes first, each file atomically, the new manifest last."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / "embeddings.npy", self.embeddings.astype(np.float32), allow_pickle=False)
-        meta = {"format_version": INDEX_FORMAT_VERSION, "modality": self.modality, "paths": self.paths,
-                "model_fingerprint": self.model_fingerprint, "failures": self.failures,
+        remove(directory / "manifest.json")
+        meta = {"modality": self.modality, "paths": self.paths, "failures": self.failures,
                 "faiss_kind": self.faiss_kind, "recall_at_10": self.recall_at_10, "metadata": self.metadata,
                 "root": self.root}
-        (directory / "index.json").write_text(json.dumps(meta, indent=1))
+        contents = {"embeddings.npy": npy_bytes(np.ascontiguousarray(self.embeddings, dtype=np.float32)),
+                    "index.json": json_bytes(meta)}
         if self.faiss_index is not None:
             import faiss
 
-            faiss.write_index(self.faiss_index, str(directory / "faiss.index"))
+            contents["faiss.index"] = faiss.serialize_index(self.faiss_index).tobytes()
+        for name in FILES:
+            if name in contents:
+                atomic_write(directory / name, contents[name])
+            else:
+                remove(directory / name)
+        manifest = {"format_version": INDEX_FORMAT_VERSION, "model_fingerprint": self.model_fingerprint,
+                    "modality": self.modality, "rows": len(self.paths), "dim": int(self.embeddings.shape[1]),
+                    "files": {name: {"bytes": len(data), "sha256": sha256(data)} for name, data in contents.items()}}
+        atomic_write(directory / "manifest.json", json_bytes(manifest))
 
     @classmethod
     def load(cls, directory: str | Path) -> "GalleryIndex":
+        """Reads an index after checking every file against its manifest and the files against each other."""
         directory = Path(directory)
-        if not (directory / "index.json").exists():
-            raise FileNotFoundError(f"{directory} is not an aio-reid index (no index.json).")
-        meta = json.loads((directory / "index.json").read_text())
-        if meta.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ValueError(f"{directory} uses index format {meta.get('format_version')}, this aio-reid reads "
-                             f"format {INDEX_FORMAT_VERSION}; re-index the gallery.")
-        embeddings = np.load(directory / "embeddings.npy", allow_pickle=False)
+        manifest_file = directory / "manifest.json"
+        if not manifest_file.is_file():
+            state = ("it was interrupted while being written, or written by an older aio-reid"
+                     if (directory / "index.json").exists() else "no manifest.json")
+            raise FileNotFoundError(f"{directory} is not a complete aio-reid index ({state}); run `aio-reid index` "
+                                    "again.")
+        manifest = load_json(manifest_file.read_bytes(), str(manifest_file))
+        if not isinstance(manifest, dict) or manifest.get("format_version") != INDEX_FORMAT_VERSION:
+            version = manifest.get("format_version") if isinstance(manifest, dict) else None
+            raise ValueError(f"{directory} uses index format {version}, this aio-reid reads format "
+                             f"{INDEX_FORMAT_VERSION}; re-index the gallery.")
+        files = {name: read_checked(directory / name, expected) for name, expected in manifest["files"].items()}
+        meta = load_json(files["index.json"], str(directory / "index.json"))
+        embeddings = load_npy(files["embeddings.npy"], str(directory / "embeddings.npy"))
         faiss_index = None
-        if (directory / "faiss.index").exists():
+        if "faiss.index" in files:
             import faiss
 
-            faiss_index = faiss.read_index(str(directory / "faiss.index"))
+            faiss_index = faiss.deserialize_index(np.frombuffer(files["faiss.index"], dtype=np.uint8))
             if meta.get("faiss_kind") == "hnsw":
                 faiss_index.hnsw.efSearch = HNSW_EF_SEARCH
-        return cls(embeddings, meta["paths"], meta["modality"], meta["model_fingerprint"],
-                   [tuple(f) for f in meta.get("failures", [])], faiss_index, meta.get("faiss_kind", "none"),
-                   meta.get("recall_at_10"), meta.get("metadata", []), meta.get("root"))
+        gallery = cls(embeddings, meta["paths"], meta["modality"], manifest["model_fingerprint"],
+                      [tuple(f) for f in meta.get("failures", [])], faiss_index, meta.get("faiss_kind", "none"),
+                      meta.get("recall_at_10"), meta.get("metadata", []), meta.get("root"))
+        gallery.check(manifest, directory)
+        return gallery
+
+    def check(self, manifest: dict, directory: Path) -> None:
+        """Refuses an index whose parts disagree: rows, paths, metadata, faiss entries, modality, finite vectors."""
+        rows = manifest["rows"]
+        counts = {"embeddings.npy rows": len(self.embeddings), "index.json paths": len(self.paths)}
+        if self.metadata:
+            counts["index.json metadata"] = len(self.metadata)
+        if self.faiss_index is not None:
+            counts["faiss.index vectors"] = int(self.faiss_index.ntotal)
+        wrong = {name: count for name, count in counts.items() if count != rows}
+        if wrong or self.embeddings.ndim != 2 or self.embeddings.shape[1] != manifest["dim"]:
+            raise ValueError(f"{directory}: the manifest says {rows} rows of {manifest['dim']} but {wrong or counts} "
+                             f"(embeddings {self.embeddings.shape}); re-index the gallery.")
+        if self.modality != manifest["modality"]:
+            raise ValueError(f"{directory}: index.json says modality {self.modality!r}, the manifest "
+                             f"{manifest['modality']!r}; re-index the gallery.")
+        bad = np.flatnonzero(~np.isfinite(self.embeddings).all(axis=1))
+        if len(bad):
+            raise ValueError(f"{directory}/embeddings.npy has non-finite (NaN/inf) rows, first {self.paths[bad[0]]}; "
+                             "re-index the gallery.")
 
     def top_k(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices) of the k most similar gallery items."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        if not self.paths:
+            raise ValueError("the index holds no images; index a folder with readable images first.")
         k = min(k, len(self.paths))
         if self.faiss_index is not None:
             scores, indices = self.faiss_index.search(np.ascontiguousarray(vector[None], dtype=np.float32), k)
@@ -142,29 +196,59 @@ def _assemble(results: list[tuple], modality: str, fingerprint: str, dim: int) -
     return GalleryIndex(embeddings, paths, modality, fingerprint, failures, metadata=metadata)
 
 
+def chunk_id(paths: list[Path], job: dict) -> str:
+    """Names a chunk's part by its files (path, size, modification time) and the job (model, modality, layout): a
+    resume reuses a part only for the same files embedded the same way."""
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode())
+    for path in paths:
+        stat = os.stat(path) if os.path.exists(path) else None
+        digest.update(f"{path}\0{stat.st_size if stat else -1}\0{stat.st_mtime_ns if stat else -1}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def write_plan(parts: Path, job: dict, chunks: list[str]) -> None:
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write(parts / "plan.json", json_bytes({**job, "chunks": chunks}))
+
+
+def part_done(parts: Path, chunk: str) -> bool:
+    return (parts / f"part-{chunk}.json").is_file()
+
+
+def write_part(parts: Path, chunk: str, good: list[str], vectors: np.ndarray, failures: list, metadata: list) -> None:
+    """The chunk's vectors, then (the commit) its JSON with their checksum."""
+    data = npy_bytes(np.ascontiguousarray(vectors, dtype=np.float32))
+    atomic_write(parts / f"part-{chunk}.npy", data)
+    atomic_write(parts / f"part-{chunk}.json", json_bytes({
+        "paths": good, "failures": failures, "metadata": metadata,
+        "npy": {"bytes": len(data), "sha256": sha256(data)}}))
+
+
+def read_part(parts: Path, chunk: str) -> tuple:
+    meta = load_json((parts / f"part-{chunk}.json").read_bytes(), str(parts / f"part-{chunk}.json"))
+    vectors = load_npy(read_checked(parts / f"part-{chunk}.npy", meta["npy"]), str(parts / f"part-{chunk}.npy"))
+    if len(vectors) != len(meta["paths"]):
+        raise ValueError(f"{parts / f'part-{chunk}.npy'} has {len(vectors)} rows for {len(meta['paths'])} paths.")
+    return meta["paths"], vectors, [tuple(f) for f in meta["failures"]], meta.get("metadata", [])
+
+
 def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
     """Assembles `out_dir/parts/` (written by one or many processes) into the final index, in gallery order."""
     out_dir = Path(out_dir)
     parts = out_dir / "parts"
-    plan = json.loads((parts / "plan.json").read_text())
-    missing = [n for n in range(plan["chunks"]) if not (parts / f"part-{n:06d}.json").exists()]
+    plan = load_json((parts / "plan.json").read_bytes(), str(parts / "plan.json"))
+    missing = [chunk for chunk in plan["chunks"] if not part_done(parts, chunk)]
     if missing:
-        raise RuntimeError(f"{len(missing)} chunks of {out_dir} are not embedded yet (first: {missing[0]}); "
+        raise RuntimeError(f"{len(missing)} of {len(plan['chunks'])} chunks of {out_dir} are not embedded yet; "
                            "run the index command again to resume.")
-    results = []
-    for n in range(plan["chunks"]):
-        meta = json.loads((parts / f"part-{n:06d}.json").read_text())
-        results.append((meta["paths"], np.load(parts / f"part-{n:06d}.npy", allow_pickle=False),
-                        [tuple(f) for f in meta["failures"]], meta.get("metadata", [])))
-    gallery = _assemble(results, plan["modality"], plan["fingerprint"],
-                        results[0][1].shape[1] if results and results[0][1].ndim == 2 else 0)
+    results = [read_part(parts, chunk) for chunk in plan["chunks"]]
+    gallery = _assemble(results, plan["modality"], plan["fingerprint"], plan["dim"])
     gallery.root = plan.get("root")
     gallery.build_faiss(faiss_kind)
     gallery.save(out_dir)
-    for file in parts.iterdir():
-        file.unlink()
-    parts.rmdir()
+    shutil.rmtree(parts)
     return gallery
 
 
-__all__ = ["GalleryIndex", "SearchHit", "merge_parts", "measure_recall", "INDEX_FORMAT_VERSION"]
+__all__ = ["GalleryIndex", "SearchHit", "merge_parts", "measure_recall", "chunk_id", "write_plan", "part_done",
+           "write_part", "read_part", "INDEX_FORMAT_VERSION"]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import warnings
@@ -16,7 +17,7 @@ import torch
 
 from processing_aio import ImageInputError
 
-from .index import GalleryIndex, SearchHit, _assemble, merge_parts
+from .index import GalleryIndex, SearchHit, _assemble, chunk_id, merge_parts, part_done, write_part, write_plan
 from .layout import compile_pattern, parse_ids, relative_path, require_matches
 from .rerank import k_reciprocal_rerank
 
@@ -39,6 +40,27 @@ def list_images(directory: str | Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def model_fingerprint(model, processor) -> str:
+    """SHA-256 (first 24 hex digits) of every tensor of `model` (name, dtype, shape, bytes), its config without
+    where it was loaded from, and the processor's image settings and text limits."""
+    digest = hashlib.sha256()
+    config = model.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "_commit_hash", "auto_map", "architectures", "dtype",
+                "torch_dtype"):
+        config.pop(key, None)
+    settings = processor.image_processor.to_dict()
+    settings.pop("processor_class", None)
+    tokenizer = getattr(processor, "tokenizer", None)
+    text = {"max_text_length": getattr(processor, "max_text_length", None),
+            "vocab_size": len(tokenizer) if tokenizer is not None else None}
+    digest.update(json.dumps([config, settings, text], sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
 class AIOSearcher:
     """Embeds galleries and queries with an AIO model and its processor, and ranks by cosine similarity."""
 
@@ -47,6 +69,7 @@ class AIOSearcher:
         self.processor = processor
         self.batch_size = batch_size
         self.backend = backend  # an exported runtime (modeling_aio.export) or None for PyTorch
+        self._fingerprint: str | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, backend: str = "torch",
@@ -68,10 +91,11 @@ class AIOSearcher:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the embedding space: vectors from another model or version are not comparable."""
-        config = self.model.config
-        return (f"{config.model_type}:{config.encoder_config.model_type}:{config.image_tokenizer}:"
-                f"{config.embedding_size}:{Path(config._name_or_path).name}")
+        """Identifies the embedding space by content: a SHA-256 of the weights, the config and the processor's
+        settings (not the folder's name), so the same weights anywhere match and other weights never do."""
+        if self._fingerprint is None:
+            self._fingerprint = f"{self.model.config.model_type}:{model_fingerprint(self.model, self.processor)}"
+        return self._fingerprint
 
     @torch.no_grad()
     def embed(self, **query: Sequence[Any]) -> np.ndarray:
@@ -101,18 +125,21 @@ class AIOSearcher:
         """Embeds every image; unreadable files are listed in `failures`, never silently dropped.
 
         With `out_dir`, each finished chunk is written to `out_dir/parts/` first, so an interrupted run resumes
-        where it stopped without duplicates, and `world_size` processes (e.g. under `accelerate launch`) can each
+        where it stopped without duplicates (parts are named by their files and the job, so a resume with another
+        model, modality, layout, batch size or a changed gallery re-embeds what changed and never mixes), and
+        `world_size` processes (e.g. under `accelerate launch`) can each
         take every `world_size`-th chunk; `merge_parts` then assembles the index (rank 0 does it here)."""
         root = str(images) if isinstance(images, (str, Path)) else None
         paths = list_images(images) if root is not None else [Path(p) for p in images]
         pattern = self._checked_layout(layout, paths, root)
+        job = {"fingerprint": self.fingerprint, "modality": modality, "layout": layout, "root": root,
+               "dim": self.model.config.embedding_size}
         chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
-        mine = [(n, chunk) for n, chunk in enumerate(chunks) if n % world_size == rank]
+        ids = [chunk_id(chunk, job) for chunk in chunks]
+        mine = [(chunk_number, chunk) for chunk_number, chunk in enumerate(chunks) if chunk_number % world_size == rank]
         parts = Path(out_dir) / "parts" if out_dir is not None else None
         if parts is not None:
-            parts.mkdir(parents=True, exist_ok=True)
-            (parts / "plan.json").write_text(json.dumps({"chunks": len(chunks), "modality": modality,
-                                                         "fingerprint": self.fingerprint, "root": root}))
+            write_plan(parts, job, ids)
         results = {}
         iterator = mine
         if progress:
@@ -120,14 +147,11 @@ class AIOSearcher:
 
             iterator = tqdm(mine, desc=f"embedding {modality}", unit="batch", disable=rank != 0)
         for number, chunk in iterator:
-            part = parts / f"part-{number:06d}" if parts is not None else None
-            if part is not None and part.with_suffix(".json").exists():
+            if parts is not None and part_done(parts, ids[number]):
                 continue  # finished before an interruption
             good, vectors, failures, metadata = self._embed_paths(chunk, modality, pattern, root)
-            if part is not None:
-                np.save(part.with_suffix(".npy"), vectors.astype(np.float32), allow_pickle=False)
-                part.with_suffix(".json").write_text(json.dumps({"paths": good, "failures": failures,
-                                                                 "metadata": metadata}))
+            if parts is not None:
+                write_part(parts, ids[number], good, vectors, failures, metadata)
             else:
                 results[number] = (good, vectors, failures, metadata)
         if parts is not None:

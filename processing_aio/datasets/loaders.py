@@ -40,17 +40,37 @@ def _record(path: Path, modality: str, person_id, camera_id="", split="", captio
 
 
 def _readable(path: Path) -> str | None:
-    """None if `path` opens as an image, else the reason."""
+    """None if `path` decodes as an image, else the reason. A file whose JPEG / PNG end marker is missing (a cut
+    short file passes `verify()`) is decoded in full to decide; others are verified."""
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
-        with Image.open(path) as image:
-            image.verify()
+        with open(path, "rb") as handle, Image.open(handle) as image:
+            if _has_end_marker(handle, image.format):
+                image.verify()
+            else:
+                handle.seek(0)
+                Image.open(handle).load()
         return None
     except FileNotFoundError:
         return "file does not exist"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         return f"not a readable image ({error})"
+
+
+def _has_end_marker(handle, image_format: str | None) -> bool:
+    """Whether a JPEG ends with its EOI marker or a PNG with its IEND chunk (other formats: True); leaves the
+    file where it was."""
+    position = handle.tell()
+    size = handle.seek(0, 2)
+    handle.seek(max(0, size - 16))
+    tail = handle.read()
+    handle.seek(position)
+    if image_format == "JPEG":
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if image_format == "PNG":
+        return b"IEND" in tail
+    return True
 
 
 def records_to_dataset(records: list[dict], name: str, on_error: str = "report") -> datasets.Dataset:
@@ -100,6 +120,9 @@ MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bo
 def _market_style(root: Path, name: str, pattern: str, splits: Iterable[str], on_error: str) -> datasets.Dataset:
     regex = re.compile(pattern)
     records = []
+    unknown = [split for split in splits if split not in MARKET_SPLITS]
+    if unknown:
+        raise ValueError(f"{name}: unknown splits {unknown}; this dataset has {sorted(MARKET_SPLITS)}.")
     for split in splits:
         for path in _images(root / MARKET_SPLITS[split]):
             match = regex.match(path.name)
@@ -261,15 +284,28 @@ def load_market_sketch_1k(root, splits=("train", "query"), on_error="report") ->
 
 def _caption_json(root: Path, annotation: str, name: str, path_key: str, image_folder: str, splits,
                   on_error: str) -> datasets.Dataset:
-    entries = json.loads((root / annotation).read_text())
+    file = root / annotation
+    try:
+        entries = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{file} is not valid JSON ({error}).") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{file} must hold a list of entries, got {type(entries).__name__}.")
+    images = (root / image_folder).resolve()
     records = []
-    for entry in entries:
+    for number, entry in enumerate(entries):
+        missing = [key for key in ("split", "captions", path_key, "id") if not isinstance(entry, dict) or key not in entry]
+        if missing:
+            raise ValueError(f"{file}: entry {number} lacks {missing}.")
         if splits is not None and entry["split"] not in splits:
             continue
         captions = entry["captions"]
         if isinstance(captions, str):
             captions = [captions]
-        records.append(_record(root / image_folder / entry[path_key], "rgb", entry["id"], "", entry["split"], captions))
+        path = root / image_folder / entry[path_key]
+        if not path.resolve().is_relative_to(images):
+            raise ValueError(f"{file}: entry {number} {path_key} {entry[path_key]!r} points outside {images}.")
+        records.append(_record(path, "rgb", entry["id"], "", entry["split"], captions))
     return records_to_dataset(records, name, on_error)
 
 

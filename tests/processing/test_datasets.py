@@ -176,3 +176,34 @@ def test_real_folders_in_shared_data():
     assert len(two) == 1184 and len(set(two["person_id"])) == 74
     pooled = load_reid_dataset("pooled", SHARED_DATA / "CUHK-PEDES", splits=("val",))
     assert len(pooled) == 2968
+
+
+def test_a_truncated_jpeg_or_png_is_reported_not_loaded(tmp_path):
+    """A cut-short JPEG passes `PIL.verify()`; the loader decodes files without their end marker."""
+    for name in ("0001_c1s1_000001_00.jpg", "0002_c1s1_000001_00.jpg", "0003_c2s1_000001_00.png"):
+        put(tmp_path, f"bounding_box_train/{name}")
+    for name in ("0002_c1s1_000001_00.jpg", "0003_c2s1_000001_00.png"):
+        path = tmp_path / "bounding_box_train" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.warns(UnreadableImagesWarning, match="2 of 3 files"):
+        ds = load_reid_dataset("market1501", tmp_path, splits=("train",))
+    assert len(ds) == 1
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("{not json", "is not valid JSON"),
+    ('[{"split": "test", "captions": ["a man"], "id": 1}]', r"entry 0 lacks \['file_path'\]"),
+    ('[{"split": "test", "captions": ["a man"], "file_path": "/etc/passwd", "id": 1}]', "points outside"),
+    ('[{"split": "test", "captions": ["a man"], "file_path": "../../x.jpg", "id": 1}]', "points outside"),
+])
+def test_malformed_caption_files_name_the_file_and_field(tmp_path, entries, message):
+    put(tmp_path, "imgs/test/p1.jpg")
+    (tmp_path / "reid_raw.json").write_text(entries)
+    with pytest.raises(ValueError, match=message):
+        load_reid_dataset("cuhk-pedes", tmp_path)
+
+
+def test_an_unknown_split_is_named(tmp_path):
+    put(tmp_path, "bounding_box_train/0001_c1s1_000001_00.jpg")
+    with pytest.raises(ValueError, match=r"unknown splits \['val'\]"):
+        load_reid_dataset("market1501", tmp_path, splits=("val",))

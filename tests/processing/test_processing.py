@@ -98,7 +98,7 @@ def test_lists_of_different_lengths(processor, image_files):
         processor(text=["a man"], rgb=image_files[:2])
 
 
-@pytest.mark.parametrize("text", ["", "   "])
+@pytest.mark.parametrize("text", ["", "   ", "\u200b\u200c\u2060", "\x00\x07 \t", "\ufeff"])
 def test_empty_text_is_refused(processor, text):
     with pytest.raises(ValueError, match=r"text\[1\] is empty"):
         processor(text=["a man in red", text])
@@ -137,3 +137,29 @@ def test_model_names_wrong_image_shape_and_unknown_inputs(config):
         model(pixel_values_thermal=torch.randn(2, 3, 32, 16))
     with pytest.raises(ValueError, match="at least one modality"):
         model()
+
+
+def test_invisible_characters_are_dropped_and_unknown_only_text_warns(processor):
+    plain = processor(text=["a man in red"], return_tensors="pt")["input_ids"]
+    hidden = processor(text=["a\u200b man\x07 in red"], return_tensors="pt")["input_ids"]
+    assert torch.equal(plain, hidden)
+    with pytest.warns(UserWarning, match=r"text\[1\] .* only unknown word pieces"):
+        processor(text=["a man", "\U0001F600\U0001F600"], return_tensors="pt")
+
+
+def test_sixteen_bit_thermal_frames_are_stretched_not_clipped_white(processor, tmp_path):
+    from PIL import Image
+
+    frame = np.linspace(20000, 30000, 64 * 32).reshape(64, 32).astype(np.uint16)  # a warm 16-bit thermal crop
+    Image.fromarray(frame).save(tmp_path / "thermal16.png")
+    pixels = processor(ir=[str(tmp_path / "thermal16.png")], return_tensors="pt")["pixel_values_ir"]
+    assert float(pixels.std()) > 0.5  # a ramp, not a white (clipped) image
+
+
+def test_an_oversized_image_is_refused_from_its_header(processor, tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("L", (12000, 16)).save(tmp_path / "wide.png")
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded before the size check"))
+    with pytest.raises(ImageInputError, match=r"12000x16 px is too large"):
+        processor(rgb=[str(tmp_path / "wide.png")])
