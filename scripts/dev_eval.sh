@@ -3,10 +3,12 @@
 # Usage: scripts/dev_eval.sh MODEL LABEL [TASKS]
 #   MODEL: checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT or openvino:PATH.xml;  LABEL: folder name under outputs/dev/
 #   TASKS: space-separated subset of: sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor
+#          rgb-cross-domain ir-cross-domain (CUHK01, a source held out of training: camera c1 -> c2)
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=$1; LABEL=$2; TASKS=${3:-"sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor"}
+MODEL=$1; LABEL=$2
+TASKS=${3:-"sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor rgb-cross-domain"}
 DATA=${AIO_DATA:-../shared/data}
 PY=${PYTHON:-.venv/bin/python}
 OUT=outputs/dev/$LABEL
@@ -15,7 +17,7 @@ run() {  # task, dataset, root, modalities, extra...
   local task=$1 dataset=$2 root=$3 modalities=$4; shift 4
   echo "== $LABEL: $task"
   "$PY" scripts/evaluate_reid.py --model "$MODEL" --dataset "$dataset" --root "$root" --query-modalities "$modalities" \
-    --split-file splits/dev_split.json --output "$OUT/$task.json" "$@" 2>&1 | grep -E "^  (rank|mAP|mINP|num_)|error"
+    --split-file "${SPLIT:-splits/dev_split.json}" --output "$OUT/$task.json" "$@" 2>&1 | grep -E "^  (rank|mAP|mINP|num_)|error"
 }
 for task in $TASKS; do
   case $task in
@@ -28,6 +30,8 @@ for task in $TASKS; do
     sketch-anchor) run sketch-anchor cuhk-pedes "$DATA/CUHK-PEDES" sketch ;;
     ir-anchor)     run ir-anchor cuhk-pedes "$DATA/CUHK-PEDES" ir ;;
     text-anchor)   run text-anchor cuhk-pedes "$DATA/CUHK-PEDES" text --exclude-anchor ;;
+    rgb-cross-domain) SPLIT=splits/cross_domain_cuhk01.json run rgb-cross-domain pooled "$DATA/CUHK-PEDES" rgb ;;
+    ir-cross-domain)  SPLIT=splits/cross_domain_cuhk01.json run ir-cross-domain pooled "$DATA/CUHK-PEDES" ir ;;
     *) echo "unknown task $task" >&2; exit 2 ;;
   esac
 done

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Write the fixed development split (`splits/dev_split.json`): identities of `../shared/data` kept out of training
+"""Write the fixed development split (`splits/dev_split.json`), or with `--cross-domain` the held-out source of the
+cross-domain RGB protocol (`splits/cross_domain_cuhk01.json`): identities of `../shared/data` kept out of training
 (see `modeling_aio.evaluation.split`)."""
 
 from __future__ import annotations
@@ -8,16 +9,19 @@ import argparse
 import json
 from pathlib import Path
 
-from modeling_aio.checkpoint.paths import SHARED, SPLIT_FILE
-from modeling_aio.evaluation.split import make_split
+from modeling_aio.checkpoint.paths import CROSS_DOMAIN_SPLIT_FILE, SHARED, SPLIT_FILE
+from modeling_aio.evaluation.split import make_cross_domain_split, make_split
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-root", type=Path, default=SHARED / "data", help="the ../shared/data folder")
-    parser.add_argument("--out", type=Path, default=SPLIT_FILE, help="split file to write")
+    parser.add_argument("--out", type=Path, default=None, help="split file to write (default: the split's own)")
+    parser.add_argument("--cross-domain", action="store_true",
+                        help="write the cross-domain split (every CUHK01 identity) instead of the development one")
     args = parser.parse_args()
-    split = make_split(args.data_root)
+    split = make_cross_domain_split(args.data_root) if args.cross_domain else make_split(args.data_root)
+    args.out = args.out or (CROSS_DOMAIN_SPLIT_FILE if args.cross_domain else SPLIT_FILE)
     args.out.write_text(json.dumps(split, indent=1) + "\n")
     print(f"wrote {args.out}: " + ", ".join(f"{k}={len(v)}" for k, v in split.items() if isinstance(v, list)))
 

@@ -17,5 +17,7 @@ OSNET_0267_WEIGHTS: Path = WEIGHTS_DIR / "osnet-0267.safetensors"
 DEFAULT_TRAINED: Path = WEIGHTS_DIR / "aio-reid-trainable.safetensors"
 MODEL_CARD: Path = REPO_ROOT / "model_cards" / "aio-reid" / "README.md"
 SPLIT_FILE: Path = REPO_ROOT / "splits" / "dev_split.json"
+#: A whole source (CUHK01) that training leaves out, for the cross-domain RGB protocol.
+CROSS_DOMAIN_SPLIT_FILE: Path = REPO_ROOT / "splits" / "cross_domain_cuhk01.json"
 #: The `../shared` folder beside the checkout: data and peer weights that never enter the repository.
 SHARED: Path = REPO_ROOT.parent / "shared"

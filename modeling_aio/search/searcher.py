@@ -127,8 +127,8 @@ class AIOSearcher:
         With `out_dir`, each finished chunk is written to `out_dir/parts/` first, so an interrupted run resumes
         where it stopped without duplicates (parts are named by their files and the job, so a resume with another
         model, modality, layout, batch size or a changed gallery re-embeds what changed and never mixes), and
-        `world_size` processes (e.g. under `accelerate launch`) can each
-        take every `world_size`-th chunk; `merge_parts` then assembles the index (rank 0 does it here)."""
+        `world_size` processes (e.g. under `accelerate launch`) can each take every `world_size`-th chunk;
+        `merge_parts` then assembles the index (rank 0 does it here)."""
         root = str(images) if isinstance(images, (str, Path)) else None
         paths = list_images(images) if root is not None else [Path(p) for p in images]
         pattern = self._checked_layout(layout, paths, root)

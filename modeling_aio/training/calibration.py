@@ -146,6 +146,22 @@ def cached_query_features(model, cache: dict[str, torch.Tensor], kind: str, rows
     return cache[f"{kind}/cls"][rows] + model.combine_skips(skips)
 
 
+@torch.no_grad()
+def cached_rank1(model, cache: dict[str, torch.Tensor], kind: str, rows: torch.Tensor) -> float:
+    """Rank-1 of the cached `kind` queries of `rows` among the RGB photos of their identities, each query's own
+    photo removed (its IR / sketch view was made from it), as the development evaluation scores composed queries."""
+    photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
+    query_photos = cache["photo"][rows]
+    photos = query_photos.unique()
+    scores = F.normalize(cached_query_features(model, cache, kind, rows), dim=-1) @ cache["rgb"][photos].T
+    own_photo = query_photos[:, None] == photos[None, :]
+    scores[own_photo] = float("-inf")
+    same = cache["labels"][rows][:, None] == photo_labels[photos][None, :]
+    valid = (same & ~own_photo).any(1)
+    hits = same.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
+    return float(hits[valid].float().mean()) if valid.any() else 0.0
+
+
 def fit_text_skip(model, cache: dict[str, torch.Tensor], kinds: tuple[str, ...], rows: torch.Tensor, steps: int = 1000,
                   batch_size: int = 256, learning_rate: float = 1e-3, temperature: float = 0.05, seed: int = 0,
                   log_every: int = 100) -> list[dict[str, float]]:
@@ -209,22 +225,6 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     in_fusion = torch.isin(cache["labels"], fusion_ids)
     fit_rows, fusion_rows = torch.nonzero(~in_fusion).flatten(), torch.nonzero(in_fusion).flatten()
 
-    photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
-
-    @torch.no_grad()
-    def rank1(kind: str, rows: torch.Tensor) -> float:
-        """Rank-1 of `kind` queries among the RGB photos of the rows' identities, each query's own photo removed
-        (its IR / sketch view was made from it), as the development evaluation scores composed queries."""
-        query_photos = cache["photo"][rows]
-        photos = query_photos.unique()
-        scores = F.normalize(cached_query_features(model, cache, kind, rows), dim=-1) @ cache["rgb"][photos].T
-        own_photo = query_photos[:, None] == photos[None, :]
-        scores[own_photo] = float("-inf")
-        same = cache["labels"][rows][:, None] == photo_labels[photos][None, :]
-        valid = (same & ~own_photo).any(1)
-        hits = same.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
-        return float(hits[valid].float().mean()) if valid.any() else 0.0
-
     @torch.no_grad()
     def calibrate(companion_kinds: tuple[str, ...], rows: torch.Tensor) -> list[dict[str, float]]:
         """Per companion modality, the weight of text relative to it (a grid of log ratios) that gives composed
@@ -240,7 +240,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
             scored = []
             for log_ratio in sorted(fusion_log_ratios):
                 model.skip_log_weights[image] = -log_ratio
-                scored.append((rank1(kind, rows), -log_ratio))
+                scored.append((cached_rank1(model, cache, kind, rows), -log_ratio))
             best = max(scored, key=lambda pair: pair[0])  # first maximum: the smallest text weight
             model.skip_log_weights[image] = best[1]
             equal = next((r for r, log_weight in scored if log_weight == 0.0), None)

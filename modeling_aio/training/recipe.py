@@ -12,7 +12,7 @@ from pathlib import Path
 
 from processing_aio.datasets import image_paths, load_reid_dataset
 
-from ..checkpoint.paths import SHARED
+from ..checkpoint.paths import CROSS_DOMAIN_SPLIT_FILE, SHARED
 from .data import TrainingItem
 
 SHARED_DATA = SHARED / "data"
@@ -33,13 +33,16 @@ def items_from(dataset, prefix: str, exclude_ids: set[str], splits: set[str] | N
     return records
 
 
-def shared_recipe(split_file: Path, max_identities: int | None, seed: int) -> list[dict]:
-    """The `../shared` training records, every identity of `split_file` left out."""
+def shared_recipe(split_file: Path, max_identities: int | None, seed: int,
+                  cross_domain_file: Path | None = CROSS_DOMAIN_SPLIT_FILE) -> list[dict]:
+    """The `../shared` training records, every identity of `split_file` and of `cross_domain_file` (a whole source
+    held out for the cross-domain protocol; None keeps it) left out."""
     split = json.loads(split_file.read_text())
     held_pedes = {str(i) for i in split["cuhk_pedes_test_pedes_ids"]}
     pooled = load_reid_dataset("pooled", SHARED_DATA / "CUHK-PEDES")
+    cross_domain = set(json.loads(cross_domain_file.read_text())["person_ids"]) if cross_domain_file else set()
     with open(SHARED_DATA / "CUHK-PEDES" / "index.csv", newline="") as handle:
-        held_people = set(split["pooled_test_person_ids"]) | {
+        held_people = set(split["pooled_test_person_ids"]) | cross_domain | {
             row["person_id"] for row in csv.DictReader(handle) if row["pedes_id"] in held_pedes}
     records = items_from(pooled, "pooled", held_people)
     records += items_from(load_reid_dataset("pku-sketch", SHARED_DATA / "PKUSketchRE-ID_V1"), "pku",

@@ -204,3 +204,44 @@ def test_evaluate_script_runs_sysu_and_pku_protocols_on_fixtures(config, process
     # IR queries: 3 ids x cameras 3 and 6 x 2 shots; indoor gallery is cameras 1-2 (cam-3 queries still have cam 1).
     assert sysu_metrics["trials"] == 3 and sysu_metrics["num_valid_queries"] == 12
     assert any((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_cross_domain_protocol_searches_one_camera_among_the_other(tmp_path):
+    """The held-out-source protocol (splits/cross_domain_*.json): camera c1 photos of the split's people against
+    camera c2 photos; other people and other cameras stay out."""
+    import argparse
+    import csv
+    import json
+
+    from modeling_aio.evaluation.runner import evaluate_dataset
+
+    from conftest import random_image
+
+    rows = []
+    for person in range(4):
+        for camera in ("c1", "c2"):
+            image = f"imgs/CUHK01/{person:04d}{camera}.jpg"
+            (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+            random_image(person * 7 + len(camera), (20, 40)).save(tmp_path / image)
+            rows.append({"image": image, "source": "cuhk01", "person_id": f"cuhk01:{person:04d}", "camera": camera,
+                         "pedes_split": "train", "pedes_id": "", "captions": "[]"})
+    rows.append({**rows[0], "image": "imgs/CUHK01/other.jpg", "person_id": "market:9", "source": "market1501"})
+    random_image(99, (20, 40)).save(tmp_path / "imgs/CUHK01/other.jpg")
+    with open(tmp_path / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    split = tmp_path / "cross.json"
+    split.write_text(json.dumps({"source": "cuhk01", "query_camera": "c1", "gallery_camera": "c2",
+                                 "person_ids": [f"cuhk01:{p:04d}" for p in range(4)]}))
+
+    class PersonEmbedder:  # one direction per person: a perfect model
+        def embed(self, query, key):
+            (modality, paths), = query.items()
+            return np.stack([np.eye(8)[int(str(p).split("/")[-1][:4])] for p in paths]).astype(np.float32)
+
+    args = argparse.Namespace(dataset="pooled", root=tmp_path, split_file=split, query_modalities="rgb",
+                              exclude_anchor=False, trials=1, direction=None, sysu_mode="all")
+    label, metrics = evaluate_dataset(args, PersonEmbedder())
+    assert "cross-domain (cuhk01 held out of training, camera c1 -> c2)" in label
+    assert metrics["rank-1"] == 100.0 and metrics["num_valid_queries"] == 4
