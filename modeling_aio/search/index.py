@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .storage import atomic_write, json_bytes, load_json, load_npy, npy_bytes, read_checked, remove, sha256
+from .storage import (
+    atomic_write, json_bytes, load_json, load_npy, npy_bytes, read_checked, remove, sha256, sync_directory,
+)
 
 INDEX_FORMAT_VERSION = 4
 FILES = ("embeddings.npy", "index.json", "faiss.index")
@@ -212,7 +214,8 @@ def write_plan(parts: Path, job: dict, chunks: list[str]) -> None:
 
 
 def part_done(parts: Path, chunk: str) -> bool:
-    return (parts / f"part-{chunk}.json").is_file()
+    """Whether a chunk's part is complete: its JSON (written after its vectors) and its vectors are there."""
+    return (parts / f"part-{chunk}.json").is_file() and (parts / f"part-{chunk}.npy").is_file()
 
 
 def write_part(parts: Path, chunk: str, good: list[str], vectors: np.ndarray, failures: list, metadata: list) -> None:
@@ -246,9 +249,24 @@ def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
     gallery.root = plan.get("root")
     gallery.build_faiss(faiss_kind)
     gallery.save(out_dir)
-    shutil.rmtree(parts)
+    remove_parts(parts)
     return gallery
 
 
+def remove_parts(parts: Path) -> None:
+    """Renames `parts/` away in one step, then deletes it: a run killed while deleting leaves no half-emptied
+    `parts/` for the next run to resume from, only a `.parts-removed-*` folder that it deletes."""
+    gone = parts.with_name(f".parts-removed-{os.getpid()}")
+    os.replace(parts, gone)
+    sync_directory(parts.parent)
+    shutil.rmtree(gone)
+
+
+def remove_stale_parts(out_dir: Path) -> None:
+    """Deletes what an interrupted `remove_parts` left behind."""
+    for stale in Path(out_dir).glob(".parts-removed-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 __all__ = ["GalleryIndex", "SearchHit", "merge_parts", "measure_recall", "chunk_id", "write_plan", "part_done",
-           "write_part", "read_part", "INDEX_FORMAT_VERSION"]
+           "write_part", "read_part", "remove_parts", "remove_stale_parts", "INDEX_FORMAT_VERSION"]

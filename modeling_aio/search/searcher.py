@@ -17,7 +17,9 @@ import torch
 
 from processing_aio import ImageInputError
 
-from .index import GalleryIndex, SearchHit, _assemble, chunk_id, merge_parts, part_done, write_part, write_plan
+from .index import (
+    GalleryIndex, SearchHit, _assemble, chunk_id, merge_parts, part_done, remove_stale_parts, write_part, write_plan,
+)
 from .layout import compile_pattern, parse_ids, relative_path, require_matches
 from .rerank import k_reciprocal_rerank
 
@@ -139,6 +141,7 @@ class AIOSearcher:
         mine = [(chunk_number, chunk) for chunk_number, chunk in enumerate(chunks) if chunk_number % world_size == rank]
         parts = Path(out_dir) / "parts" if out_dir is not None else None
         if parts is not None:
+            remove_stale_parts(out_dir)
             write_plan(parts, job, ids)
         results = {}
         iterator = mine

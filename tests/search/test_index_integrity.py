@@ -235,3 +235,26 @@ def test_index_killed_at_random_points_resumes_to_a_clean_runs_index(config, pro
         assert loaded.paths == clean.paths and np.allclose(loaded.embeddings, clean.embeddings, atol=1e-6)
     print(f"run {duration:.2f} s; of 20 kills {refused} left an index that refused to load and {whole} a whole one "
           "equal to a clean run's; every rerun equalled it")
+
+
+def test_a_run_killed_while_deleting_its_parts_leaves_nothing_to_resume_from(searcher, people, tmp_path, monkeypatch):
+    """Killed inside the parts folder's deletion (after the manifest): the next run neither reads a half-deleted
+    part nor keeps the leftovers."""
+    import shutil
+
+    from modeling_aio.search import index as index_module
+
+    rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        next(iter(sorted(Path(path).glob("*.npy")))).unlink()  # part of the folder gone, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(index_module.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        searcher.index(people, out_dir=tmp_path / "idx")
+    monkeypatch.setattr(index_module.shutil, "rmtree", rmtree)
+    assert not (tmp_path / "idx" / "parts").exists() and list((tmp_path / "idx").glob(".parts-removed-*"))
+    resumed = searcher.index(people, out_dir=tmp_path / "idx")
+    assert resumed.paths == searcher.index(people).paths
+    assert not list((tmp_path / "idx").glob(".parts-removed-*"))
