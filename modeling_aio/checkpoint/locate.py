@@ -9,11 +9,12 @@ Hub, unless `HF_HUB_OFFLINE` is set or the Hub cannot be reached: then the error
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
+from .hub import hub_reachable as endpoint_reachable
+
 DEFAULT_MODEL = "aio-reid"
-HUB_HOST = ("huggingface.co", 443)
+HUB_ENDPOINT = "https://huggingface.co"
 
 
 def aio_reid_home() -> Path:
@@ -27,12 +28,9 @@ def hub_offline() -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connect to the Hub: seconds, where from_pretrained's retries take half a minute."""
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """One TCP connect to the Hub (`$HF_ENDPOINT`, as huggingface_hub reads it): seconds, where from_pretrained's
+    retries take half a minute."""
+    return endpoint_reachable(os.environ.get("HF_ENDPOINT", HUB_ENDPOINT), timeout)
 
 
 def resolve_model(name: str | Path) -> str:

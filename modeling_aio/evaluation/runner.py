@@ -29,11 +29,10 @@ DEFAULT_QUERY = {"pku-sketch": "sketch", "cuhk-pedes": "text", "icfg-pedes": "te
                  "market-sketch-1k": "sketch"}
 
 
-def _held_out(dataset, name: str, split_file: Path | None):
-    """Restricts a `../shared` dataset to the identities of the development test split."""
-    if split_file is None:
+def _held_out(dataset, name: str, split: dict | None):
+    """Restricts a `../shared` dataset to the identities of a split (development, or a cross-domain source)."""
+    if split is None:
         return dataset
-    split = json.loads(split_file.read_text())
     if name == "pku-sketch":
         keep = {str(i) for i in split["pku_sketch_test_ids"]}
         return dataset.filter(lambda pid: pid in keep, input_columns="person_id")
@@ -79,7 +78,8 @@ def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str,
         raise SystemExit(f"error: unknown query modalities {sorted(unknown)}; use rgb, ir, sketch, text.")
     if name == "regdb":
         return _regdb(args, embedder)
-    dataset = _held_out(load_reid_dataset(name, args.root), name, args.split_file)
+    split = json.loads(args.split_file.read_text()) if args.split_file is not None else None
+    dataset = _held_out(load_reid_dataset(name, args.root), name, split)
     columns = dataset.remove_columns("image").to_dict()
     rows = _Rows(name, image_paths(dataset), np.array(columns["person_id"]), np.array(columns["camera_id"]),
                  np.array(columns["modality"]), np.array(columns["split"]), columns["captions"])
@@ -90,8 +90,8 @@ def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str,
                                                          rows.cams[q], rows.cams[g])
     if name == "sysu-mm01":
         return _sysu_mm01(args, embedder, rows)
-    if args.split_file is not None and "query_camera" in (cross := json.loads(args.split_file.read_text())):
-        return _cross_camera(embedder, rows, cross, modalities)
+    if split is not None and "query_camera" in split:
+        return _cross_camera(embedder, rows, split, modalities)
     if name == "llcm":
         return _llcm(args, embedder, rows)
     return _rgb_gallery_task(args, embedder, rows, modalities)

@@ -23,7 +23,7 @@ from transformers import AutoModel, AutoProcessor
 from processing_aio.datasets import image_paths, load_reid_dataset
 
 from ..evaluation.protocols import text_to_image_protocol
-from ..training.calibration import alignment_features, cached_query_features, fit_text_skip
+from ..training.calibration import alignment_features, cached_query_features, fit_text_skip, photo_labels_of
 from ..training.data import TrainingItem
 from ..training.recipe import build_items, shared_recipe
 
@@ -44,7 +44,7 @@ def dev_caption_items(split_file: Path, root: Path) -> list[TrainingItem]:
 def text_rank_metrics(model, cache: dict[str, torch.Tensor]) -> dict[str, float]:
     """Rank-1 / mAP of every cached caption against every cached photo (no photo removed: the text protocol)."""
     queries = F.normalize(cached_query_features(model, cache, "text", torch.arange(len(cache["labels"]))), dim=-1)
-    photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
+    photo_labels = photo_labels_of(cache)
     metrics = text_to_image_protocol(queries.numpy(), cache["rgb"].numpy(), cache["labels"].numpy(),
                                                 photo_labels.numpy())
     return {"rank-1": round(float(metrics["rank-1"]), 2), "mAP": round(float(metrics["mAP"]), 2)}

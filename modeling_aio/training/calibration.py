@@ -146,11 +146,17 @@ def cached_query_features(model, cache: dict[str, torch.Tensor], kind: str, rows
     return cache[f"{kind}/cls"][rows] + model.combine_skips(skips)
 
 
+def photo_labels_of(cache: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The identity label of each cached RGB photo (the cache keeps labels per caption)."""
+    return torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
+
+
 @torch.no_grad()
-def cached_rank1(model, cache: dict[str, torch.Tensor], kind: str, rows: torch.Tensor) -> float:
-    """Rank-1 of the cached `kind` queries of `rows` among the RGB photos of their identities, each query's own
-    photo removed (its IR / sketch view was made from it), as the development evaluation scores composed queries."""
-    photo_labels = torch.zeros(len(cache["rgb"]), dtype=torch.long).index_put_((cache["photo"],), cache["labels"])
+def cached_rank1(model, cache: dict[str, torch.Tensor], kind: str, rows: torch.Tensor,
+                 photo_labels: torch.Tensor) -> float:
+    """Rank-1 of the cached `kind` queries of `rows` among the RGB photos of their identities (`photo_labels_of`),
+    each query's own photo removed (its IR / sketch view was made from it), as the development evaluation scores
+    composed queries."""
     query_photos = cache["photo"][rows]
     photos = query_photos.unique()
     scores = F.normalize(cached_query_features(model, cache, kind, rows), dim=-1) @ cache["rgb"][photos].T
@@ -224,6 +230,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     cache = alignment_features(model, processor, captioned, companions, seed, batch_size=32)
     in_fusion = torch.isin(cache["labels"], fusion_ids)
     fit_rows, fusion_rows = torch.nonzero(~in_fusion).flatten(), torch.nonzero(in_fusion).flatten()
+    photo_labels = photo_labels_of(cache)
 
     @torch.no_grad()
     def calibrate(companion_kinds: tuple[str, ...], rows: torch.Tensor) -> list[dict[str, float]]:
@@ -240,7 +247,7 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
             scored = []
             for log_ratio in sorted(fusion_log_ratios):
                 model.skip_log_weights[image] = -log_ratio
-                scored.append((cached_rank1(model, cache, kind, rows), -log_ratio))
+                scored.append((cached_rank1(model, cache, kind, rows, photo_labels), -log_ratio))
             best = max(scored, key=lambda pair: pair[0])  # first maximum: the smallest text weight
             model.skip_log_weights[image] = best[1]
             equal = next((r for r, log_weight in scored if log_weight == 0.0), None)
@@ -258,4 +265,5 @@ def align_text_skip(model, processor, items: list[TrainingItem], steps: int = 10
     return history
 
 
-__all__ = ["alignment_features", "cached_query_features", "fit_text_skip", "align_text_skip", "choose_skip_scale"]
+__all__ = ["alignment_features", "cached_query_features", "photo_labels_of", "cached_rank1", "fit_text_skip",
+           "align_text_skip", "choose_skip_scale"]
