@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast checkpoint bench
+.PHONY: demo test test-fast reliability checkpoint bench
 
 $(STAMP): constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" tests
+
+# The bad-input sweep; rewrites its table in docs/reliability.md from the run.
+reliability: $(STAMP)
+	$(PY) -m pytest tests/reliability --reliability-table docs/reliability.md
 
 bench: checkpoint
 	$(PY) benchmarks/bench_embedding.py --model aio-reid

@@ -48,6 +48,17 @@ def backend_need(backend: str) -> list[str]:
     return [] if backend == "torch" else [f"export-{backend}"]
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _index(args: argparse.Namespace) -> int:
     for need in ["index", *backend_need(args.backend)]:
         require(need)
@@ -120,14 +131,10 @@ def _search(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     require(f"export-{args.backend}")
-    from transformers import AutoModel
-
-    import modeling_aio  # noqa: F401  (registers the aio model type)
-    from modeling_aio.checkpoint.locate import resolve_model
+    from modeling_aio.checkpoint.locate import load_model
     from modeling_aio.export import export_checkpoint
 
-    folder = resolve_model(args.model)
-    model = AutoModel.from_pretrained(folder)
+    model, folder = load_model(args.model)
     for path, cosine in export_checkpoint(model, Path(folder), args.backend).items():
         print(f"wrote {path} (cosine to PyTorch on a check batch: {cosine:.6f})")
     return 0
@@ -147,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", type=Path, required=True, help="index folder to write (resumed if interrupted)")
     index.add_argument("--model", default="aio-reid", help=MODEL_HELP)
     index.add_argument("--modality", choices=("rgb", "ir", "sketch"), default="rgb", help="what the gallery images are")
-    index.add_argument("--batch-size", type=int, default=32, help="images embedded per forward pass")
+    index.add_argument("--batch-size", type=positive_int, default=32, help="images embedded per forward pass")
     index.add_argument("--faiss", choices=("auto", "flat", "hnsw", "ivf"), default="auto",
                        help="faiss index kind (auto: exact up to 50k images, HNSW up to 2M, IVF beyond)")
     index.add_argument("--layout", default=None,

@@ -132,6 +132,12 @@ class AIOConfig(PreTrainedConfig):
         self.osnet_modality_trunks = tuple(self.osnet_modality_trunks)
         if len(self.image_size) != 2:
             raise ValueError(f"`image_size` must be (height, width), got {self.image_size}.")
+        sizes = {"vocab_size": self.vocab_size, "max_text_length": self.max_text_length,
+                 "stem_width": self.stem_width, "embedding_size": self.embedding_size,
+                 "image_size": min(self.image_size), "osnet_token_grid": min(self.osnet_token_grid)}
+        wrong = {name: value for name, value in sizes.items() if not isinstance(value, int) or value < 1}
+        if wrong or not isinstance(self.num_identities, int) or self.num_identities < 0:
+            raise ValueError(f"AIOConfig sizes must be positive integers, got {wrong or {'num_identities': self.num_identities}}.")
         if self.image_tokenizer not in IMAGE_TOKENIZER_TYPES:
             raise ValueError(f"`image_tokenizer` must be one of {IMAGE_TOKENIZER_TYPES}, got {self.image_tokenizer!r}.")
         if self.patch_size < 4 or self.patch_size & (self.patch_size - 1):

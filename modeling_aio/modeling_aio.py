@@ -154,7 +154,7 @@ class AIOPreTrainedModel(PreTrainedModel):
         if location.is_file():
             raise OSError(f"{location}: pass a checkpoint folder; AIO loads weights from model.safetensors only.")
         if location.is_dir():
-            _check_checkpoint_folder(location)
+            check_checkpoint_folder(location)
         elif location.is_absolute() or str(pretrained_model_name_or_path).startswith((".", "~")):
             raise OSError(f"checkpoint folder {location} does not exist.")
         wants_info = kwargs.pop("output_loading_info", False)
@@ -189,7 +189,7 @@ class AIOPreTrainedModel(PreTrainedModel):
         return self
 
 
-def _check_checkpoint_folder(location: Path) -> None:
+def check_checkpoint_folder(location: Path) -> None:
     """Refuses, naming the file, what transformers would report with a raw traceback or load silently: no
     safetensors (pickles are never loaded), a config of another model type, weights cut short, non-float weights."""
     import json
@@ -209,6 +209,11 @@ def _check_checkpoint_folder(location: Path) -> None:
         raise OSError(f"{config_file} is not valid JSON ({error}).") from None
     if model_type != "aio":
         raise OSError(f"{config_file} is for model type {model_type!r}, not an AIO checkpoint ('aio').")
+    if config_file.is_file():
+        try:
+            AIOConfig.from_json_file(str(config_file))
+        except (ValueError, TypeError) as error:
+            raise OSError(f"{config_file} is not a valid AIO configuration ({error}).") from None
     for path in weights:
         try:
             with safe_open(str(path), "pt") as handle:
@@ -225,6 +230,10 @@ def _check_checkpoint_folder(location: Path) -> None:
 def _inside_frozen_encoder(model: nn.Module, module: nn.Module) -> bool:
     encoders = [m for m in model.modules() if isinstance(m, AIOSharedEncoder)]
     return any(module is sub for encoder in encoders for sub in encoder.modules())
+
+
+# Pixels normalised by any sane mean/std (std >= 0.1) stay within this; 0-255 pixels do not.
+PIXEL_LIMIT = 10.0
 
 
 def _check_query(
@@ -251,6 +260,14 @@ def _check_query(
             bad = torch.nonzero(~torch.isfinite(pixels).flatten(1).all(1)).flatten()
             if len(bad):
                 raise ValueError(f"`{PIXEL_KEYS[modality]}`[{int(bad[0])}] has NaN or infinite values.")
+            peaks = pixels.detach().abs().flatten(1).amax(1)
+            if bool((peaks > PIXEL_LIMIT).any()):
+                row = int(torch.nonzero(peaks > PIXEL_LIMIT).flatten()[0])
+                raise ValueError(
+                    f"`{PIXEL_KEYS[modality]}`[{row}] has values up to {float(peaks[row]):.4g}, far outside the "
+                    f"normalised range (|x| <= {PIXEL_LIMIT}) that AIOProcessor produces; were the pixels left at "
+                    "0-255? Prepare images with AIOProcessor."
+                )
     if "text" in modality_inputs:
         input_ids = modality_inputs["text"]
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
@@ -258,6 +275,13 @@ def _check_query(
         if input_ids.shape[1] > config.max_text_length:
             raise ValueError(
                 f"`input_ids` has {input_ids.shape[1]} tokens; this model takes at most {config.max_text_length}."
+            )
+        outside = (input_ids < 0) | (input_ids >= config.vocab_size)
+        if bool(outside.any()):
+            row, column = (int(i) for i in torch.nonzero(outside)[0])
+            raise ValueError(
+                f"`input_ids`[{row}] has word-piece id {int(input_ids[row, column])} outside this model's vocabulary "
+                f"(0..{config.vocab_size - 1}); tokenize with the checkpoint's own AIOProcessor."
             )
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(

@@ -51,6 +51,8 @@ def load_image(image: ImageLike, name: str = "image", min_side: int = 8, max_sid
     elif isinstance(image, (str, os.PathLike, bytes)):
         if isinstance(image, bytes):
             data = image
+        elif str(image).startswith(("http://", "https://", "ftp://", "s3://", "gs://")):
+            raise ImageInputError(f"{label}: is a URL; aio-reid reads local files only (download it first).")
         else:
             path = Path(image)
             if not path.exists():

@@ -20,6 +20,9 @@ os.environ.pop("AIO_REID_MODEL", None)
 from modeling_aio import AIOConfig, AIOImageProcessor, AIOModel, AIOProcessor  # noqa: E402
 from modeling_aio.checkpoint.paths import REPO_ROOT as REPO  # noqa: E402
 from modeling_aio.training.data import TrainingItem  # noqa: E402
+from sweep_table import (  # noqa: E402,F401  (the reliability sweep's table: `make reliability`)
+    pytest_addoption, pytest_collection_modifyitems, pytest_runtest_logreport, pytest_sessionfinish,
+)
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -112,6 +115,14 @@ def training_items(tmp_path):
             captions = ["a man in red shirt and black pants", "woman with long hair and a blue bag"] if person < 2 else []
             items.append(TrainingItem(str(path), person, captions[person % 2:person % 2 + 1] if captions else []))
     return items
+
+
+@pytest.fixture
+def model_dir(config, processor, tmp_path):
+    """A tiny random AIO checkpoint folder (weights, config, processor) as `from_pretrained` and the CLI load it."""
+    AIOModel(config).save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
 
 
 @pytest.fixture

@@ -18,13 +18,6 @@ from conftest import random_image
 
 
 @pytest.fixture
-def model_dir(config, processor, tmp_path):
-    AIOModel(config).save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    return tmp_path / "model"
-
-
-@pytest.fixture
 def nested_gallery(tmp_path):
     """`val/PERSON/CAMERA_SHOT.jpg`: the person id is the folder, the file name starts with the camera."""
     for person in ("018", "032"):

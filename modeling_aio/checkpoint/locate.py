@@ -60,6 +60,23 @@ def resolve_model(name: str | Path) -> str:
         "set AIO_REID_MODEL=PATH.")
 
 
+def load_model(name: str | Path, **kwargs):
+    """`AutoModel.from_pretrained` of `resolve_model(name)` after `check_checkpoint_folder`: a folder of another
+    model type, with pickled or cut-short weights, or a config transformers cannot read is an `OSError` naming the
+    file, never a model of another kind or a raw library traceback."""
+    from transformers import AutoModel
+
+    from ..modeling_aio import check_checkpoint_folder
+
+    path = resolve_model(name)
+    if Path(path).is_dir():
+        check_checkpoint_folder(Path(path))
+    try:
+        return AutoModel.from_pretrained(path, **kwargs), path
+    except ValueError as error:  # transformers' own errors, e.g. a config.json it cannot parse
+        raise OSError(f"{path}: the checkpoint's model files cannot be loaded ({error}).") from None
+
+
 def link_default(folder: Path) -> Path:
     """Points `$AIO_REID_HOME/aio-reid` at `folder` (a symlink, replaced if it exists), so `aio-reid` resolves to it
     from any directory; returns the link."""
@@ -73,4 +90,4 @@ def link_default(folder: Path) -> Path:
     return link
 
 
-__all__ = ["resolve_model", "link_default", "aio_reid_home", "hub_offline", "DEFAULT_MODEL"]
+__all__ = ["resolve_model", "load_model", "link_default", "aio_reid_home", "hub_offline", "DEFAULT_MODEL"]

@@ -73,10 +73,7 @@ class Embedder:
             from ..search import AIOSearcher
 
             self.searcher = AIOSearcher.from_pretrained(model_name, batch_size=batch_size)
-            config_file = Path(model_name) / "config.json"
-            weights = Path(model_name) / "model.safetensors"
-            stamp = f"{config_file.read_text() if config_file.exists() else model_name}{weights.stat().st_mtime_ns if weights.exists() else ''}"
-            self.fingerprint = hashlib.sha1(stamp.encode()).hexdigest()[:12]
+            self.fingerprint = self.searcher.fingerprint.split(":")[-1][:12]  # the weights' content, not their mtime
         self.cache_dir = cache_dir / self.fingerprint
         self.cache_dir.mkdir(parents=True, exist_ok=True)
 

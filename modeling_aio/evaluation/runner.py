@@ -29,10 +29,29 @@ DEFAULT_QUERY = {"pku-sketch": "sketch", "cuhk-pedes": "text", "icfg-pedes": "te
                  "market-sketch-1k": "sketch"}
 
 
+def read_split(path: Path) -> dict:
+    """A split file's JSON object, or an `error:` naming the file."""
+    try:
+        split = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"error: --split-file {path} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: --split-file {path} is not valid JSON ({error}).") from None
+    if not isinstance(split, dict):
+        raise SystemExit(f"error: --split-file {path} must hold a JSON object, got {type(split).__name__}.")
+    split["_file"] = str(path)
+    return split
+
+
 def _held_out(dataset, name: str, split: dict | None):
     """Restricts a `../shared` dataset to the identities of a split (development, or a cross-domain source)."""
     if split is None:
         return dataset
+    needs = {"pku-sketch": ("pku_sketch_test_ids",), "cuhk-pedes": ("cuhk_pedes_test_pedes_ids",),
+             "pooled": ("person_ids", "pooled_test_person_ids")}.get(name)
+    if needs is not None and not any(key in split for key in needs):
+        raise SystemExit(f"error: --split-file {split.get('_file')} lacks {needs[0]!r}, the ids {name} is evaluated "
+                         "on.")
     if name == "pku-sketch":
         keep = {str(i) for i in split["pku_sketch_test_ids"]}
         return dataset.filter(lambda pid: pid in keep, input_columns="person_id")
@@ -78,7 +97,7 @@ def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str,
         raise SystemExit(f"error: unknown query modalities {sorted(unknown)}; use rgb, ir, sketch, text.")
     if name == "regdb":
         return _regdb(args, embedder)
-    split = json.loads(args.split_file.read_text()) if args.split_file is not None else None
+    split = read_split(args.split_file) if args.split_file is not None else None
     dataset = _held_out(load_reid_dataset(name, args.root), name, split)
     columns = dataset.remove_columns("image").to_dict()
     rows = _Rows(name, image_paths(dataset), np.array(columns["person_id"]), np.array(columns["camera_id"]),
@@ -267,10 +286,16 @@ def model_index_block(model: str, dataset: str, task: str, metrics: dict) -> str
 def run(args: argparse.Namespace) -> dict:
     """Embeds, scores and prints `args.dataset` for `args.model`; writes the JSON result (returned) and its
     model-index block."""
+    for option in ("trials", "batch_size"):
+        if getattr(args, option) < 1:
+            raise SystemExit(f"error: --{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}.")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
-    embedder = Embedder(args.model, args.batch_size, args.cache_dir)
-    task, metrics = evaluate_dataset(args, embedder)
+    try:
+        embedder = Embedder(args.model, args.batch_size, args.cache_dir)
+        task, metrics = evaluate_dataset(args, embedder)
+    except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as error:  # inputs the user named
+        raise SystemExit(f"error: {error}") from None
     elapsed = time.time() - started
 
     header = f"{Path(args.model).name} on {args.dataset} ({task})"

@@ -123,7 +123,10 @@ class GalleryIndex:
                      if (directory / "index.json").exists() else "no manifest.json")
             raise FileNotFoundError(f"{directory} is not a complete aio-reid index ({state}); run `aio-reid index` "
                                     "again.")
-        manifest = load_json(manifest_file.read_bytes(), str(manifest_file))
+        try:
+            manifest = load_json(manifest_file.read_bytes(), str(manifest_file))
+        except ValueError as error:
+            raise ValueError(f"{error} The index is damaged: run `aio-reid index` again.") from None
         if not isinstance(manifest, dict) or manifest.get("format_version") != INDEX_FORMAT_VERSION:
             version = manifest.get("format_version") if isinstance(manifest, dict) else None
             raise ValueError(f"{directory} uses index format {version}, this aio-reid reads format "
@@ -198,6 +201,13 @@ def _assemble(results: list[tuple], modality: str, fingerprint: str, dim: int) -
     return GalleryIndex(embeddings, paths, modality, fingerprint, failures, metadata=metadata)
 
 
+def require_some_images(gallery: GalleryIndex) -> None:
+    """Refuses a gallery where no file could be used, naming the first failures, rather than an empty index."""
+    if not gallery.paths:
+        reasons = "; ".join(reason for _, reason in gallery.failures[:3])
+        raise ValueError(f"none of the {len(gallery.failures)} files of the gallery could be used ({reasons}).")
+
+
 def chunk_id(paths: list[Path], job: dict) -> str:
     """Names a chunk's part by its files (path, size, modification time) and the job (model, modality, layout): a
     resume reuses a part only for the same files embedded the same way."""
@@ -246,6 +256,7 @@ def merge_parts(out_dir: str | Path, faiss_kind: str = "auto") -> GalleryIndex:
                            "run the index command again to resume.")
     results = [read_part(parts, chunk) for chunk in plan["chunks"]]
     gallery = _assemble(results, plan["modality"], plan["fingerprint"], plan["dim"])
+    require_some_images(gallery)
     gallery.root = plan.get("root")
     gallery.build_faiss(faiss_kind)
     gallery.save(out_dir)
@@ -269,4 +280,4 @@ def remove_stale_parts(out_dir: Path) -> None:
 
 
 __all__ = ["GalleryIndex", "SearchHit", "merge_parts", "measure_recall", "chunk_id", "write_plan", "part_done",
-           "write_part", "read_part", "remove_parts", "remove_stale_parts", "INDEX_FORMAT_VERSION"]
+           "write_part", "read_part", "require_some_images", "remove_parts", "remove_stale_parts", "INDEX_FORMAT_VERSION"]

@@ -18,7 +18,8 @@ import torch
 from processing_aio import ImageInputError
 
 from .index import (
-    GalleryIndex, SearchHit, _assemble, chunk_id, merge_parts, part_done, remove_stale_parts, write_part, write_plan,
+    GalleryIndex, SearchHit, _assemble, chunk_id, merge_parts, part_done, remove_stale_parts, require_some_images,
+    write_part, write_plan,
 )
 from .layout import compile_pattern, parse_ids, relative_path, require_matches
 from .rerank import k_reciprocal_rerank
@@ -67,6 +68,8 @@ class AIOSearcher:
     """Embeds galleries and queries with an AIO model and its processor, and ranks by cosine similarity."""
 
     def __init__(self, model, processor, batch_size: int = 32, backend=None):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size!r}.")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -77,13 +80,16 @@ class AIOSearcher:
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, backend: str = "torch",
                         **kwargs: Any) -> "AIOSearcher":
         """Loads a checkpoint (`aio-reid`, a folder or a Hub id, see `checkpoint.locate.resolve_model`)."""
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoProcessor
 
-        from ..checkpoint.locate import resolve_model
+        from ..checkpoint.locate import load_model
 
-        path = resolve_model(path)
-        model = AutoModel.from_pretrained(path, **kwargs)
-        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        model, path = load_model(path, **kwargs)
+        try:
+            processor = AutoProcessor.from_pretrained(path, **kwargs)
+        except (OSError, ValueError, TypeError) as error:
+            raise OSError(f"{path}: the checkpoint's processor files (processor_config.json, tokenizer) cannot be "
+                          f"loaded ({str(error).splitlines()[0]}).") from None
         runtime = None
         if backend != "torch":
             from ..export import ExportedRuntime
@@ -133,6 +139,10 @@ class AIOSearcher:
         `merge_parts` then assembles the index (rank 0 does it here)."""
         root = str(images) if isinstance(images, (str, Path)) else None
         paths = list_images(images) if root is not None else [Path(p) for p in images]
+        if not paths:
+            raise ValueError(f"gallery {root or 'list'} holds no files to index.")
+        if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise NotADirectoryError(f"index folder {out_dir} is a file, not a folder; pass a new or index folder.")
         pattern = self._checked_layout(layout, paths, root)
         job = {"fingerprint": self.fingerprint, "modality": modality, "layout": layout, "root": root,
                "dim": self.model.config.embedding_size}
@@ -161,6 +171,7 @@ class AIOSearcher:
             return merge_parts(out_dir, faiss_kind) if world_size == 1 else None
         gallery = _assemble([results[n] for n in sorted(results)], modality, self.fingerprint,
                             self.model.config.embedding_size)
+        require_some_images(gallery)
         gallery.root = root
         gallery.build_faiss(faiss_kind)
         return gallery

@@ -39,13 +39,18 @@ def _record(path: Path, modality: str, person_id, camera_id="", split="", captio
             "captions": list(captions), "split": split}
 
 
+MIN_SIDE = 8  # the smallest image AIOProcessor takes (`image_processing_aio.load_image`)
+
+
 def _readable(path: Path) -> str | None:
-    """None if `path` decodes as an image, else the reason. A file whose JPEG / PNG end marker is missing (a cut
+    """None if `path` decodes as an image of at least MIN_SIDE pixels a side, else the reason. A file whose JPEG / PNG end marker is missing (a cut
     short file passes `verify()`) is decoded in full to decide; others are verified."""
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
         with open(path, "rb") as handle, Image.open(handle) as image:
+            if min(image.size) < MIN_SIDE:
+                return f"{image.size[0]}x{image.size[1]} px is too small (each side must be >= {MIN_SIDE} px)"
             if _has_end_marker(handle, image.format):
                 image.verify()
             else:

@@ -117,10 +117,12 @@ def test_an_empty_index_and_a_bad_k_get_sentences(searcher, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
-    gallery = searcher.index(empty, out_dir=tmp_path / "idx")
-    assert GalleryIndex.load(tmp_path / "idx").paths == []
+    with pytest.raises(ValueError, match=r"none of the 1 files of the gallery could be used .*notes.txt"):
+        searcher.index(empty, out_dir=tmp_path / "idx")
+    with pytest.raises(FileNotFoundError):
+        GalleryIndex.load(tmp_path / "idx")
     with pytest.raises(ValueError, match="holds no images"):
-        searcher.search(gallery, text="a man")
+        searcher.search(GalleryIndex(np.zeros((0, 16), np.float32), [], model_fingerprint=""), text="a man")
 
 
 def test_the_fingerprint_is_the_weights_not_the_folder_name(config, processor, tmp_path):
