@@ -17,7 +17,7 @@ if "$work/venv/bin/aio-reid" index "$repo/demo/pku_sketch/photo" --out base.inde
 fi
 grep -q "pip install 'aio-reid\[search\]'" base.err || { cat base.err >&2; exit 1; }
 echo "base install: aio-reid index names the search extra at once"
-"$py" -m pip install -q "$repo[search,export]" 2>&1 | grep -v "^WARNING: Location" || true
+"$py" -m pip install -q "$repo[search,export,db]" 2>&1 | grep -v "^WARNING: Location" || true
 "$repo/.venv/bin/python" "$repo/scripts/build_checkpoint.py" --out "$work/checkpoint" > build.log
 export AIO_REID_MODEL="$work/checkpoint" HF_HUB_OFFLINE=1
 mkdir crops

@@ -1,7 +1,10 @@
 """`aio-reid` command line: index a folder of person crops, then search it by text, sketch, IR or RGB.
 
     aio-reid index GALLERY_DIR --out INDEX_DIR [--model aio-reid] [--layout market1501|...|REGEX]
-    aio-reid search INDEX_DIR [--text "..."] [--sketch FILE] [--ir FILE] [--rgb FILE] [-k 10] [--exclude-query]
+    aio-reid index GALLERY_DIR --db DB_URI [--timestamps CSV] [--source NAME]     (a database gallery, incremental)
+    aio-reid search INDEX_DIR|DB_URI [--text "..."] [--sketch FILE] [--ir FILE] [--rgb FILE] [-k 10]
+                    [--camera 3,4,7] [--after 2026-12-01T14:00] [--before ...] [--source NAME]
+    aio-reid delete DB_URI --before DATE | --after DATE | --source NAME | --camera IDS
     aio-reid export [--model aio-reid] [--backend onnx|openvino]
 
 The model `aio-reid` is the checkpoint `make demo` built (see `modeling_aio.checkpoint.locate`). `index` is
@@ -22,6 +25,7 @@ from pathlib import Path
 NEEDS: dict[str, list[tuple[str, str, str]]] = {
     "index": [("faiss", "faiss-cpu", "search")],
     "search": [("faiss", "faiss-cpu", "search")],
+    "db": [("lancedb", "lancedb", "db")],
     "export-onnx": [("onnx", "onnx", "export"), ("onnxruntime", "onnxruntime", "export"),
                     ("google.protobuf", "protobuf", "export")],
     "export-openvino": [("openvino", "openvino", "export")],
@@ -60,6 +64,8 @@ def positive_int(text: str) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        return _index_into_db(args)
     for need in ["index", *backend_need(args.backend)]:
         require(need)
     from modeling_aio.search import AIOSearcher, merge_parts
@@ -92,6 +98,33 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_into_db(args: argparse.Namespace) -> int:
+    for need in ["db", *backend_need(args.backend)]:
+        require(need)
+    from modeling_aio.search import AIOSearcher
+
+    searcher = AIOSearcher.from_pretrained(args.model, batch_size=args.batch_size, backend=args.backend)
+    store, added, failures = searcher.index_into_store(args.gallery, args.db, modality=args.modality, layout=args.layout,
+                                                       timestamps=args.timestamps, source=args.source, progress=True)
+    print(f"added {added} images of {args.gallery} to {args.db}; it holds {len(store)}")
+    if failures:
+        print(f"{len(failures)} files could not be used:")
+        for _, reason in failures:
+            print(f"  {reason}")
+    return 0
+
+
+def filters_of(args: argparse.Namespace):
+    """The `GalleryFilter` of --camera / --after / --before / --source, or None when none is given."""
+    from modeling_aio.search.store import GalleryFilter, parse_time
+
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()] if text else None  # noqa: E731
+    selection = GalleryFilter(cameras=split(args.camera), sources=split(args.source),
+                              after=parse_time(args.after, "--after") if args.after else None,
+                              before=parse_time(args.before, "--before") if args.before else None)
+    return selection if selection else None
+
+
 def _search(args: argparse.Namespace) -> int:
     query = {name: getattr(args, name) for name in ("text", "sketch", "ir", "rgb") if getattr(args, name) is not None}
     if not query:
@@ -100,15 +133,19 @@ def _search(args: argparse.Namespace) -> int:
     if args.k < 1:
         print(f"error: -k must be at least 1, got {args.k}", file=sys.stderr)
         return 2
-    for need in ["search", *backend_need(args.backend)]:
-        require(need)
-    from modeling_aio.search import AIOSearcher, GalleryIndex
+    from modeling_aio.search.store import is_store
 
-    gallery = GalleryIndex.load(args.index)
+    database = is_store(args.index)
+    for need in ["db" if database else "search", *backend_need(args.backend)]:
+        require(need)
+    from modeling_aio.search import AIOSearcher, GalleryIndex, GalleryStore
+
+    filters = filters_of(args)
+    gallery = GalleryStore.open(args.index) if database else GalleryIndex.load(args.index)
     searcher = AIOSearcher.from_pretrained(args.model, backend=args.backend)
     exclude = [value for name, value in query.items() if name != "text"] if args.exclude_query else []
     hits = searcher.search(gallery, k=args.k, rerank=args.rerank, id_pattern=args.id_pattern, exclude=exclude,
-                           **query)
+                           filters=filters, **query)
     if args.query_id is not None and all(hit.person_id is None for hit in hits):
         print("error: --query-id needs person ids: index with --layout, or give --id-pattern", file=sys.stderr)
         return 2
@@ -118,7 +155,8 @@ def _search(args: argparse.Namespace) -> int:
     for hit in hits:
         verdict = "" if args.query_id is None or hit.person_id is None else (
             "  match" if hit.person_id == args.query_id else "  other")
-        print(f"{hit.rank:4d}  {hit.score:.4f}  {hit.path}{verdict}")
+        where = f"  camera {hit.camera} at {hit.timestamp:%Y-%m-%dT%H:%M:%S}" if database and hit.timestamp else ""
+        print(f"{hit.rank:4d}  {hit.score:.4f}  {hit.path}{verdict}{where}")
     if args.png or args.html:
         from modeling_aio.search.visualize import render_html, render_png
 
@@ -126,6 +164,19 @@ def _search(args: argparse.Namespace) -> int:
             print(f"wrote {render_png(query, hits, args.png, args.query_id)}")
         if args.html:
             print(f"wrote {render_html(query, hits, args.html, args.query_id)}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    require("db")
+    from modeling_aio.search import GalleryStore
+
+    selection = filters_of(args)
+    if selection is None:
+        print("error: give at least one of --before, --after, --source, --camera", file=sys.stderr)
+        return 2
+    store = GalleryStore.open(args.db)
+    print(f"deleted {store.delete(selection)} entries of {args.db} ({selection.where()}); it holds {len(store)}")
     return 0
 
 
@@ -145,13 +196,27 @@ MODEL_HELP = ("checkpoint folder, or `aio-reid` for the one `make demo` built (f
 BACKEND_HELP = "run the model with PyTorch, or with its ONNX / OpenVINO export (single-modality queries)"
 
 
+def add_filter_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--camera", help=f"{what} of these cameras (comma-separated ids), database galleries only")
+    parser.add_argument("--after", help=f"{what} from this time on (ISO 8601, e.g. 2026-12-01T14:00; naive = UTC)")
+    parser.add_argument("--before", help=f"{what} before this time (ISO 8601)")
+    parser.add_argument("--source", help=f"{what} of these sources (comma-separated)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aio-reid", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     index = commands.add_parser("index", help="embed every image of a folder into a searchable index")
     index.add_argument("gallery", type=Path, help="folder of person crops (searched recursively)")
-    index.add_argument("--out", type=Path, required=True, help="index folder to write (resumed if interrupted)")
+    target = index.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="index folder to write (faiss; resumed if interrupted)")
+    target.add_argument("--db", help="database gallery to add to (LanceDB: a folder, s3://..., db://...): new files "
+                                     "only, with camera, time and source for filtered search")
+    index.add_argument("--timestamps", type=Path, default=None,
+                       help="with --db: CSV with columns path,timestamp[,camera] (default: the layout's time group, "
+                            "else each file's modification time)")
+    index.add_argument("--source", default=None, help="with --db: the source of these images (default: folder name)")
     index.add_argument("--model", default="aio-reid", help=MODEL_HELP)
     index.add_argument("--modality", choices=("rgb", "ir", "sketch"), default="rgb", help="what the gallery images are")
     index.add_argument("--batch-size", type=positive_int, default=32, help="images embedded per forward pass")
@@ -164,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help=BACKEND_HELP)
     index.set_defaults(run=_index)
     search = commands.add_parser("search", help="rank an indexed gallery for one composed query")
-    search.add_argument("index", type=Path, help="index folder written by `aio-reid index`")
+    search.add_argument("index", help="index folder written by `aio-reid index --out`, or a database gallery URI "
+                                      "(`--db`)")
     search.add_argument("--text", help="a description of the person")
     search.add_argument("--sketch", help="a hand-drawn sketch image")
     search.add_argument("--ir", help="an infrared image")
@@ -182,7 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--query-id", default=None, help="person id of the query: results are marked match / other")
     search.add_argument("--model", default="aio-reid", help=MODEL_HELP)
     search.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help=BACKEND_HELP)
+    add_filter_options(search, "only results")
     search.set_defaults(run=_search)
+    delete = commands.add_parser("delete", help="delete entries of a database gallery by time, source or camera")
+    delete.add_argument("db", help="database gallery URI written by `aio-reid index --db`")
+    add_filter_options(delete, "delete entries")
+    delete.set_defaults(run=_delete)
     export = commands.add_parser("export", help="export ONNX (or OpenVINO IR) of the image and text paths")
     export.add_argument("--model", default="aio-reid", help=MODEL_HELP)
     export.add_argument("--backend", choices=("onnx", "openvino"), default="onnx", help="export format")

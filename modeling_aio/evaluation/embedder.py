@@ -89,8 +89,8 @@ class Embedder:
 
     def embed(self, query: dict[str, list], key: str) -> np.ndarray:
         """Embeds N composed queries (each modality a list of N items); caches by `key` and content hash."""
-        digest = hashlib.sha1(json.dumps({m: [str(x) if not hasattr(x, "size") else f"img{i}" for i, x in enumerate(v)]
-                                          for m, v in query.items()}).encode()).hexdigest()[:12]
+        digest = hashlib.sha1(json.dumps({m: [hashlib.sha1(x.tobytes()).hexdigest() if hasattr(x, "tobytes") else str(x)
+                                              for x in v] for m, v in query.items()}).encode()).hexdigest()[:12]
         cache = self.cache_dir / f"{key}-{digest}.npy"
         if cache.exists():
             return np.load(cache, allow_pickle=False)

@@ -45,6 +45,8 @@ class SearchHit:
     score: float
     person_id: str | None = None
     score_kind: str = "cosine similarity"
+    camera: str | None = None  # database galleries: the entry's camera and timestamp
+    timestamp: Any = None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 each image's path relative to the gallery folder, so ids in folder names (`val/018/01_3.jpg`) can be read too.
 
 A regex names its groups `id` and `camera` (`(?P<id>\\d+)/(?P<camera>\\d+)_\\d+\\.jpg`), or groups 1 and 2 are id and
-camera. A layout that matches no image is an error, not a silent gallery without ids.
+camera; a group `time` (ISO 8601, e.g. 20261201T140000) gives a database gallery its timestamps. A layout that
+matches no image is an error, not a silent gallery without ids.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def parse_ids(pattern: re.Pattern, relative: str) -> tuple[str | None, str | Non
     return person_id, match.group(2) if pattern.groups >= 2 and "id" not in named else None
 
 
+def parse_time_group(pattern: re.Pattern, relative: str):
+    """The datetime in the `time` group of `pattern` (ISO 8601 or compact, e.g. 20261201T140000), or None."""
+    import datetime as dt
+
+    match = pattern.search(relative)
+    if match is None or "time" not in match.groupdict() or not match.group("time"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(match.group("time"))
+    except ValueError:
+        raise ValueError(f"--layout group time {match.group('time')!r} in {relative!r} is not an ISO 8601 date or "
+                         "time (e.g. 2026-12-01T14:00 or 20261201T140000).") from None
+
+
 def require_matches(pattern: re.Pattern, relatives: list[str], option: str, text: str) -> int:
     """How many of `relatives` `pattern` matches; a clear error when it matches none of them."""
     matched = sum(pattern.search(relative) is not None for relative in relatives)
@@ -63,4 +78,4 @@ def require_matches(pattern: re.Pattern, relatives: list[str], option: str, text
     return matched
 
 
-__all__ = ["LAYOUTS", "compile_pattern", "relative_path", "parse_ids", "require_matches"]
+__all__ = ["LAYOUTS", "compile_pattern", "relative_path", "parse_ids", "parse_time_group", "require_matches"]

@@ -10,18 +10,21 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from processing_aio import ImageInputError
 
+if TYPE_CHECKING:
+    from .store import GalleryFilter, GalleryStore
+
 from .index import (
     GalleryIndex, SearchHit, _assemble, chunk_id, merge_parts, part_done, remove_stale_parts, require_some_images,
     write_part, write_plan,
 )
-from .layout import compile_pattern, parse_ids, relative_path, require_matches
+from .layout import compile_pattern, parse_ids, parse_time_group, relative_path, require_matches
 from .rerank import k_reciprocal_rerank
 
 def describe_image(path: str, layout: re.Pattern | None = None, root: str | Path | None = None) -> dict:
@@ -176,6 +179,47 @@ class AIOSearcher:
         gallery.build_faiss(faiss_kind)
         return gallery
 
+    def index_into_store(self, images: str | Path, uri: str | Path, modality: str = "rgb", layout: str | None = None,
+                         timestamps: str | Path | None = None, source: str | None = None,
+                         progress: bool = False) -> tuple["GalleryStore", int, list[tuple[str, str]]]:
+        """Adds the images of folder `images` that the database gallery at `uri` (`store.GalleryStore`) does not
+        hold yet: (the store, how many were added, unreadable files). Incremental and safe to interrupt: each chunk
+        is one commit, and a rerun skips every stored path. Each row gets its person id and camera from `layout`,
+        its timestamp from the layout's `time` group, else the CSV `timestamps` (path,timestamp[,camera]), else the
+        file's modification time (UTC), and its `source` (default: the folder's name)."""
+        from .store import GalleryStore
+
+        root = Path(images)
+        paths = list_images(root)
+        if not paths:
+            raise ValueError(f"gallery {root} holds no files to index.")
+        pattern = self._checked_layout(layout, paths, str(root))
+        sidecar = read_timestamps(timestamps, root) if timestamps is not None else {}
+        store = GalleryStore.open(uri, self.fingerprint, self.model.config.embedding_size, create=True)
+        stored = store.paths()
+        todo = [path for path in paths if str(path.resolve()) not in stored]
+        chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc=f"embedding {modality}", unit="batch")
+        added, failures = 0, []
+        for chunk in chunks:
+            good, vectors, failed, metadata = self._embed_paths(chunk, modality, pattern, root)
+            records = []
+            for path, meta in zip(good, metadata):
+                resolved = str(Path(path).resolve())
+                listed = sidecar.get(resolved, {})
+                when = (parse_time_group(pattern, relative_path(path, root)) if pattern is not None else None) or \
+                    listed.get("timestamp") or modification_time(path)
+                records.append({"path": resolved, "modality": modality, "person_id": meta["person_id"],
+                                "camera": meta["camera_id"] or listed.get("camera"), "timestamp": when,
+                                "source": source or root.resolve().name})
+            store.add(vectors, records)
+            added, failures = added + len(good), failures + failed
+        store.build_index()
+        return store, added, failures
+
     @staticmethod
     def _checked_layout(layout: str | None, paths: list[Path], root: str | None) -> re.Pattern | None:
         """The compiled `layout`, refused before anything is embedded when it matches none of the gallery's files;
@@ -191,12 +235,21 @@ class AIOSearcher:
                           f"id (e.g. {missed!r}).", stacklevel=3)
         return pattern
 
-    def search(self, gallery: GalleryIndex, k: int = 10, exclude: Iterable[str | Path] = (), rerank: bool = False,
-               id_pattern: str | None = None, **query: Any) -> list[SearchHit]:
+    def search(self, gallery: "GalleryIndex | GalleryStore", k: int = 10, exclude: Iterable[str | Path] = (),
+               rerank: bool = False, id_pattern: str | None = None, filters: "GalleryFilter | None" = None,
+               **query: Any) -> list[SearchHit]:
         """Ranks the gallery for one composed query, e.g. `search(index, text="...", sketch="s.jpg")`; scores are
         higher-is-better (cosine similarity, or 1 - the re-ranked distance with `rerank`). `exclude`: gallery files
         left out (e.g. the query image itself). `id_pattern`: a regex whose group 1 (or group `id`) is the person id
-        in each hit's path relative to the gallery folder; a pattern that matches none of the hits is an error."""
+        in each hit's path relative to the gallery folder; a pattern that matches none of the hits is an error.
+        `filters` (`store.GalleryFilter`: cameras, time window, sources) need a database gallery (`GalleryStore`)."""
+        from .store import GalleryStore
+
+        if isinstance(gallery, GalleryStore):
+            return self._search_store(gallery, k, exclude, rerank, id_pattern, filters, query)
+        if filters:
+            raise ValueError("filters (--camera, --after, --before, --source) need a database gallery: index the folder "
+                             "with `aio-reid index FOLDER --db URI`.")
         if gallery.model_fingerprint and gallery.model_fingerprint != self.fingerprint:
             raise ValueError(
                 f"index was built by model {gallery.model_fingerprint!r} but this searcher is {self.fingerprint!r}; "
@@ -229,4 +282,51 @@ class AIOSearcher:
         return hits
 
 
-__all__ = ["AIOSearcher", "list_images", "describe_image"]
+    def _search_store(self, store, k, exclude, rerank, id_pattern, filters, query) -> list[SearchHit]:
+        if store.model_fingerprint != self.fingerprint:
+            raise ValueError(f"gallery {store.uri} was embedded by model {store.model_fingerprint!r} but this searcher "
+                             f"is {self.fingerprint!r}; re-index the gallery with this model.")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        if rerank or id_pattern:
+            raise ValueError("--rerank and --id-pattern work on folder indexes; a database gallery stores person ids "
+                             "from --layout at indexing time.")
+        single = {name: [value] for name, value in query.items() if value is not None}
+        vector = self.embed(**single)[0]
+        excluded = {str(Path(p).resolve()) for p in exclude}
+        rows = [row for row in store.search(vector, k + len(excluded), filters) if row["path"] not in excluded]
+        return [SearchHit(rank, row["path"], row["score"], row["person_id"], "cosine similarity", row["camera"],
+                          row["timestamp"]) for rank, row in enumerate(rows[:k], 1)]
+
+
+def modification_time(path: str | Path):
+    """The file's modification time as naive UTC: the timestamp of last resort."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(Path(path).stat().st_mtime, dt.timezone.utc).replace(tzinfo=None)
+
+
+def read_timestamps(csv_file: str | Path, root: Path) -> dict[str, dict]:
+    """A sidecar CSV with columns path,timestamp (and optionally camera): {resolved path: {timestamp, camera}};
+    paths are relative to the gallery folder or absolute. Errors name the file and line."""
+    import csv
+
+    from .store import parse_time
+
+    csv_file = Path(csv_file)
+    if not csv_file.is_file():
+        raise FileNotFoundError(f"--timestamps file {csv_file} does not exist.")
+    table = {}
+    with open(csv_file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "timestamp"} <= set(reader.fieldnames):
+            raise ValueError(f"{csv_file} needs a header with columns path,timestamp (optionally camera), got "
+                             f"{reader.fieldnames}.")
+        for line, row in enumerate(reader, 2):
+            path = Path(row["path"]) if Path(row["path"]).is_absolute() else root / row["path"]
+            table[str(path.resolve())] = {"timestamp": parse_time(row["timestamp"], f"{csv_file}:{line} timestamp"),
+                                          "camera": row.get("camera") or None}
+    return table
+
+
+__all__ = ["AIOSearcher", "list_images", "describe_image", "read_timestamps", "modification_time"]
