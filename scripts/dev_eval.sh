@@ -4,11 +4,12 @@
 #   MODEL: checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT or openvino:PATH.xml;  LABEL: folder name under outputs/dev/
 #   TASKS: space-separated subset of: sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor
 #          rgb-cross-domain ir-cross-domain (CUHK01, a source held out of training: camera c1 -> c2)
+#          ir-real-thermal (real thermal crops of the held-out thermal/visible pairs -> their visible crops)
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$1; LABEL=$2
-TASKS=${3:-"sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor rgb-cross-domain"}
+TASKS=${3:-"sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor rgb-cross-domain ir-real-thermal"}
 DATA=${AIO_DATA:-../shared/data}
 PY=${PYTHON:-.venv/bin/python}
 OUT=outputs/dev/$LABEL
@@ -32,6 +33,10 @@ for task in $TASKS; do
     text-anchor)   run text-anchor cuhk-pedes "$DATA/CUHK-PEDES" text --exclude-anchor ;;
     rgb-cross-domain) SPLIT=splits/cross_domain_cuhk01.json run rgb-cross-domain pooled "$DATA/CUHK-PEDES" rgb ;;
     ir-cross-domain)  SPLIT=splits/cross_domain_cuhk01.json run ir-cross-domain pooled "$DATA/CUHK-PEDES" ir ;;
+    ir-real-thermal)
+      echo "== $LABEL: $task"
+      "$PY" scripts/evaluate_real_thermal.py --model "$MODEL" --root "$DATA/thermal-pairs" \
+        --output "$OUT/ir-real-thermal.json" 2>&1 | grep -E "^  [^ ]|^real|error" ;;
     *) echo "unknown task $task" >&2; exit 2 ;;
   esac
 done

@@ -91,10 +91,11 @@ class TrunkBindingCollator:
     `synthesize` marks photos whose view of the modality is made here (CAJ IR); each call draws its own seeded
     augmentations, so a run is repeatable from its seed."""
 
-    def __init__(self, image_processor, modality: str, seed: int = 0):
+    def __init__(self, image_processor, modality: str, seed: int = 0, thermal_share: float = 0.0):
         if modality not in ("ir", "sketch"):
             raise ValueError(f"`modality` must be 'ir' or 'sketch', got {modality!r}.")
         self.image_processor, self.modality, self.seed, self.calls = image_processor, modality, seed, 0
+        self.thermal_share = thermal_share  # IR: the share of synthetic views that are thermal rather than CAJ
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         from processing_aio.synthesis import synthetic_view
@@ -105,7 +106,7 @@ class TrunkBindingCollator:
         for example in examples:
             image = Image.open(example["image"]).convert("RGB")
             if example.get("synthesize"):
-                image = synthetic_view(image, self.modality, rng)
+                image = synthetic_view(image, self.modality, rng, self.thermal_share)
             fill = (255, 255, 255) if self.modality == "sketch" else (0, 0, 0)
             images.append(augment_view(image, rng, fill))
         pixels = self.image_processor(images, modality=self.modality, return_tensors="pt")["pixel_values"]
@@ -149,11 +150,13 @@ def binding_examples(items, modality: str) -> tuple[list[dict[str, Any]], list[l
 
 def bind_modality_trunk(aio_model, image_processor, modality: str, examples: list[dict[str, Any]],
                         photos: list[list[str | Path]], output_dir: str | Path, steps: int, learning_rate: float = 1e-4,
-                        batch_size: int = 32, seed: int = 42, temperature: float = 0.05) -> list[dict[str, float]]:
+                        batch_size: int = 32, seed: int = 42, temperature: float = 0.05,
+                        thermal_share: float = 0.0) -> list[dict[str, float]]:
     """Trains `aio_model.embeddings.modality_backbones[modality]` in place with `Trainer` (on its device, then back
     where it was) and returns its loss log.
 
-    examples: `{"image", "labels", "synthesize"}` dicts, labels indexing `photos` (the photo paths per identity)."""
+    examples: `{"image", "labels", "synthesize"}` dicts, labels indexing `photos` (the photo paths per identity).
+    thermal_share: for IR, the share of synthetic views rendered as thermal (`synthesis.thermal_ir`) instead of CAJ."""
     backbones = aio_model.embeddings.modality_backbones
     if modality not in backbones:
         raise ValueError(f"The model has no trunk of its own for {modality!r} (config.osnet_modality_trunks = "
@@ -167,7 +170,7 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
     trunk = backbones[modality]
     return train_trunk_in_place(
         trunk, TrunkBindingModel(trunk, prototypes, temperature), examples,
-        TrunkBindingCollator(image_processor, modality, seed), output_dir, steps, batch_size, seed,
+        TrunkBindingCollator(image_processor, modality, seed, thermal_share), output_dir, steps, batch_size, seed,
         learning_rate=learning_rate, weight_decay=5e-4, lr_scheduler_type="constant", warmup_steps=0)
 
 

@@ -61,6 +61,9 @@ def in_child(argv: list[str], log_file: Path, kill_at=None, signal_number: int =
             descriptor = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(descriptor, 1)
             os.dup2(descriptor, 2)
+            # Ctrl-C's handler even when this test runs in the background, where the shell starts processes with
+            # SIGINT ignored (and Python keeps it ignored).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             log: list = []
             instrument(kill_at, signal_number, log)
             code = cli.main(argv)
