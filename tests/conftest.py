@@ -133,6 +133,24 @@ def searcher(config, processor):
     return AIOSearcher(AIOModel(config).eval(), processor, batch_size=2)
 
 
+def write(path: Path, data: bytes | str) -> Path:
+    """Writes `data` (text is UTF-8 encoded) to `path` and returns the path: bad files made in one expression."""
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def foreign_checkpoint(tmp_path: Path, model_dir: Path) -> Path:
+    """A copy of the checkpoint `model_dir` whose config.json says another model type (bert)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "foreign"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    return folder
+
+
 def interrupt_embedding_at(searcher, monkeypatch, call: int) -> None:
     """Makes the searcher's `call`-th chunk embedding raise KeyboardInterrupt (an index killed mid-way)."""
     original, calls = searcher._embed_paths, {"n": 0}

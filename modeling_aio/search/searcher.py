@@ -46,6 +46,15 @@ def list_images(directory: str | Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def gallery_files(images: str | Path | Iterable[str | Path]) -> tuple[str | None, list[Path]]:
+    """(the gallery folder or None for a list, its files); a gallery without files is an error."""
+    root = str(images) if isinstance(images, (str, Path)) else None
+    paths = list_images(images) if root is not None else [Path(p) for p in images]
+    if not paths:
+        raise ValueError(f"gallery {root or 'list'} holds no files to index.")
+    return root, paths
+
+
 def model_fingerprint(model, processor) -> str:
     """SHA-256 (first 24 hex digits) of every tensor of `model` (name, dtype, shape, bytes), its config without
     where it was loaded from, and the processor's image settings and text limits."""
@@ -140,10 +149,7 @@ class AIOSearcher:
         model, modality, layout, batch size or a changed gallery re-embeds what changed and never mixes), and
         `world_size` processes (e.g. under `accelerate launch`) can each take every `world_size`-th chunk;
         `merge_parts` then assembles the index (rank 0 does it here)."""
-        root = str(images) if isinstance(images, (str, Path)) else None
-        paths = list_images(images) if root is not None else [Path(p) for p in images]
-        if not paths:
-            raise ValueError(f"gallery {root or 'list'} holds no files to index.")
+        root, paths = gallery_files(images)
         if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
             raise NotADirectoryError(f"index folder {out_dir} is a file, not a folder; pass a new or index folder.")
         pattern = self._checked_layout(layout, paths, root)
@@ -189,10 +195,8 @@ class AIOSearcher:
         file's modification time (UTC), and its `source` (default: the folder's name)."""
         from .store import GalleryStore
 
-        root = Path(images)
-        paths = list_images(root)
-        if not paths:
-            raise ValueError(f"gallery {root} holds no files to index.")
+        root, paths = gallery_files(Path(images))
+        root = Path(root)
         pattern = self._checked_layout(layout, paths, str(root))
         sidecar = read_timestamps(timestamps, root) if timestamps is not None else {}
         store = GalleryStore.open(uri, self.fingerprint, self.model.config.embedding_size, create=True)

@@ -14,7 +14,7 @@ import pytest
 from modeling_aio.evaluation.runner import run
 from processing_aio.datasets import UnreadableImagesWarning, load_reid_dataset
 
-from conftest import random_image
+from conftest import foreign_checkpoint, random_image, write
 
 MARKET = [("bounding_box_train", "0002_c1s1_000451_03.jpg"), ("query", "0005_c1s1_000551_00.jpg"),
           ("query", "0006_c1s1_000551_00.jpg"), ("bounding_box_test", "0005_c2s1_000001_00.jpg"),
@@ -119,7 +119,7 @@ def arguments(tmp_path: Path, checkpoint: Path, **changes) -> argparse.Namespace
 
 EVALUATION_ERRORS = {
     "--model missing": (lambda t, m: {"model": str(t / "no-model")}, r"no-model"),
-    "--model of another model type": (lambda t, m: {"model": str(foreign(t, m))}, r"config.json is for model type"),
+    "--model of another model type": (lambda t, m: {"model": str(foreign_checkpoint(t, m))}, r"config.json is for model type"),
     "--root missing": (lambda t, m: {"root": t / "nowhere"}, r"nowhere does not exist"),
     "--dataset unknown": (lambda t, m: {"dataset": "market-1502"}, r"Unknown dataset 'market-1502'"),
     "--query-modalities unknown": (lambda t, m: {"query_modalities": "thermal"}, r"unknown query modalities"),
@@ -136,26 +136,12 @@ EVALUATION_ERRORS = {
 }
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
 def pku(tmp_path: Path) -> Path:
     root = tmp_path / "pku"
     for folder, name in (("photo", "1_1.jpg"), ("sketch", "1.jpg")):
         (root / folder).mkdir(parents=True, exist_ok=True)
         random_image(3, (20, 44)).save(root / folder / name)
     return root
-
-
-def foreign(tmp_path: Path, model_dir: Path) -> Path:
-    import shutil
-
-    shutil.copytree(model_dir, tmp_path / "foreign")
-    config = json.loads((tmp_path / "foreign" / "config.json").read_text())
-    (tmp_path / "foreign" / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
-    return tmp_path / "foreign"
 
 
 @pytest.mark.parametrize("case", list(EVALUATION_ERRORS))

@@ -17,7 +17,7 @@ from aio_reid import cli
 from modeling_aio import AIOModel
 from modeling_aio.search import GalleryIndex
 
-from conftest import random_image, tiny_config
+from conftest import foreign_checkpoint, random_image, tiny_config, write
 
 
 @pytest.fixture
@@ -184,11 +184,6 @@ SEARCH_ERRORS = {
 }
 
 
-def write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
 @pytest.mark.parametrize("case", list(SEARCH_ERRORS))
 def test_error_search_command(capsys, model_dir, gallery, index_dir, tmp_path, case):
     """`error:` naming the index, query or option; exit 1 or 2"""
@@ -236,19 +231,11 @@ def test_recovery_index_moved_to_another_folder(capsys, model_dir, gallery, inde
 
 EXPORT_ERRORS = {
     "--model missing": (lambda t, m: ["--model", t / "no-model"], ["no-model"]),
-    "--model of another model type": (lambda t, m: ["--model", foreign(t, m)], ["config.json", "bert"]),
+    "--model of another model type": (lambda t, m: ["--model", foreign_checkpoint(t, m)], ["config.json", "bert"]),
     "--model with truncated weights": (lambda t, m: ["--model", truncated(t, m)], ["model.safetensors",
                                                                                   "not a complete"]),
     "--backend unknown": (lambda t, m: ["--model", m, "--backend", "tflite"], ["--backend", "tflite"]),
 }
-
-
-def foreign(tmp_path: Path, model_dir: Path) -> Path:
-    folder = tmp_path / "foreign"
-    shutil.copytree(model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
-    return folder
 
 
 def truncated(tmp_path: Path, model_dir: Path) -> Path:

@@ -18,7 +18,7 @@ from PIL import Image
 from modeling_aio import AIOModel
 from processing_aio import ImageInputError
 
-from conftest import random_image
+from conftest import random_image, write
 
 
 def jpeg(path: Path) -> Path:
@@ -38,11 +38,6 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
                                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
                      + chunk(b"IEND", b""))
-    return path
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
 
 
