@@ -78,10 +78,11 @@ def thermal_ir(image: Image.Image, seed: int | random.Random | None = None, mask
     rng = _rng(seed)
     rgb = image.convert("RGB")
     width, height = rgb.size
-    gray = np.asarray(ImageOps.grayscale(rgb), dtype=np.float32) / 255.0
-    soft = np.asarray(ImageOps.grayscale(rgb).filter(ImageFilter.GaussianBlur(max(1.0, width / 24))),
+    luminance = ImageOps.grayscale(rgb)
+    gray = np.asarray(luminance, dtype=np.float32) / 255.0
+    soft = np.asarray(luminance.filter(ImageFilter.GaussianBlur(max(1.0, width / 24))),
                       dtype=np.float32) / 255.0
-    scene = np.asarray(ImageOps.grayscale(rgb).filter(ImageFilter.GaussianBlur(max(2.0, width / 8))),
+    scene = np.asarray(luminance.filter(ImageFilter.GaussianBlur(max(2.0, width / 8))),
                        dtype=np.float32) / 255.0
     weight = person_prior(height, width) if mask is None else np.clip(np.asarray(mask, dtype=np.float32), 0, 1)
     if weight.shape != gray.shape:

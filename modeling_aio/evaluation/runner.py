@@ -39,18 +39,17 @@ def read_split(path: Path) -> dict:
         raise SystemExit(f"error: --split-file {path} is not valid JSON ({error}).") from None
     if not isinstance(split, dict):
         raise SystemExit(f"error: --split-file {path} must hold a JSON object, got {type(split).__name__}.")
-    split["_file"] = str(path)
     return split
 
 
-def _held_out(dataset, name: str, split: dict | None):
+def _held_out(dataset, name: str, split: dict | None, split_file: Path | None = None):
     """Restricts a `../shared` dataset to the identities of a split (development, or a cross-domain source)."""
     if split is None:
         return dataset
     needs = {"pku-sketch": ("pku_sketch_test_ids",), "cuhk-pedes": ("cuhk_pedes_test_pedes_ids",),
              "pooled": ("person_ids", "pooled_test_person_ids")}.get(name)
     if needs is not None and not any(key in split for key in needs):
-        raise SystemExit(f"error: --split-file {split.get('_file')} lacks {needs[0]!r}, the ids {name} is evaluated "
+        raise SystemExit(f"error: --split-file {split_file} lacks {needs[0]!r}, the ids {name} is evaluated "
                          "on.")
     if name == "pku-sketch":
         keep = {str(i) for i in split["pku_sketch_test_ids"]}
@@ -98,7 +97,7 @@ def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str,
     if name == "regdb":
         return _regdb(args, embedder)
     split = read_split(args.split_file) if args.split_file is not None else None
-    dataset = _held_out(load_reid_dataset(name, args.root), name, split)
+    dataset = _held_out(load_reid_dataset(name, args.root), name, split, args.split_file)
     columns = dataset.remove_columns("image").to_dict()
     rows = _Rows(name, image_paths(dataset), np.array(columns["person_id"]), np.array(columns["camera_id"]),
                  np.array(columns["modality"]), np.array(columns["split"]), columns["captions"])
