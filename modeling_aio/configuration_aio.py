@@ -72,6 +72,8 @@ class AIOConfig(PreTrainedConfig):
             images of its modality (real sketches; synthetic views for IR, which has no real training images here)
             by `modeling_aio.training.trunk_binding` before the main training, and frozen afterwards, so the RGB gallery side
             stays exactly the pretrained trunk (an addition to the paper).
+        ir_thermal_gate (`bool`): with an IR trunk of its own, IR queries read it only where `AIOThermalGate` says
+            the image is thermal (LWIR), and the shared trunk for near-infrared and grayscale ones.
         osnet_embedding_skip (`bool`): with the osnet tokenizer, add the mean of the query images' OSNet ReID
             embeddings (256-d, zero-padded to `embedding_size`, no parameters) to the [CLS] projection, so that the
             model starts as the pretrained ReID trunk for images and training learns the multimodal residual and
@@ -108,6 +110,7 @@ class AIOConfig(PreTrainedConfig):
     osnet_width: int = 1
     train_image_backbone: bool = False
     osnet_modality_trunks: list[str] | tuple[str, ...] = ()
+    ir_thermal_gate: bool = False
     osnet_embedding_skip: bool = False
     text_embedding_skip: bool = False
     stem_width: int = 64
@@ -151,6 +154,8 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`osnet_modality_trunks` takes 'ir' and/or 'sketch' (RGB uses the shared trunk), got {unknown}.")
         if self.osnet_modality_trunks and self.image_tokenizer != "osnet":
             raise ValueError("`osnet_modality_trunks` needs the osnet image tokenizer.")
+        if self.ir_thermal_gate and "ir" not in self.osnet_modality_trunks:
+            raise ValueError("`ir_thermal_gate` needs an IR trunk of its own ('ir' in `osnet_modality_trunks`).")
         if self.image_tokenizer == "osnet" and self.image_size != (256, 128):
             raise ValueError(f"The osnet image tokenizer takes 256x128 crops, got `image_size` {self.image_size}.")
         if any(side % self.patch_size for side in self.image_size):

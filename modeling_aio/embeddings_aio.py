@@ -93,6 +93,50 @@ class AIOTextTokenizer(nn.Module):
         return self.layer_norm(self.word_embeddings(input_ids) + self.position_embeddings[:, :length])
 
 
+class AIOThermalGate(nn.Module):
+    """Tells a thermal (LWIR) image from a near-infrared or grayscale one, per image, so that an IR query reads the
+    IR trunk (`config.osnet_modality_trunks`, bound on real thermal crops) when it is thermal and the shared trunk
+    (which reads near-infrared well) otherwise; `AIOProcessor` keeps one `ir` modality. A logistic regression over
+    the shared trunk's unit-length embedding of the image and five statistics of its grey pixels (the processor has
+    made every IR image grey; a thermal crop is a smooth, bright or, black-hot, dark body on a plainer scene),
+    fitted, not trained by gradient, by `training.thermal_gate`. Unfitted, it never fires."""
+
+    num_statistics = 5
+
+    def __init__(self, embedding_size: int = 256):
+        super().__init__()
+        size = embedding_size + self.num_statistics
+        self.register_buffer("feature_mean", torch.zeros(size))
+        self.register_buffer("feature_scale", torch.ones(size))
+        self.register_buffer("weight", torch.zeros(size))
+        self.register_buffer("bias", torch.tensor(-30.0))
+
+    @staticmethod
+    def statistics(pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 5): centre-to-border contrast, texture and bright-centre share (each relative to the image's spread),
+        the log of that spread and the mean level, on a 64x32 grey version of the normalised pixels."""
+        grey = F.adaptive_avg_pool2d(pixel_values.float().mean(dim=1, keepdim=True), (64, 32))[:, 0]
+        spread = grey.flatten(1).std(dim=1) + 1e-3
+        level = grey.flatten(1).mean(dim=1)
+        centre = grey[:, 8:58, 8:24]
+        border = torch.cat([grey[:, :, :5], grey[:, :, -5:]], dim=2)
+        contrast = (centre.flatten(1).mean(dim=1) - border.flatten(1).mean(dim=1)).abs() / spread
+        smooth = F.avg_pool2d(grey[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+        texture = (grey - smooth).abs().flatten(1).mean(dim=1) / spread
+        bright = (centre.flatten(1) > (level + spread)[:, None]).float().mean(dim=1)
+        return torch.stack([contrast, texture, bright, spread.log(), level], dim=1)
+
+    @classmethod
+    def features(cls, pixel_values: torch.Tensor, shared_embedding: torch.Tensor) -> torch.Tensor:
+        """(B, embedding_size + 5): what the gate reads, from the pixels and the shared trunk's embedding of them."""
+        return torch.cat([F.normalize(shared_embedding.float(), dim=-1), cls.statistics(pixel_values)], dim=1)
+
+    def forward(self, pixel_values: torch.Tensor, shared_embedding: torch.Tensor) -> torch.Tensor:
+        """(B,) the probability that each image is thermal."""
+        standard = (self.features(pixel_values, shared_embedding) - self.feature_mean) / self.feature_scale
+        return torch.sigmoid(standard @ self.weight + self.bias).to(pixel_values.dtype)
+
+
 class AIOEmbeddings(nn.Module):
     """Builds the one sequence of a query: [CLS] + tokens of each present modality, each tagged with a learnable
     modality embedding (so the frozen encoder can tell a sketch token from an RGB token) and a position."""
@@ -105,8 +149,10 @@ class AIOEmbeddings(nn.Module):
             self.modality_backbones = nn.ModuleDict({m: OSNet(channels=config.osnet_channels)
                                                      for m in config.osnet_modality_trunks})
             self.image_tokenizers = nn.ModuleDict({m: AIOOSNetAdapter(config) for m in IMAGE_MODALITIES})
+            self.thermal_gate = AIOThermalGate(OSNet.embedding_size) if config.ir_thermal_gate else None
         else:
             self.image_backbone = None
+            self.thermal_gate = None
             self.modality_backbones = nn.ModuleDict()
             self.image_tokenizers = nn.ModuleDict({m: AIOConvStemTokenizer(config) for m in IMAGE_MODALITIES})
         self.text_tokenizer = AIOTextTokenizer(config)
@@ -118,6 +164,11 @@ class AIOEmbeddings(nn.Module):
         """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding."""
         if self.image_backbone is not None:
             feature_map, embedding = self.trunk(modality)(pixel_values)
+            if modality == "ir" and self.thermal_gate is not None:  # near-infrared images read the shared trunk
+                shared_map, shared_embedding = self.image_backbone(pixel_values)
+                thermal = self.thermal_gate(pixel_values, shared_embedding)
+                feature_map = torch.lerp(shared_map, feature_map, thermal[:, None, None, None])
+                embedding = torch.lerp(shared_embedding, embedding, thermal[:, None])
             return self.image_tokenizers[modality](feature_map, embedding), embedding
         return self.image_tokenizers[modality](pixel_values), None
 
@@ -166,4 +217,5 @@ class AIOEmbeddings(nn.Module):
         return torch.cat(sequences, dim=1), torch.cat(masks, dim=1), torch.cat(modality_ids)
 
 
-__all__ = ["AIOInstanceBatchNorm", "AIOConvStemTokenizer", "AIOOSNetAdapter", "AIOTextTokenizer", "AIOEmbeddings"]
+__all__ = ["AIOInstanceBatchNorm", "AIOConvStemTokenizer", "AIOOSNetAdapter", "AIOTextTokenizer", "AIOThermalGate",
+           "AIOEmbeddings"]

@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="fit steps, as the shipped text alignment")
     parser.add_argument("--max-identities", type=int, default=4000, help="training recipe, as scripts/train.py")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--text-gallery-split", type=Path, default=None,
+                        help="score on the full-size gallery of this split (splits/text_full_gallery.json)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "outputs" / "dev" / "aio-reid" / "text_scaling.json")
     run(parser.parse_args())
 

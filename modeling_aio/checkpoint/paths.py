@@ -19,5 +19,7 @@ MODEL_CARD: Path = REPO_ROOT / "model_cards" / "aio-reid" / "README.md"
 SPLIT_FILE: Path = REPO_ROOT / "splits" / "dev_split.json"
 #: A whole source (CUHK01) that training leaves out, for the cross-domain RGB protocol.
 CROSS_DOMAIN_SPLIT_FILE: Path = REPO_ROOT / "splits" / "cross_domain_cuhk01.json"
+#: The full-size text -> RGB development protocol: the development captions among every held-out identity's photos.
+TEXT_GALLERY_SPLIT_FILE: Path = REPO_ROOT / "splits" / "text_full_gallery.json"
 #: The `../shared` folder beside the checkout: data and peer weights that never enter the repository.
 SHARED: Path = REPO_ROOT.parent / "shared"

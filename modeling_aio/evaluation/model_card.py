@@ -13,6 +13,8 @@ from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
 TASKS = [  # task file, label in the card, dataset in the model-index
     ("sketch", "sketch → RGB (real hand-drawn sketches, PKU-Sketch, 50 ids, 10 trials)", "PKU-Sketch"),
     ("text", "text → RGB (CUHK-PEDES val, 200 ids)", "CUHK-PEDES"),
+    ("text-full-gallery", "text → RGB, **full-size** gallery (the same captions among 4,976 photos of 1,359 held-out "
+     "ids)", "pooled-text-full-gallery"),
     ("rgb", "RGB → RGB (pooled CUHK-SYSU/Market/CUHK03/CUHK01, 300 ids, leave-one-out)", "pooled"),
     ("ir", "IR → RGB (**synthetic** grayscale IR of the pooled set, source photo removed)", "pooled-synthetic-IR"),
     ("text+sketch", "text + sketch → RGB (CUHK-PEDES; **synthetic** XDoG sketch, source removed)", "CUHK-PEDES"),
@@ -25,6 +27,7 @@ TASKS = [  # task file, label in the card, dataset in the model-index
 ]
 #: What each dataset's development split is, for the model-index.
 SPLITS = {"default": "dev (identities of splits/dev_split.json, never trained on)",
+          "pooled-text-full-gallery": "dev (splits/text_full_gallery.json: identities held out of training)",
           "thermal-pairs": "dev (test frames of splits/thermal_pairs_boxes.csv, never trained on)"}
 #: The frozen-encoder comparison: the same recipe and seed with each encoder, stopped at the same step
 #: (`outputs/dev/<label>/`, written by scripts/dev_eval.sh for the checkpoints listed in the card).
@@ -128,7 +131,16 @@ def fusion_choice(summary: dict) -> str:
 
 def limitations(results: Path, summary: dict) -> list[str]:
     """Limitations that depend on the measured numbers are written from them."""
-    lines = ["* No real infrared training or test data: IR performance on thermal/NIR cameras is unmeasured."]
+    if summary.get("ir_trunk"):
+        ir = summary["ir_trunk"]
+        lines = [f"* Infrared: no real near-infrared data exists here (SYSU-MM01, RegDB, LLCM are not available), so "
+                 "near-infrared is learnt and measured on synthetic views only. Real thermal training data are "
+                 f"{ir['real_train_pairs']} same-moment person pairs from street scenes, and the real-thermal row is "
+                 "same-moment instance matching over 35 pairs (one query is 2.9 Rank-1 points), not thermal ReID "
+                 "across time and cameras."]
+    else:
+        lines = ["* No real infrared training data: the IR path is a near-infrared path, trained and measured on "
+                 "synthetic IR (plus the real-thermal row)."]
     text = load(results, "aio-reid", "text")
     if text is None or text["rank-1"] < 55:
         lines.append("* Text supervision is small (CUHK-PEDES val captions of 800 identities, no other captioned "
@@ -182,11 +194,41 @@ def trunk_line(shape: dict, summary: dict) -> str:
     bound = summary.get("trunk_binding") or {}
     details = "; ".join(f"{m}: {b['steps']} steps on {b['images']} images of {b['identities']} identities, loss "
                         f"{b['first_loss']:.2f} -> {b['last_loss']:.2f}, {b['seconds']} s" for m, b in bound.items())
+    ir = summary.get("ir_trunk")
+    if ir and "ir" in modalities:
+        modalities = [m for m in modalities if m != "ir"]
+        ir_text = "* " + ir_training_text(summary) + "\n"
+        if not modalities:
+            return ir_text + skip_scale_line(summary)
+    else:
+        ir_text = ""
     return (f"* own OSNet trunk for **{', '.join(modalities)}** (an addition to the paper): a copy of the shared trunk, "
             "trained in a first stage (`modeling_aio.training.trunk_binding`) so that each image of its modality (real "
             "sketches; synthetic views for IR) is classified among the training identities' photo embeddings of the "
             "frozen shared trunk, then frozen; the RGB gallery side "
-            f"is untouched{' (' + details + ')' if details else ''};\n" + skip_scale_line(summary))
+            f"is untouched{' (' + details + ')' if details else ''};\n" + ir_text + skip_scale_line(summary))
+
+
+def ir_training_text(summary: dict) -> str:
+    """What the IR path was trained on, from the training summary (its `ir_trunk` entry when an IR trunk ships)."""
+    ir = summary.get("ir_trunk")
+    if not ir:
+        return ("The IR path was trained on synthetic IR only (CAJ channel augmentation, grayscale), never on real "
+                "thermal images: it is a near-infrared path.")
+    synthetic = (f" and synthetic thermal views (`{ir['thermal_style']}` style) of {ir['identities']} training "
+                 "identities' photos" if ir["identities"] and ir["thermal_share"] > 0 else "")
+    gate = ir.get("thermal_gate")
+    gate_text = (" A thermal gate (`AIOThermalGate`, a logistic regression over the shared trunk's embedding and five "
+                 "pixel statistics) sends an IR query to that trunk only when it looks thermal; near-infrared and "
+                 "grayscale queries read the shared trunk as before (on unseen data the gate fired on "
+                 f"{100 * gate['test_thermal_fired']:.1f}% of the held-out real thermal crops and "
+                 f"{100 * gate['grey_photos_fired']:.1f}% of grayscale development photos, whose IR row it lowers "
+                 "that much)." if gate else "")
+    return (f"IR has an OSNet trunk of its own for **thermal** (LWIR) images, bound to the shared trunk's photo "
+            f"embeddings on the {ir['real_train_pairs']} real thermal/visible person pairs of the `train` frames of "
+            f"`splits/thermal_pairs_boxes.csv` (RoadScene and VIFB street scenes){synthetic} "
+            f"(`{ir['script']}`, {ir['steps']} steps, seed {ir['seed']}, {ir['seconds']} s on {ir['hardware']})."
+            f"{gate_text} Near-infrared is still learnt from synthetic views only (CAJ channel augmentation).")
 
 
 def distill_flags(shape: dict, summary: dict) -> str:
@@ -334,14 +376,13 @@ def checkpoint_section(shape: dict, summary: dict) -> str:
 """
 
 
-def results_section(results: Path, table: list[str]) -> str:
+def results_section(results: Path, table: list[str], summary: dict | None = None) -> str:
     return f"""## Development results (identities never trained on)
 
 Rank-1 / mAP in %, from `scripts/dev_eval.sh` (which runs `scripts/evaluate_reid.py`) on the identities of
 `splits/dev_split.json`. Infrared rows use **synthetic** IR (grayscale of RGB photos), except the real-thermal row:
 35 thermal crops of held-out thermal/visible street pairs (`scripts/evaluate_real_thermal.py`), each searched among
-the 35 visible crops. The IR path was trained on synthetic IR only (CAJ channel augmentation, grayscale), never on
-real thermal images: it is a near-infrared path, and on real thermal it is barely above chance. "—": not applicable (the RGB-only peers, the trunk alone and
+the 35 visible crops. {ir_training_text(summary or {})} "—": not applicable (the RGB-only peers, the trunk alone and
 the frozen encoder take no text) or not run.
 
 {chr(10).join(table)}
@@ -379,17 +420,35 @@ def training_section(results: Path, summary: dict) -> str:
 """
 
 
+def trained_trunks(shape: dict, summary: dict) -> list[str]:
+    """The modality trunks of the main training run (an IR trunk bound afterwards is not one of them)."""
+    return [m for m in shape.get("osnet_modality_trunks") or [] if not (m == "ir" and summary.get("ir_trunk"))]
+
+
+def ir_reproduce_lines(summary: dict) -> str:
+    """The commands that bind and ship the IR trunk (and gate) after the main run, from its summary."""
+    ir = summary.get("ir_trunk")
+    if not ir:
+        return ""
+    options = (f"--steps {ir['steps']} --identities {ir['identities']} --thermal-share {ir['thermal_share']} "
+               f"--thermal-style {ir['thermal_style']} --learning-rate {ir['learning_rate']} --seed {ir['seed']}"
+               f"{' --anchor-weight ' + str(ir['anchor_weight']) if ir.get('anchor_weight') else ''}"
+               f"{' --thermal-gate' if ir.get('thermal_gate') else ''}")
+    return (f"python scripts/experiment_thermal_binding.py --checkpoint aio-reid --out runs/ir {options}\n"
+            "python scripts/experiment_thermal_binding.py --out runs/ir --ship && python scripts/build_checkpoint.py\n")
+
+
 def reproduce_section(shape: dict, summary: dict) -> str:
     return f"""## Reproduce
 
 ```bash
 make demo                                                      # environment + checkpoint from weights/
 python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
-python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(shape['osnet_modality_trunks']) + ' ') if shape.get('osnet_modality_trunks') else ''}{('--osnet-width ' + str(shape['osnet_width']) + ' ') if shape.get('osnet_width', 1) > 1 else ''}--trained none
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(trained_trunks(shape, summary)) + ' ') if trained_trunks(shape, summary) else ''}{('--osnet-width ' + str(shape['osnet_width']) + ' ') if shape.get('osnet_width', 1) > 1 else ''}--trained none
 python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
 {'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
-# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
+{ir_reproduce_lines(summary)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
 python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
 python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --max-steps 1000 --stop-after 300 ...  # same flags as above
 python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors
@@ -418,7 +477,7 @@ def write_model_card(results: Path, out: Path = MODEL_CARD) -> Path:
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     shape_file = WEIGHTS_DIR / "aio-reid-trainable.json"
     shape = json.loads(shape_file.read_text()) if shape_file.exists() else {}
-    card = (front_matter(results) + checkpoint_section(shape, summary) + results_section(results, results_table(results))
+    card = (front_matter(results) + checkpoint_section(shape, summary) + results_section(results, results_table(results), summary)
             + training_section(results, summary) + reproduce_section(shape, summary))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(card)
@@ -464,5 +523,5 @@ def update_readme_results(readme: Path, card: Path = MODEL_CARD) -> None:
     readme.write_text(before + start + "\n" + "\n".join(readme_results(card.read_text())) + "\n" + end + after)
 
 
-__all__ = ["write_model_card", "readme_results", "update_readme_results", "results_table", "limitations", "distill_flags", "distillation_line", "trunk_line",
+__all__ = ["ir_training_text", "ir_reproduce_lines", "trained_trunks", "write_model_card", "readme_results", "update_readme_results", "results_table", "limitations", "distill_flags", "distillation_line", "trunk_line",
            "osnet_width_note", "skip_scale_line", "sketch_gallery", "goals", "model_index", "TASKS", "COMPARED"]

@@ -112,7 +112,8 @@ def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str,
         return _cross_camera(embedder, rows, split, modalities)
     if name == "llcm":
         return _llcm(args, embedder, rows)
-    return _rgb_gallery_task(args, embedder, rows, modalities)
+    text_queries = set(split["text_query_person_ids"]) if split and "text_query_person_ids" in split else None
+    return _rgb_gallery_task(args, embedder, rows, modalities, text_queries)
 
 
 class _Rows:
@@ -206,9 +207,11 @@ def _leave_one_out_rgb(gallery: np.ndarray, gallery_ids: np.ndarray, gallery_cam
     return evaluation_metrics.rank_metrics(sim, gallery_ids, gallery_ids, invalid)
 
 
-def _rgb_gallery_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows, modalities: list[str]
-                      ) -> tuple[str, dict]:
-    """Datasets whose gallery is every RGB image: PKU-Sketch, the caption datasets, the pooled and two-camera sets."""
+def _rgb_gallery_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows, modalities: list[str],
+                      text_queries: set[str] | None = None) -> tuple[str, dict]:
+    """Datasets whose gallery is every RGB image: PKU-Sketch, the caption datasets, the pooled and two-camera sets.
+    `text_queries`: the identities whose captions are text queries (default: every captioned photo's); the others'
+    photos are distractors (the full-size text protocol, `splits/text_full_gallery.json`)."""
     name, ids, mod = rows.name, rows.ids, rows.modality
     label = "+".join(modalities) + "->rgb"
     rgb_rows = np.flatnonzero(mod == "rgb")
@@ -224,7 +227,8 @@ def _rgb_gallery_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows,
         return label, evaluation_metrics.compute_reid_metrics(ids[sketch_rows], gallery_ids, sketches, gallery,
                                                               remove_same_camera=False)
     if modalities == ["text"] and not args.exclude_anchor:
-        captions = [(caption, ids[row]) for row in rgb_rows for caption in rows.captions[row]]
+        captions = [(caption, ids[row]) for row in rgb_rows for caption in rows.captions[row]
+                    if text_queries is None or ids[row] in text_queries]
         if not captions:
             raise SystemExit(f"error: {name} has no captions for a text query.")
         texts = embedder.embed({"text": [c for c, _ in captions]}, f"{name}-text")

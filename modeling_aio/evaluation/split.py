@@ -59,4 +59,25 @@ def make_cross_domain_split(data_root: Path, source: str = "cuhk01") -> dict:
             "person_ids": people}
 
 
-__all__ = ["make_split", "make_cross_domain_split", "DESCRIPTION", "CROSS_DOMAIN_DESCRIPTION"]
+TEXT_GALLERY_DESCRIPTION = (
+    "Full-size text -> RGB development protocol: every caption of the CUHK-PEDES development identities "
+    "(`text_query_person_ids`, the `cuhk_pedes_test_pedes_ids` of splits/dev_split.json) searched among every photo "
+    "of `person_ids`: those identities plus every other identity that training leaves out (the pooled development "
+    "ids and the cross-domain source), as distractors.")
+
+
+def make_text_gallery_split(data_root: Path, development: dict, cross_domain: dict) -> dict:
+    """The full-size text protocol's identities (pooled `person_id`s of `CUHK-PEDES/index.csv`): the queries' people
+    and a gallery of every identity held out of training by `development` and `cross_domain`, with its photo count."""
+    with open(data_root / "CUHK-PEDES" / "index.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    pedes = {str(i) for i in development["cuhk_pedes_test_pedes_ids"]}
+    queries = sorted({r["person_id"] for r in rows if r["pedes_id"] in pedes})
+    gallery = sorted(set(queries) | set(development["pooled_test_person_ids"]) | set(cross_domain["person_ids"]))
+    held = set(gallery)
+    return {"description": TEXT_GALLERY_DESCRIPTION, "gallery_photos": sum(r["person_id"] in held for r in rows),
+            "text_query_person_ids": queries, "person_ids": gallery}
+
+
+__all__ = ["make_split", "make_cross_domain_split", "make_text_gallery_split", "DESCRIPTION", "CROSS_DOMAIN_DESCRIPTION",
+           "TEXT_GALLERY_DESCRIPTION"]

@@ -217,41 +217,48 @@ def synthesis_fidelity(root: Path, boxes: list[PersonBox], synthesize, size: tup
             "std_gap": float(np.mean(std_gaps)), "pairs": len(boxes)}
 
 
-def real_vs_synthetic_sheet(root: Path, boxes: list[PersonBox], synthesize, out: Path, count: int = 12) -> Path:
-    """A picture: for `count` pairs, the visible crop, the real thermal crop and the synthetic view of the visible
-    one, side by side (96x192 each)."""
+def real_vs_synthetic_sheet(root: Path, boxes: list[PersonBox], syntheses: dict, out: Path, count: int = 12,
+                            per_row: int = 3) -> Path:
+    """A picture: for `count` pairs, `per_row` to a row, the visible crop, the real thermal crop and each synthetic
+    view of the visible one (`syntheses`: label -> synthesize(visible_crop, seed)), side by side (96x192 each)."""
     from PIL import ImageDraw
 
     width, height = 96, 192
-    sheet = Image.new("RGB", (count * (3 * width + 12), height + 18), "white")
+    columns = 2 + len(syntheses)
+    rows = -(-min(count, len(boxes)) // per_row)
+    sheet = Image.new("RGB", (per_row * (columns * width + 12), rows * (height + 18)), "white")
     draw = ImageDraw.Draw(sheet)
-    for column, box in enumerate(boxes[:count]):
+    for number, box in enumerate(boxes[:count]):
         visible, thermal = cut_pair(root, box)
-        left = column * (3 * width + 12)
-        for offset, (image, label) in enumerate(((visible, "visible"), (thermal, "real LWIR"),
-                                                  (synthesize(visible, column), "synthetic"))):
-            sheet.paste(image.convert("RGB").resize((width, height)), (left + offset * width, 18))
-            draw.text((left + offset * width + 2, 3), label, fill="black")
+        column, top = number % per_row, (number // per_row) * (height + 18)
+        left = column * (columns * width + 12)
+        views = [(visible, "visible"), (thermal, "real LWIR")]
+        views += [(synthesize(visible, number), label) for label, synthesize in syntheses.items()]
+        for offset, (image, label) in enumerate(views):
+            sheet.paste(image.convert("RGB").resize((width, height)), (left + offset * width, top + 18))
+            draw.text((left + offset * width + 2, top + 3), label, fill="black")
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
 
 
 def compare_syntheses(root: Path, out: Path) -> dict[str, dict]:
-    """`synthesis_fidelity` of grayscale, CAJ and thermal synthesis on the train-frame pairs, printed, and the
-    real-vs-synthetic picture of the thermal one written to `out`."""
-    from processing_aio.synthesis import channel_augment_ir, grayscale_ir, thermal_ir
+    """`synthesis_fidelity` of grayscale, CAJ and thermal synthesis (each of `THERMAL_STYLES`, white-hot) on the
+    train-frame pairs, printed, and the real-vs-synthetic picture of the thermal ones written to `out`."""
+    from processing_aio.synthesis import THERMAL_STYLES, channel_augment_ir, grayscale_ir, thermal_ir
 
     boxes = read_boxes(BOXES_FILE, split="train")
     syntheses = {"grayscale (evaluation IR)": lambda image, seed: grayscale_ir(image),
                  "CAJ channel augmentation": lambda image, seed: channel_augment_ir(image, seed),
-                 "thermal_ir, white-hot": lambda image, seed: thermal_ir(image, seed, black_hot=0.0)}
+                 **{f"thermal_ir, {style}": (lambda image, seed, style=style: thermal_ir(
+                     image, seed, black_hot=0.0, **THERMAL_STYLES[style])) for style in THERMAL_STYLES}}
     results = {name: synthesis_fidelity(root, boxes, synthesize) for name, synthesize in syntheses.items()}
     print(f"synthetic IR of the visible crop against the real thermal crop, {len(boxes)} train-frame pairs")
     for name, figures in results.items():
         print(f"  {name:28s} correlation {figures['correlation']:+.3f}  mean gap {figures['mean_gap']:5.1f}  "
               f"std gap {figures['std_gap']:5.1f}")
-    print(f"wrote {real_vs_synthetic_sheet(root, boxes, syntheses['thermal_ir, white-hot'], out)}")
+    thermal = {f"{style} style": syntheses[f"thermal_ir, {style}"] for style in THERMAL_STYLES}
+    print(f"wrote {real_vs_synthetic_sheet(root, boxes, thermal, out)}")
     return results
 
 

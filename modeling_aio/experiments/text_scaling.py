@@ -40,18 +40,49 @@ def dev_caption_items(split_file: Path, root: Path) -> list[TrainingItem]:
             if modality == "rgb" and captions]
 
 
+def distractor_photos(text_gallery_split: Path, data: Path) -> list[Path]:
+    """The photos of the full-size text protocol's distractor identities (`splits/text_full_gallery.json`: its
+    `person_ids` that are not `text_query_person_ids`), from `CUHK-PEDES/index.csv` under `data`."""
+    import csv
+
+    split = json.loads(text_gallery_split.read_text())
+    distractors = set(split["person_ids"]) - set(split["text_query_person_ids"])
+    with open(data / "CUHK-PEDES" / "index.csv", newline="") as handle:
+        return [data / "CUHK-PEDES" / row["image"] for row in csv.DictReader(handle) if row["person_id"] in distractors]
+
+
 @torch.no_grad()
-def text_rank_metrics(model, cache: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Rank-1 / mAP of every cached caption against every cached photo (no photo removed: the text protocol)."""
+def rgb_embeddings(model, processor, photos: list[Path], batch_size: int = 64) -> torch.Tensor:
+    """(N, D) gallery embeddings of `photos`, as `aio-reid index` stores them."""
+    from PIL import Image
+
+    chunks = []
+    for start in range(0, len(photos), batch_size):
+        pixels = processor(rgb=[Image.open(p).convert("RGB") for p in photos[start:start + batch_size]],
+                           return_tensors="pt")["pixel_values_rgb"]
+        chunks.append(model.get_features(pixel_values_rgb=pixels))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def text_rank_metrics(model, cache: dict[str, torch.Tensor],
+                      distractors: torch.Tensor | None = None) -> dict[str, float]:
+    """Rank-1 / mAP of every cached caption against every cached photo (no photo removed: the text protocol), and
+    the `distractors` (gallery embeddings of other people) when given: the full-size protocol."""
     queries = F.normalize(cached_query_features(model, cache, "text", torch.arange(len(cache["labels"]))), dim=-1)
     photo_labels = photo_labels_of(cache)
-    metrics = text_to_image_protocol(queries.numpy(), cache["rgb"].numpy(), cache["labels"].numpy(),
+    gallery = cache["rgb"]
+    if distractors is not None:
+        gallery = torch.cat([gallery, distractors])
+        photo_labels = torch.cat([photo_labels, -1 - torch.arange(len(distractors))])
+    metrics = text_to_image_protocol(queries.numpy(), gallery.numpy(), cache["labels"].numpy(),
                                                 photo_labels.numpy())
     return {"rank-1": round(float(metrics["rank-1"]), 2), "mAP": round(float(metrics["mAP"]), 2)}
 
 
 def learning_curve(model, train_cache: dict[str, torch.Tensor], dev_cache: dict[str, torch.Tensor],
-                   sizes: list[int], trials: int, steps: int, seed: int) -> list[dict[str, float]]:
+                   sizes: list[int], trials: int, steps: int, seed: int,
+                   distractors: torch.Tensor | None = None) -> list[dict[str, float]]:
     """Per size N (and per trial: another draw of N identities; one trial when N is every identity): a fresh text
     skip fitted on the captions of N training identities, scored on the development captions. Restores the
     checkpoint's own text skip afterwards."""
@@ -70,7 +101,7 @@ def learning_curve(model, train_cache: dict[str, torch.Tensor], dev_cache: dict[
                 model.text_skip.reset_parameters()
                 fit_text_skip(model, train_cache, ("text",), rows, steps=steps, seed=seed + trial)
                 points.append({"identities": size, "captions": len(rows), "trial": trial,
-                               **text_rank_metrics(model, dev_cache)})
+                               **text_rank_metrics(model, dev_cache, distractors)})
                 print(f"  {size:5d} identities ({len(rows):5d} captions), trial {trial}: "
                       f"Rank-1 {points[-1]['rank-1']:.2f}  mAP {points[-1]['mAP']:.2f}", flush=True)
     finally:  # the checkpoint's own skip comes back even if a fit fails
@@ -105,15 +136,21 @@ def run(args: argparse.Namespace) -> dict:
           "photos", flush=True)
     train_cache = alignment_features(model, processor, train_items)
     dev_cache = alignment_features(model, processor, dev_items)
-    checkpoint = text_rank_metrics(model, dev_cache)
+    distractors = None
+    if args.text_gallery_split is not None:
+        photos = distractor_photos(args.text_gallery_split, args.data)
+        print(f"embedding {len(photos)} distractor photos ({args.text_gallery_split.name})", flush=True)
+        distractors = rgb_embeddings(model, processor, photos)
+    checkpoint = text_rank_metrics(model, dev_cache, distractors)
     print(f"the checkpoint's own text skip: Rank-1 {checkpoint['rank-1']:.2f}  mAP {checkpoint['mAP']:.2f}")
     every = len(set(train_cache["labels"].tolist()))
     sizes = sorted({s for s in args.sizes if s < every} | {every})
-    points = learning_curve(model, train_cache, dev_cache, sizes, args.trials, args.steps, args.seed)
+    points = learning_curve(model, train_cache, dev_cache, sizes, args.trials, args.steps, args.seed, distractors)
     slope = rank1_per_doubling(points)
     result = {"model": str(args.model), "split_file": str(args.split_file), "development_captions":
               len(dev_cache["labels"]), "development_photos": len(dev_cache["rgb"]),
               "development_identities": len({item.label for item in dev_items}), "steps": args.steps,
+              "distractor_photos": 0 if distractors is None else len(distractors),
               "seed": args.seed, "checkpoint_text_skip": checkpoint, "points": points,
               "rank1_per_doubling": None if slope is None else round(slope, 2),
               "seconds": round(time.time() - started)}
@@ -129,4 +166,4 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-__all__ = ["dev_caption_items", "text_rank_metrics", "learning_curve", "rank1_per_doubling", "run"]
+__all__ = ["dev_caption_items", "distractor_photos", "rgb_embeddings", "text_rank_metrics", "learning_curve", "rank1_per_doubling", "run"]

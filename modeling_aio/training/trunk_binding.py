@@ -18,6 +18,7 @@ The trunk's BatchNorm statistics stay frozen (they start as the shared trunk's; 
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,29 +51,47 @@ class TrunkBindingOutput(ModelOutput):
 
 class TrunkBindingModel(nn.Module):
     """A trainable OSNet trunk and the fixed (L, 256) unit-length photo prototypes of L training identities: the
-    loss is cross-entropy of each image's cosine similarities to the prototypes over `temperature`."""
+    loss is cross-entropy of each image's cosine similarities to the prototypes over `temperature`.
 
-    def __init__(self, trunk: OSNet, prototypes: torch.Tensor, temperature: float = 0.05):
+    With a frozen `reference` trunk, the rows marked `anchored` also pay `anchor_weight` times
+    `trunk_anchor_loss`: there the trunk must read the image as the reference does (learning without forgetting),
+    so a trunk taught a new kind of image (thermal) keeps what the shared trunk does on the old kind (near-infrared)."""
+
+    def __init__(self, trunk: OSNet, prototypes: torch.Tensor, temperature: float = 0.05,
+                 reference: OSNet | None = None, anchor_weight: float = 1.0):
         super().__init__()
         if prototypes.ndim != 2:
             raise ValueError(f"`prototypes` must be (identities, dim), got shape {tuple(prototypes.shape)}.")
         self.trunk = trunk
         self.register_buffer("prototypes", F.normalize(prototypes.float(), dim=-1), persistent=False)
         self.temperature = temperature
+        self.reference, self.anchor_weight = reference, anchor_weight
+        if reference is not None:
+            reference.requires_grad_(False)
 
     def train(self, mode: bool = True) -> TrunkBindingModel:
         super().train(mode)
         freeze_batchnorm(self.trunk)
+        if self.reference is not None:
+            self.reference.eval()
         return self
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> TrunkBindingOutput:
-        embeds = F.normalize(self.trunk(pixel_values)[1], dim=-1)
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
+                anchored: torch.Tensor | None = None) -> TrunkBindingOutput:
+        feature_map, embedding = self.trunk(pixel_values)
+        embeds = F.normalize(embedding, dim=-1)
         logits = embeds @ self.prototypes.T / self.temperature
         loss = None
         if labels is not None:
             if labels.shape[0] != pixel_values.shape[0]:
                 raise ValueError(f"`labels` has {labels.shape[0]} rows for {pixel_values.shape[0]} images.")
             loss = prototype_cross_entropy(logits, labels)
+            if self.reference is not None and anchored is not None and anchored.any():
+                rows = anchored.bool()
+                with torch.no_grad():
+                    reference_map, reference_embedding = self.reference(pixel_values[rows])
+                loss = loss + self.anchor_weight * trunk_anchor_loss(
+                    feature_map[rows], embedding[rows], reference_map, reference_embedding)
         return TrunkBindingOutput(loss=loss, logits=logits, embeds=embeds)
 
 
@@ -86,31 +105,59 @@ def augment_view(image: Image.Image, rng: random.Random, fill: tuple[int, int, i
     return image.crop((left, top, left + crop_w, top + crop_h)).rotate(rng.uniform(-8, 8), fillcolor=fill)
 
 
+def trunk_anchor_loss(feature_map: torch.Tensor, embedding: torch.Tensor, reference_map: torch.Tensor,
+                      reference_embedding: torch.Tensor) -> torch.Tensor:
+    """How far a trunk reads images differently from a reference trunk: the feature maps' squared error relative to
+    the reference's mean square, plus one minus the embeddings' mean cosine. Zero when the two trunks agree."""
+    relative_error = F.mse_loss(feature_map, reference_map) / reference_map.pow(2).mean().clamp_min(1e-8)
+    return relative_error + 1 - F.cosine_similarity(embedding, reference_embedding, dim=-1).mean()
+
+
 class TrunkBindingCollator:
     """Examples `{"image": path, "labels": int, "synthesize": bool}` -> `pixel_values` of `modality` and `labels`.
-    `synthesize` marks photos whose view of the modality is made here (CAJ IR); each call draws its own seeded
-    augmentations, so a run is repeatable from its seed."""
+    `synthesize` marks photos whose view of the modality is made here: for IR, thermal (`synthesis.thermal_ir`)
+    with probability `thermal_share` (in `synthesis.THERMAL_STYLES[thermal_style]`), else CAJ near-infrared.
+    With `anchor_near_infrared` the batch also carries
+    `anchored`, true for the CAJ views (`TrunkBindingModel` keeps the trunk's reading of those). Each call draws
+    its own seeded augmentations, so a run is repeatable from its seed."""
 
-    def __init__(self, image_processor, modality: str, seed: int = 0, thermal_share: float = 0.0):
+    def __init__(self, image_processor, modality: str, seed: int = 0, thermal_share: float = 0.0,
+                 anchor_near_infrared: bool = False, thermal_style: str = "prior"):
         if modality not in ("ir", "sketch"):
             raise ValueError(f"`modality` must be 'ir' or 'sketch', got {modality!r}.")
+        if anchor_near_infrared and modality != "ir":
+            raise ValueError(f"`anchor_near_infrared` needs modality 'ir', got {modality!r}.")
         self.image_processor, self.modality, self.seed, self.calls = image_processor, modality, seed, 0
         self.thermal_share = thermal_share  # IR: the share of synthetic views that are thermal rather than CAJ
+        from processing_aio.synthesis import THERMAL_STYLES
+
+        if thermal_style not in THERMAL_STYLES:
+            raise ValueError(f"`thermal_style` must be one of {sorted(THERMAL_STYLES)}, got {thermal_style!r}.")
+        self.anchor_near_infrared, self.thermal_style = anchor_near_infrared, THERMAL_STYLES[thermal_style]
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from processing_aio.synthesis import synthetic_view
+        from processing_aio.synthesis import channel_augment_ir, thermal_ir, xdog_sketch
 
         rng = random.Random(self.seed * 1_000_003 + self.calls)
         self.calls += 1
-        images = []
+        images, anchored = [], []
         for example in examples:
             image = Image.open(example["image"]).convert("RGB")
-            if example.get("synthesize"):
-                image = synthetic_view(image, self.modality, rng, self.thermal_share)
+            near_infrared = False
+            if example.get("synthesize") and self.modality == "sketch":
+                image = xdog_sketch(image)
+            elif example.get("synthesize"):
+                thermal = self.thermal_share > 0 and rng.random() < self.thermal_share
+                image = thermal_ir(image, rng, **self.thermal_style) if thermal else channel_augment_ir(image, rng)
+                near_infrared = not thermal
             fill = (255, 255, 255) if self.modality == "sketch" else (0, 0, 0)
             images.append(augment_view(image, rng, fill))
+            anchored.append(near_infrared)
         pixels = self.image_processor(images, modality=self.modality, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixels, "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
+        batch = {"pixel_values": pixels, "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
+        if self.anchor_near_infrared:
+            batch["anchored"] = torch.tensor(anchored)
+        return batch
 
 
 @torch.no_grad()
@@ -151,12 +198,16 @@ def binding_examples(items, modality: str) -> tuple[list[dict[str, Any]], list[l
 def bind_modality_trunk(aio_model, image_processor, modality: str, examples: list[dict[str, Any]],
                         photos: list[list[str | Path]], output_dir: str | Path, steps: int, learning_rate: float = 1e-4,
                         batch_size: int = 32, seed: int = 42, temperature: float = 0.05,
-                        thermal_share: float = 0.0) -> list[dict[str, float]]:
+                        thermal_share: float = 0.0, anchor_weight: float = 0.0,
+                        thermal_style: str = "prior") -> list[dict[str, float]]:
     """Trains `aio_model.embeddings.modality_backbones[modality]` in place with `Trainer` (on its device, then back
     where it was) and returns its loss log.
 
     examples: `{"image", "labels", "synthesize"}` dicts, labels indexing `photos` (the photo paths per identity).
-    thermal_share: for IR, the share of synthetic views rendered as thermal (`synthesis.thermal_ir`) instead of CAJ."""
+    thermal_share: for IR, the share of synthetic views rendered as thermal (`synthesis.thermal_ir`) instead of CAJ.
+    anchor_weight: for IR, > 0 keeps the trunk reading the CAJ (near-infrared) views as the shared trunk does, with
+    this weight on `trunk_anchor_loss`.
+    thermal_style: the thermal views' look, a key of `synthesis.THERMAL_STYLES`."""
     backbones = aio_model.embeddings.modality_backbones
     if modality not in backbones:
         raise ValueError(f"The model has no trunk of its own for {modality!r} (config.osnet_modality_trunks = "
@@ -166,11 +217,17 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
     bad = sorted({e["labels"] for e in examples if not 0 <= e["labels"] < len(photos)})
     if bad:
         raise ValueError(f"`examples` labels {bad[:5]} have no photos (there are {len(photos)} identities).")
-    prototypes = photo_prototypes(aio_model.embeddings.image_backbone, image_processor, photos)
+    if anchor_weight < 0:
+        raise ValueError(f"`anchor_weight` must be >= 0, got {anchor_weight}.")
+    shared = aio_model.embeddings.image_backbone
+    prototypes = photo_prototypes(shared, image_processor, photos)
     trunk = backbones[modality]
+    reference = copy.deepcopy(shared).eval() if anchor_weight > 0 else None
     return train_trunk_in_place(
-        trunk, TrunkBindingModel(trunk, prototypes, temperature), examples,
-        TrunkBindingCollator(image_processor, modality, seed, thermal_share), output_dir, steps, batch_size, seed,
+        trunk, TrunkBindingModel(trunk, prototypes, temperature, reference, anchor_weight), examples,
+        TrunkBindingCollator(image_processor, modality, seed, thermal_share, anchor_near_infrared=reference is not None,
+                             thermal_style=thermal_style),
+        output_dir, steps, batch_size, seed,
         learning_rate=learning_rate, weight_decay=5e-4, lr_scheduler_type="constant", warmup_steps=0)
 
 
@@ -201,5 +258,5 @@ def train_trunk_in_place(trunk: OSNet, loss_model: nn.Module, examples: list[dic
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
 
 
-__all__ = ["TrunkBindingModel", "TrunkBindingCollator", "TrunkBindingOutput", "photo_prototypes",
+__all__ = ["TrunkBindingModel", "TrunkBindingCollator", "TrunkBindingOutput", "photo_prototypes", "trunk_anchor_loss",
            "bind_modality_trunk", "binding_examples", "augment_view", "freeze_batchnorm", "train_trunk_in_place"]

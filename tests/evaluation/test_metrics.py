@@ -245,3 +245,54 @@ def test_cross_domain_protocol_searches_one_camera_among_the_other(tmp_path):
     label, metrics = evaluate_dataset(args, PersonEmbedder())
     assert "cross-domain (cuhk01 held out of training, camera c1 -> c2)" in label
     assert metrics["rank-1"] == 100.0 and metrics["num_valid_queries"] == 4
+
+
+def test_full_size_text_protocol_queries_only_the_dev_captions_among_every_held_out_photo(tmp_path):
+    """splits/text_full_gallery.json: captions of `text_query_person_ids` only, searched among the photos of all
+    `person_ids` (the others are distractors, their captions unused); the split builder takes the development
+    caption ids, the pooled development ids and the held-out source."""
+    import argparse
+    import csv
+    import json
+
+    from modeling_aio.evaluation.runner import evaluate_dataset
+    from modeling_aio.evaluation.split import make_text_gallery_split
+
+    from conftest import random_image
+
+    rows = []
+    for person in range(6):
+        image = f"imgs/CUHK01/{person:04d}.jpg"
+        (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+        random_image(person, (20, 40)).save(tmp_path / image)
+        rows.append({"image": image, "source": "cuhk01", "person_id": f"cuhk01:{person:04d}", "camera": "c1",
+                     "pedes_split": "val", "pedes_id": str(100 + person),
+                     "captions": json.dumps([f"person {person} in a coat", f"person {person} walking"])})
+    data = tmp_path / "data"
+    (data / "CUHK-PEDES").mkdir(parents=True)
+    for folder in (tmp_path, data / "CUHK-PEDES"):
+        with open(folder / "index.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    split = make_text_gallery_split(data, {"cuhk_pedes_test_pedes_ids": [100, 101],
+                                           "pooled_test_person_ids": ["cuhk01:0002"]},
+                                    {"person_ids": ["cuhk01:0003", "cuhk01:0004"]})
+    assert split["text_query_person_ids"] == ["cuhk01:0000", "cuhk01:0001"]
+    assert split["person_ids"] == [f"cuhk01:{p:04d}" for p in range(5)] and split["gallery_photos"] == 5
+    (tmp_path / "text.json").write_text(json.dumps(split))
+    embedded = {}
+
+    class PersonEmbedder:  # photos and captions of a person share one direction: a perfect model
+        def embed(self, query, key):
+            (modality, items), = query.items()
+            embedded[modality] = list(items)
+            people = [int(str(x).split("/")[-1][:4]) if modality == "rgb" else int(x.split()[1]) for x in items]
+            return np.stack([np.eye(8)[p] for p in people]).astype(np.float32)
+
+    args = argparse.Namespace(dataset="pooled", root=tmp_path, split_file=tmp_path / "text.json",
+                              query_modalities="text", exclude_anchor=False, trials=1, direction=None, sysu_mode="all")
+    label, metrics = evaluate_dataset(args, PersonEmbedder())
+    assert label == "text->rgb" and metrics["rank-1"] == 100.0
+    assert len(embedded["rgb"]) == 5 and len(embedded["text"]) == 4
+    assert all(caption.split()[1] in ("0", "1") for caption in embedded["text"])

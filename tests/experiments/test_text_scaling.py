@@ -58,3 +58,18 @@ def test_rank1_per_doubling_is_the_slope_over_log2_identities():
               for n in (50, 100, 400) for trial in (0, 1)]
     assert text_scaling.rank1_per_doubling(points) == pytest.approx(3.0)
     assert text_scaling.rank1_per_doubling(points[:2]) is None
+
+
+def test_distractors_join_the_gallery_as_other_people(text_model, processor, captioned_items):
+    """The full-size variant: distractor photos (gallery embeddings of other people) can only lower the ranks; copies
+    of the development photos as distractors make every caption's first match a tie at best."""
+    dev_cache = alignment_features(text_model, processor, captioned_items[12:])
+    alone = text_scaling.text_rank_metrics(text_model, dev_cache)
+    assert text_scaling.text_rank_metrics(text_model, dev_cache, None) == alone
+    copies = text_scaling.text_rank_metrics(text_model, dev_cache, dev_cache["rgb"].clone() * 1.001)
+    assert copies["rank-1"] <= alone["rank-1"] and copies["mAP"] < alone["mAP"]
+    photos = [item.image for item in captioned_items[:3]]
+    embedded = text_scaling.rgb_embeddings(text_model, processor, photos, batch_size=2)
+    with torch.no_grad():
+        expected = text_model.get_features(**processor(rgb=photos, return_tensors="pt"))
+    torch.testing.assert_close(embedded, expected, atol=1e-5, rtol=1e-4)

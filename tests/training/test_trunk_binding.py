@@ -20,6 +20,7 @@ from modeling_aio.training.data import TrainingItem, hold_out_identities, hold_o
 from modeling_aio.training.trainer import set_trainable, trainable_state_dict
 from modeling_aio.training.trunk_binding import (
     TrunkBindingCollator, TrunkBindingModel, bind_modality_trunk, binding_examples, photo_prototypes,
+    trunk_anchor_loss,
 )
 from processing_aio import AIOImageProcessor, AIOProcessor
 
@@ -143,6 +144,48 @@ def test_binding_lowers_the_loss_and_moves_only_that_trunk(sketch_items, tmp_pat
         bind_modality_trunk(model, processor, "ir", examples, photos, tmp_path / "ir", steps=1)
     with pytest.raises(ValueError, match="no photos"):
         bind_modality_trunk(model, processor, "sketch", [{**examples[0], "labels": 7}], photos, tmp_path / "x", steps=1)
+
+
+def test_anchor_loss_is_zero_only_where_the_trunks_agree():
+    feature_map, embedding = torch.randn(2, 8, 4, 2), torch.randn(2, 16)
+    assert trunk_anchor_loss(feature_map, embedding, feature_map, embedding).abs().item() < 1e-6
+    assert trunk_anchor_loss(feature_map + 0.5, embedding, feature_map, embedding).item() > 0.1
+    assert trunk_anchor_loss(feature_map, -embedding, feature_map, embedding).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("thermal_share, expected", [(0.0, True), (1.0, False)])
+def test_collator_marks_the_near_infrared_views_it_anchors(sketch_items, thermal_share, expected):
+    examples, _ = binding_examples(sketch_items, "ir")
+    real = {**examples[0], "synthesize": False}
+    batch = TrunkBindingCollator(AIOImageProcessor(), "ir", seed=1, thermal_share=thermal_share,
+                                 anchor_near_infrared=True)(examples + [real])
+    assert batch["anchored"].tolist() == [expected] * len(examples) + [False]
+    assert "anchored" not in TrunkBindingCollator(AIOImageProcessor(), "ir", seed=1)(examples)
+    with pytest.raises(ValueError, match="anchor_near_infrared"):
+        TrunkBindingCollator(AIOImageProcessor(), "sketch", anchor_near_infrared=True)
+    with pytest.raises(ValueError, match="thermal_style"):
+        TrunkBindingCollator(AIOImageProcessor(), "ir", thermal_style="lwir")
+
+
+def test_anchored_binding_keeps_the_near_infrared_reading_closer_to_the_shared_trunk(sketch_items, tmp_path):
+    from processing_aio.synthesis import channel_augment_ir
+
+    processor = AIOImageProcessor()
+    examples, photos = binding_examples(sketch_items, "ir")
+    views = [channel_augment_ir(Image.open(e["image"]).convert("RGB"), 5) for e in examples]
+    pixels = processor(views, modality="ir")["pixel_values"]
+    drift = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        model = with_shipped_trunks(AIOModel(osnet_config(osnet_modality_trunks=["ir", "sketch"])))
+        bind_modality_trunk(model, processor, "ir", examples, photos, tmp_path / f"bind-{weight}", steps=8,
+                            learning_rate=1e-3, batch_size=6, seed=0, thermal_share=0.5, anchor_weight=weight)
+        with torch.no_grad():
+            drift[weight] = trunk_anchor_loss(*model.embeddings.modality_backbones["ir"](pixels),
+                                              *model.embeddings.image_backbone(pixels)).item()
+    assert drift[10.0] < drift[0.0]
+    with pytest.raises(ValueError, match="anchor_weight"):
+        bind_modality_trunk(model, processor, "ir", examples, photos, tmp_path / "bad", steps=1, anchor_weight=-1)
 
 
 def test_the_bound_trunk_stays_frozen_in_training_and_is_exported():

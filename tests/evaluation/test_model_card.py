@@ -1,0 +1,30 @@
+"""The model card's infrared text (modeling_aio.evaluation.model_card): written from the training summary, so the
+card says what IR was and was not trained on and how to rebuild the IR trunk."""
+
+from __future__ import annotations
+
+from modeling_aio.evaluation.model_card import ir_reproduce_lines, ir_training_text, limitations, trained_trunks
+
+IR_TRUNK = {"script": "scripts/experiment_thermal_binding.py", "steps": 150, "identities": 0, "real_train_pairs": 37,
+            "thermal_share": 0.5, "thermal_style": "prior", "anchor_weight": 0.0, "learning_rate": 1e-4, "seed": 0,
+            "loss": [3.4, 0.01], "seconds": 250, "hardware": "2 CPU threads",
+            "thermal_gate": {"fit_accuracy": 0.99, "test_thermal_fired": 0.943, "grey_photos_fired": 0.033}}
+
+
+def test_without_an_ir_trunk_the_card_calls_ir_a_near_infrared_path(tmp_path):
+    assert "never on real thermal" in ir_training_text({})
+    assert ir_reproduce_lines({}) == ""
+    assert trained_trunks({"osnet_modality_trunks": ["ir", "sketch"]}, {}) == ["ir", "sketch"]
+    assert "synthetic IR" in limitations(tmp_path, {})[0]
+
+
+def test_the_shipped_ir_trunk_is_described_and_reproducible_from_its_summary(tmp_path):
+    summary = {"ir_trunk": IR_TRUNK}
+    text = ir_training_text(summary)
+    assert "37 real thermal/visible person pairs" in text and "94.3%" in text and "3.3%" in text
+    assert "synthetic thermal views" not in text  # no identities: real pairs only
+    lines = ir_reproduce_lines(summary)
+    assert "--identities 0" in lines and "--thermal-gate" in lines and "--ship" in lines
+    assert "--anchor-weight" not in lines
+    assert trained_trunks({"osnet_modality_trunks": ["ir", "sketch"]}, summary) == ["sketch"]
+    assert "no real near-infrared" in limitations(tmp_path, summary)[0]
