@@ -3,8 +3,8 @@
 * Infrared: channel augmentation as in CAJ (Ye et al., ICCV 2021): one random colour channel replicated to three,
   plain grayscale, and random channel erasing. Thermal/NIR cameras see luminance-like intensity without colour;
   these views teach the tokenizers to stop relying on hue.
-* Thermal (LWIR): a warm body over a cooler scene (`thermal_ir`): the person (a saliency mask, or a person-centred
-  prior) rendered as a smooth bright silhouette with little of the photo's texture, the background darker, blurred
+* Thermal (LWIR): a warm body over a cooler scene (`thermal_ir`, in the `THERMAL_STYLES`): the person (a
+  person-centred prior, or a mask from the photo itself, `person_mask`) rendered as a smooth bright silhouette with little of the photo's texture, the background darker, blurred
   and low in contrast, white-hot or black-hot, at low resolution with sensor noise: what the real thermal crops of
   `thermal-pairs` look like, and what channel augmentation (near-infrared) does not teach.
 * Sketch: an XDoG edge drawing (Winnemoeller et al. 2012) thresholded into soft dark strokes on white paper, the
