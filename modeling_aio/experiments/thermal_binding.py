@@ -109,8 +109,8 @@ def bind_ir_trunk(checkpoint: Path, out: Path, steps: int = 200, identities: int
 def fit_gate(model, image_processor, seed: int = 0, identities: int = 600) -> dict[str, float]:
     """Fits `model`'s thermal gate on synthetic views of `identities` training identities' photos and the real
     thermal crops of the train frames (three jitter draws), then prints and returns how often it fires on data it
-    did not see: the real thermal crops of the test frames (should be 1) and grayscale views of development photos
-    (should be 0)."""
+    did not see: the real thermal crops of the test frames (should be 1) and grayscale views of every photo of the
+    pooled development identities (should be 0)."""
     from processing_aio.synthesis import grayscale_ir
 
     from ..training.thermal_gate import fit_thermal_gate, gate_features, gate_images
@@ -132,22 +132,22 @@ def fit_gate(model, image_processor, seed: int = 0, identities: int = 600) -> di
     held = set(json.loads((REPO_ROOT / "splits" / "dev_split.json").read_text())["pooled_test_person_ids"])
     with open(SHARED / "CUHK-PEDES" / "index.csv", newline="") as handle:
         dev_photos = [SHARED / "CUHK-PEDES" / row["image"] for row in csv.DictReader(handle) if row["person_id"] in held]
-    chosen = dev_photos  # every photo of the pooled development identities
+
     def fired(images) -> float:
         logits = (features(images) - gate.feature_mean) / gate.feature_scale @ gate.weight + gate.bias
         return float((logits > 0).float().mean())
 
     fired_thermal = fired([Image.open(p) for p in test_thermal])
-    fired_grey = fired([grayscale_ir(Image.open(p).convert("RGB")) for p in chosen])
+    fired_grey = fired([grayscale_ir(Image.open(p).convert("RGB")) for p in dev_photos])
     report = {"fit_accuracy": accuracy, "test_thermal_fired": fired_thermal, "grey_photos_fired": fired_grey}
     print(f"thermal gate: fit accuracy {accuracy:.3f}; fires on {fired_thermal:.3f} of the test-frame thermal crops "
-          f"and {fired_grey:.3f} of {len(chosen)} grayscale photos")
+          f"and {fired_grey:.3f} of {len(dev_photos)} grayscale photos")
     return report
 
 
 def ship_ir_trunk(bound: Path, trainable: Path = REPO_ROOT / "weights" / "aio-reid-trainable.safetensors") -> int:
-    """Adds the bound checkpoint's IR trunk (fp16) and, if it has one, its thermal gate (fp32: six numbers need no
-    halving) to the shipped trainable weights, and `ir` to the shape file's `osnet_modality_trunks` (with
+    """Adds the bound checkpoint's IR trunk (fp16) and, if it has one, its thermal gate (fp32, as fitted and
+    measured: four tensors of a few hundred numbers) to the shipped trainable weights, and `ir` to the shape file's `osnet_modality_trunks` (with
     `ir_thermal_gate` and the modules it lists), each file written whole (temporary name, then rename); how many
     tensors were added; the binding's summary goes into `training_summary.json` beside them as `ir_trunk`.
     `make checkpoint` then builds aio-reid/ with it."""
