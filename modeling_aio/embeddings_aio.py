@@ -131,10 +131,13 @@ class AIOThermalGate(nn.Module):
         """(B, embedding_size + 5): what the gate reads, from the pixels and the shared trunk's embedding of them."""
         return torch.cat([F.normalize(shared_embedding.float(), dim=-1), cls.statistics(pixel_values)], dim=1)
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B,) the regression's log-odds that each image is thermal, from its `features`."""
+        return (features - self.feature_mean) / self.feature_scale @ self.weight + self.bias
+
     def forward(self, pixel_values: torch.Tensor, shared_embedding: torch.Tensor) -> torch.Tensor:
         """(B,) the probability that each image is thermal."""
-        standard = (self.features(pixel_values, shared_embedding) - self.feature_mean) / self.feature_scale
-        return torch.sigmoid(standard @ self.weight + self.bias).to(pixel_values.dtype)
+        return torch.sigmoid(self.logits(self.features(pixel_values, shared_embedding))).to(pixel_values.dtype)
 
 
 class AIOEmbeddings(nn.Module):

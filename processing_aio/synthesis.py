@@ -165,19 +165,26 @@ THERMAL_STYLES: dict[str, dict] = {
 }
 
 
+def ir_view(photo: Image.Image, rng: random.Random, thermal_share: float = 0.0,
+            thermal_style: str = "prior") -> tuple[Image.Image, bool]:
+    """A synthetic IR view of a photo and whether it is thermal: with probability `thermal_share` a thermal view in
+    `THERMAL_STYLES[thermal_style]`, else CAJ channel augmentation (near-infrared)."""
+    thermal = thermal_share > 0 and rng.random() < thermal_share
+    if thermal:
+        return thermal_ir(photo, rng, **THERMAL_STYLES[thermal_style]), True
+    return channel_augment_ir(photo, rng), False
+
+
 def synthetic_view(photo: Image.Image, modality: str, seed: int | random.Random | None = None,
                    thermal_share: float = 0.0) -> Image.Image:
     """A photo's synthetic `modality` view for the stages fitted after (or beside) the main training: for IR, a
     thermal view (`thermal_ir`) with probability `thermal_share`, else CAJ channel augmentation (near-infrared); the
     default XDoG drawing for sketches."""
     if modality == "ir":
-        if thermal_share > 0:
-            rng = _rng(seed)
-            return thermal_ir(photo, rng) if rng.random() < thermal_share else channel_augment_ir(photo, rng)
-        return channel_augment_ir(photo, seed)
+        return ir_view(photo, _rng(seed), thermal_share)[0]
     if modality == "sketch":
         return xdog_sketch(photo)
     raise ValueError(f"No synthetic view for modality {modality!r}; expected 'ir' or 'sketch'.")
 
 
-__all__ = ["grayscale_ir", "channel_augment_ir", "thermal_ir", "THERMAL_STYLES", "person_prior", "person_mask", "xdog_sketch", "random_sketch", "synthetic_view"]
+__all__ = ["grayscale_ir", "channel_augment_ir", "thermal_ir", "ir_view", "THERMAL_STYLES", "person_prior", "person_mask", "xdog_sketch", "random_sketch", "synthetic_view"]

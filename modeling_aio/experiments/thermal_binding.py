@@ -134,8 +134,7 @@ def fit_gate(model, image_processor, seed: int = 0, identities: int = 600) -> di
         dev_photos = [SHARED / "CUHK-PEDES" / row["image"] for row in csv.DictReader(handle) if row["person_id"] in held]
 
     def fired(images) -> float:
-        logits = (features(images) - gate.feature_mean) / gate.feature_scale @ gate.weight + gate.bias
-        return float((logits > 0).float().mean())
+        return float((gate.logits(features(images)) > 0).float().mean())
 
     fired_thermal = fired([Image.open(p) for p in test_thermal])
     fired_grey = fired([grayscale_ir(Image.open(p).convert("RGB")) for p in dev_photos])

@@ -133,10 +133,10 @@ class TrunkBindingCollator:
 
         if thermal_style not in THERMAL_STYLES:
             raise ValueError(f"`thermal_style` must be one of {sorted(THERMAL_STYLES)}, got {thermal_style!r}.")
-        self.anchor_near_infrared, self.thermal_style = anchor_near_infrared, THERMAL_STYLES[thermal_style]
+        self.anchor_near_infrared, self.thermal_style = anchor_near_infrared, thermal_style
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from processing_aio.synthesis import channel_augment_ir, thermal_ir, xdog_sketch
+        from processing_aio.synthesis import ir_view, xdog_sketch
 
         rng = random.Random(self.seed * 1_000_003 + self.calls)
         self.calls += 1
@@ -147,8 +147,7 @@ class TrunkBindingCollator:
             if example.get("synthesize") and self.modality == "sketch":
                 image = xdog_sketch(image)
             elif example.get("synthesize"):
-                thermal = self.thermal_share > 0 and rng.random() < self.thermal_share
-                image = thermal_ir(image, rng, **self.thermal_style) if thermal else channel_augment_ir(image, rng)
+                image, thermal = ir_view(image, rng, self.thermal_share, self.thermal_style)
                 near_infrared = not thermal
             fill = (255, 255, 255) if self.modality == "sketch" else (0, 0, 0)
             images.append(augment_view(image, rng, fill))
