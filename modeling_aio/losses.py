@@ -3,7 +3,8 @@
 Part of the remote-code unit (it imports only torch), because `AIOForReIdentification.forward` calls the first
 three. The others serve the training stages: `symmetric_info_nce` the text-skip fit, `feature_regression_loss` and
 `relation_distillation_loss` the distillation of a teacher into the shared trunk, `prototype_cross_entropy` the
-binding of a modality's own trunk to the photo embeddings.
+binding of a modality's own trunk to the photo embeddings, `cosine_identity_cross_entropy` (with
+`symmetric_info_nce`) the text-alignment heads.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def relation_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, tem
                     reduction="batchmean")
 
 
+def cosine_identity_cross_entropy(features: list[torch.Tensor], prototypes: torch.Tensor, labels: torch.Tensor,
+                                  scale: float, label_smoothing: float) -> torch.Tensor:
+    """Text alignment: identity cross-entropy of unit features (text and image sides alike) over their scaled
+    cosine similarities to one learned prototype per identity, averaged over the given features. One classifier
+    for both sides puts a caption and a photo of one person near the same point."""
+    weights = F.normalize(prototypes, dim=-1)
+    return torch.stack([F.cross_entropy(scale * f @ weights.T, labels, label_smoothing=label_smoothing)
+                        for f in features]).mean()
+
+
 def prototype_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Trunk binding: cross-entropy of an image's cosine similarities to fixed identity prototypes (over a
     temperature) against its identity."""
@@ -71,4 +82,5 @@ def prototype_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch
 
 
 __all__ = ["identity_cross_entropy", "supervised_contrastive_binding_loss", "masked_attribute_cross_entropy",
-           "symmetric_info_nce", "feature_regression_loss", "relation_distillation_loss", "prototype_cross_entropy"]
+           "symmetric_info_nce", "feature_regression_loss", "relation_distillation_loss", "prototype_cross_entropy",
+           "cosine_identity_cross_entropy"]

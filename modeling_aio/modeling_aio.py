@@ -32,8 +32,10 @@ PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
 class AIOModelOutput(ModelOutput):
     """
     Args:
-        embeds (`(B, D)`): L2-normalised query embeddings, the vectors to search with.
-        features (`(B, D)`): the same before normalisation (what BNNeck and the identity head see).
+        embeds (`(B, D + A)`): L2-normalised query embeddings, the vectors to search with: the ReID part (D,
+            `embedding_size`) and, with `text_alignment_size` A > 0, the text-aligned part, each weighed by the
+            query kind's share (`AIOModel.alignment_shares`).
+        features (`(B, D)`): the ReID part before normalisation (what BNNeck and the identity head see).
         last_hidden_state (`(B, 1 + T, H)`): encoder output; position 0 is [CLS].
         modality_ids (`(1 + T,)`): which modality each position came from (-1 for [CLS]; else index in MODALITIES).
         attention_mask (`(B, 1 + T)`): 1 where a position is real, 0 for text padding.
@@ -41,6 +43,8 @@ class AIOModelOutput(ModelOutput):
         projected_cls (`(B, D)`): the [CLS] projection alone, before the skips are added.
         text_pooled_output (`(B, H)`, *optional*): mean of the encoder outputs at the text positions (queries with
             text, `config.text_embedding_skip`), the input of the text skip.
+        aligned_embeds (`(B, A)`, *optional*): the unit-length text-aligned vector of queries with RGB or text
+            (`config.text_alignment_size`), before its share is applied.
     """
 
     embeds: torch.FloatTensor | None = None
@@ -51,6 +55,7 @@ class AIOModelOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     projected_cls: torch.FloatTensor | None = None
     text_pooled_output: torch.FloatTensor | None = None
+    aligned_embeds: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -99,6 +104,50 @@ class AIOSharedEncoder(nn.Module):
                                          allow_is_bidirectional_skip=not exporting)
         outputs = self.layers(hidden_states, attention_mask=mask, output_hidden_states=output_hidden_states)
         return self.final_norm(outputs.last_hidden_state), outputs.hidden_states
+
+
+class AIOTextAlignmentImageHead(nn.Module):
+    """The image side of the text-aligned part: a 1x1 convolution widens the shared OSNet trunk's stride-16 feature
+    map, and its global max and mean over positions are projected to `text_alignment_size`. The max keeps what one
+    region shows (a bag, shoes), which a caption names and a pooled ReID embedding blurs."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        hidden = config.text_alignment_hidden
+        self.expand = nn.Conv2d(config.osnet_channels[-1], hidden, kernel_size=1)
+        self.norm = nn.BatchNorm2d(hidden)
+        self.dropout = nn.Dropout(config.text_alignment_dropout)
+        self.output = nn.Linear(2 * hidden, config.text_alignment_size)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        positions = F.relu(self.norm(self.expand(feature_map)))
+        pooled = torch.cat([positions.amax(dim=(2, 3)), positions.mean(dim=(2, 3))], dim=1)
+        return self.output(self.dropout(pooled))
+
+
+class AIOTextAlignmentTextHead(nn.Module):
+    """The text side of the text-aligned part: each encoder output at a text position goes through LayerNorm and a
+    GELU layer; the max and mean over the caption's real positions are projected to `text_alignment_size`. The max
+    lets single attribute words (a colour, a garment) reach the vector, where a sentence mean dilutes them."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        hidden = config.text_alignment_hidden
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.dropout = nn.Dropout(config.text_alignment_dropout)
+        self.expand = nn.Linear(config.hidden_size, hidden)
+        self.output = nn.Linear(2 * hidden, config.text_alignment_size)
+
+    def forward(self, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        positions = F.gelu(self.expand(self.dropout(self.norm(text_states))))
+        real = text_mask.to(positions.dtype)[..., None]
+        largest = positions.masked_fill(real == 0, torch.finfo(positions.dtype).min).amax(dim=1)
+        mean = (positions * real).sum(1) / real.sum(1).clamp(min=1.0)
+        return self.output(self.dropout(torch.cat([largest, mean], dim=1)))
+
+
+#: The kinds of query that weigh the text-aligned part, in the order of `AIOModel.alignment_shares`.
+ALIGNMENT_QUERY_KINDS: tuple[str, ...] = ("rgb", "text", "text+ir", "text+sketch")
 
 
 class AIOPreTrainedModel(PreTrainedModel):
@@ -317,6 +366,12 @@ class AIOModel(AIOPreTrainedModel):
             self.skip_log_weights = nn.Parameter(torch.zeros(len(MODALITIES)))
         if config.osnet_embedding_skip:
             self.skip_log_scales = nn.Parameter(torch.zeros(len(MODALITIES)))
+        if config.text_alignment_size:
+            self.text_alignment_image = AIOTextAlignmentImageHead(config)
+            self.text_alignment_text = AIOTextAlignmentTextHead(config)
+            # Share of the text-aligned part in the squared length of each kind of query (ALIGNMENT_QUERY_KINDS),
+            # chosen by `training.text_alignment` on held-out people; 0 until then.
+            self.register_buffer("alignment_shares", torch.zeros(len(ALIGNMENT_QUERY_KINDS)))
         self.post_init()
         self.freeze_encoder()
 
@@ -348,15 +403,17 @@ class AIOModel(AIOPreTrainedModel):
             )
         modality_inputs, attention_mask = _query_inputs(
             self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
-        tokens, image_globals = self.embeddings.tokenize(modality_inputs)
-        return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states)
+        tokens, image_globals, feature_maps = self.embeddings.tokenize(modality_inputs)
+        return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states, feature_maps)
 
     def encode_tokens(
         self, tokens: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None,
         image_globals: dict[str, torch.Tensor] | None = None, output_hidden_states: bool = False,
+        feature_maps: dict[str, torch.Tensor] | None = None,
     ) -> AIOModelOutput:
         """Encodes one query from per-modality tokens (`embeddings.tokenize`), so training can tokenise a batch
-        once and encode every modality subset from the same tokens."""
+        once and encode every modality subset from the same tokens. With `text_alignment_size`, an RGB image's
+        text-aligned vector needs its trunk feature map (`feature_maps`); without it the RGB image adds none."""
         sequence_tokens, token_mask, modality_ids = self.embeddings.assemble(tokens, attention_mask)
         sequence, hidden_states = self.encoder(sequence_tokens, token_mask, output_hidden_states=output_hidden_states)
         projected_cls = self.projection(sequence[:, 0])
@@ -369,8 +426,12 @@ class AIOModel(AIOPreTrainedModel):
             text_pooled = self.pool_text(sequence, token_mask, modality_ids)
             skips["text"] = self.text_skip(text_pooled)
         features = projected_cls + self.combine_skips(skips) if skips else projected_cls
+        embeds, aligned = F.normalize(features, dim=-1), None
+        if self.config.text_alignment_size:
+            aligned = self.aligned_vector(tokens, sequence, token_mask, modality_ids, feature_maps or {})
+            embeds = self.join_aligned(embeds, aligned, tokens)
         return AIOModelOutput(
-            embeds=F.normalize(features, dim=-1),
+            embeds=embeds,
             features=features,
             last_hidden_state=sequence,
             modality_ids=modality_ids,
@@ -378,7 +439,38 @@ class AIOModel(AIOPreTrainedModel):
             hidden_states=hidden_states,
             projected_cls=projected_cls,
             text_pooled_output=text_pooled,
+            aligned_embeds=aligned,
         )
+
+    def aligned_vector(self, tokens: dict[str, torch.Tensor], sequence: torch.Tensor, token_mask: torch.Tensor,
+                       modality_ids: torch.Tensor, feature_maps: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B, A) unit-length text-aligned vector of a query: the mean of its RGB image's and its text's (each
+        unit-length), or None when it has neither."""
+        parts = []
+        if "rgb" in tokens and "rgb" in feature_maps:
+            parts.append(F.normalize(self.text_alignment_image(feature_maps["rgb"]), dim=-1))
+        if "text" in tokens:
+            text_positions = modality_ids == MODALITIES.index("text")
+            parts.append(F.normalize(self.text_alignment_text(sequence[:, text_positions],
+                                                              token_mask[:, text_positions]), dim=-1))
+        return F.normalize(torch.stack(parts).sum(0), dim=-1) if parts else None
+
+    def join_aligned(self, reid: torch.Tensor, aligned: torch.Tensor | None, tokens: dict[str, torch.Tensor]
+                     ) -> torch.Tensor:
+        """The search vector (B, D + A), unit length: the unit ReID part times sqrt(1 - share) and the aligned part
+        times sqrt(share), with the share of the query's kind (`alignment_shares`): RGB (with or without text, as
+        the gallery's side), text alone, or text with IR or a sketch (with both, the smaller share). A query with
+        neither text nor RGB (or no aligned vector) keeps its ReID part whole, so its ranking of a gallery is what
+        it was without the aligned part."""
+        if aligned is None:
+            return F.pad(reid, (0, self.config.text_alignment_size))
+        if "rgb" in tokens or set(tokens) == {"text"}:
+            kinds = ["rgb" if "rgb" in tokens else "text"]
+        else:
+            kinds = [f"text+{m}" for m in ("ir", "sketch") if m in tokens]
+        shares = self.alignment_shares[[ALIGNMENT_QUERY_KINDS.index(kind) for kind in kinds]]
+        share = shares.min().clamp(0.0, 1.0).to(reid.dtype)
+        return torch.cat([reid * (1 - share).sqrt(), aligned * share.sqrt()], dim=-1)
 
     def image_skip(self, embedding: torch.Tensor, modality: str) -> torch.Tensor:
         """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size`, times its modality's scale
@@ -465,8 +557,8 @@ class AIOForReIdentification(AIOPreTrainedModel):
             raise TypeError(f"AIOForReIdentification got unexpected inputs {sorted(kwargs)}.")
         modality_inputs, attention_mask = _query_inputs(
             self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
-        tokens, image_globals = self.aio.embeddings.tokenize(modality_inputs)
-        fused = self.aio.encode_tokens(tokens, attention_mask, image_globals)
+        tokens, image_globals, feature_maps = self.aio.embeddings.tokenize(modality_inputs)
+        fused = self.aio.encode_tokens(tokens, attention_mask, image_globals, feature_maps=feature_maps)
         logits = self.identity_classifier(self.bnneck(fused.features)) if self.has_identity_head else None
         if labels is None:
             return AIOReIdOutput(logits=logits, embeds=fused.embeds)
@@ -513,4 +605,5 @@ class AIOForReIdentification(AIOPreTrainedModel):
         )
 
 
-__all__ = ["AIOModel", "AIOForReIdentification", "AIOPreTrainedModel", "AIOModelOutput", "AIOReIdOutput"]
+__all__ = ["AIOModel", "AIOForReIdentification", "AIOPreTrainedModel", "AIOModelOutput", "AIOReIdOutput",
+           "AIOTextAlignmentImageHead", "AIOTextAlignmentTextHead", "ALIGNMENT_QUERY_KINDS"]

@@ -5,12 +5,14 @@
 #   TASKS: space-separated subset of: sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor
 #          rgb-cross-domain ir-cross-domain (CUHK01, a source held out of training: camera c1 -> c2)
 #          text-full-gallery (the development captions among the photos of every held-out identity, >= 3000 photos)
+#          text+sketch-full-gallery text+ir-full-gallery (the same captions with a synthetic view of their photo)
+#          text-anchor-full-gallery sketch-anchor-full-gallery ir-anchor-full-gallery (their single-modality baselines)
 #          ir-real-thermal (real thermal crops of the held-out thermal/visible pairs -> their visible crops)
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$1; LABEL=$2
-TASKS=${3:-"sketch text text-full-gallery rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor rgb-cross-domain ir-real-thermal"}
+TASKS=${3:-"sketch text text-full-gallery rgb ir text+sketch text+ir text+sketch-full-gallery text+ir-full-gallery text-anchor-full-gallery sketch-anchor-full-gallery ir-anchor-full-gallery sketch-anchor ir-anchor text-anchor rgb-cross-domain ir-real-thermal"}
 DATA=${AIO_DATA:-../shared/data}
 PY=${PYTHON:-.venv/bin/python}
 OUT=outputs/dev/$LABEL
@@ -35,6 +37,11 @@ for task in $TASKS; do
     rgb-cross-domain) SPLIT=splits/cross_domain_cuhk01.json run rgb-cross-domain pooled "$DATA/CUHK-PEDES" rgb ;;
     ir-cross-domain)  SPLIT=splits/cross_domain_cuhk01.json run ir-cross-domain pooled "$DATA/CUHK-PEDES" ir ;;
     text-full-gallery) SPLIT=splits/text_full_gallery.json run text-full-gallery pooled "$DATA/CUHK-PEDES" text ;;
+    text+sketch-full-gallery) SPLIT=splits/text_full_gallery.json run text+sketch-full-gallery pooled "$DATA/CUHK-PEDES" text,sketch ;;
+    text+ir-full-gallery) SPLIT=splits/text_full_gallery.json run text+ir-full-gallery pooled "$DATA/CUHK-PEDES" text,ir ;;
+    text-anchor-full-gallery) SPLIT=splits/text_full_gallery.json run text-anchor-full-gallery pooled "$DATA/CUHK-PEDES" text --exclude-anchor ;;
+    sketch-anchor-full-gallery) SPLIT=splits/text_full_gallery.json run sketch-anchor-full-gallery pooled "$DATA/CUHK-PEDES" sketch ;;
+    ir-anchor-full-gallery) SPLIT=splits/text_full_gallery.json run ir-anchor-full-gallery pooled "$DATA/CUHK-PEDES" ir ;;
     ir-real-thermal)
       echo "== $LABEL: $task"
       "$PY" scripts/evaluate_real_thermal.py --model "$MODEL" --root "$DATA/thermal-pairs" \

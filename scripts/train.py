@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="end at this step, keeping the learning-rate schedule of --max-steps (equal-step comparisons)")
     parser.add_argument("--align-only", type=Path, default=None, metavar="CHECKPOINT",
                         help="skip training: run only the text-alignment stage on this Trainer checkpoint and export")
+    parser.add_argument("--text-alignment-epochs", type=int, default=20,
+                        help="epochs of the text-aligned part's heads (models built with a text_alignment_size)")
     parser.add_argument("--fusion-holdout", type=float, default=0.15,
                         help="fraction of captioned identities whose captions are kept out of training, to choose the "
                              "skip weights of composed queries on (0: choose them on ids held back from the last stage)")

@@ -235,12 +235,14 @@ def _rgb_gallery_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows,
         return label, protocols.text_to_image_protocol(texts, gallery, np.array([i for _, i in captions]), gallery_ids)
     if name in ("pooled", "two-camera") and modalities == ["rgb"]:
         return "rgb->rgb", _leave_one_out_rgb(gallery, gallery_ids, rows.cams[rgb_rows])
-    return _composed_task(args, embedder, rows, modalities, label, rgb_rows, gallery)
+    return _composed_task(args, embedder, rows, modalities, label, rgb_rows, gallery, text_queries)
 
 
 def _composed_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows, modalities: list[str], label: str,
-                   rgb_rows: np.ndarray, gallery: np.ndarray) -> tuple[str, dict]:
-    """Composed (or synthetic single-modality) queries against the RGB gallery."""
+                   rgb_rows: np.ndarray, gallery: np.ndarray, text_queries: set[str] | None = None
+                   ) -> tuple[str, dict]:
+    """Composed (or synthetic single-modality) queries against the RGB gallery; with `text_queries`, only those
+    identities' captions (or photos, for a query without text) make queries (default: every identity's)."""
     name, ids, mod = rows.name, rows.ids, rows.modality
     gallery_paths, gallery_ids = [rows.paths[i] for i in rgb_rows], ids[rgb_rows]
     rng = np.random.default_rng(0)
@@ -252,11 +254,13 @@ def _composed_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows, mo
     elif "text" in modalities:
         anchors, captions = [], []
         for g_index, row in enumerate(rgb_rows):
-            for caption in rows.captions[row]:
+            for caption in rows.captions[row] if text_queries is None or ids[row] in text_queries else ():
                 anchors.append(g_index)
                 captions.append(caption)
-    else:
-        anchors = list(range(len(gallery_paths)))
+        if not captions:
+            raise SystemExit(f"error: {name} has no captions for a composed text query.")
+    else:  # every photo once; with `text_queries`, the photos of those identities only (the full-size protocol)
+        anchors = [g for g, row in enumerate(rgb_rows) if text_queries is None or ids[row] in text_queries]
     query, query_ids, source = _composed_queries(gallery_paths, gallery_ids, modalities, anchors, captions,
                                                  real_sketches, args.exclude_anchor)
     features = embedder.embed(query, f"{name}-{'+'.join(modalities)}")

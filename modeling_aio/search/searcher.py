@@ -135,7 +135,7 @@ class AIOSearcher:
                 good.append(str(path))
             except ImageInputError as error:
                 failures.append((str(path), str(error)))
-        vectors = self.embed(**{modality: good}) if good else np.zeros((0, self.model.config.embedding_size),
+        vectors = self.embed(**{modality: good}) if good else np.zeros((0, self.model.config.search_embedding_size),
                                                                          np.float32)
         return good, vectors, failures, [describe_image(p, layout, root) for p in good]
 
@@ -154,7 +154,7 @@ class AIOSearcher:
             raise NotADirectoryError(f"index folder {out_dir} is a file, not a folder; pass a new or index folder.")
         pattern = self._checked_layout(layout, paths, root)
         job = {"fingerprint": self.fingerprint, "modality": modality, "layout": layout, "root": root,
-               "dim": self.model.config.embedding_size}
+               "dim": self.model.config.search_embedding_size}
         chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
         ids = [chunk_id(chunk, job) for chunk in chunks]
         mine = [(chunk_number, chunk) for chunk_number, chunk in enumerate(chunks) if chunk_number % world_size == rank]
@@ -179,7 +179,7 @@ class AIOSearcher:
         if parts is not None:
             return merge_parts(out_dir, faiss_kind) if world_size == 1 else None
         gallery = _assemble([results[n] for n in sorted(results)], modality, self.fingerprint,
-                            self.model.config.embedding_size)
+                            self.model.config.search_embedding_size)
         require_some_images(gallery)
         gallery.root = root
         gallery.build_faiss(faiss_kind)
@@ -199,7 +199,7 @@ class AIOSearcher:
         root = Path(root)
         pattern = self._checked_layout(layout, paths, str(root))
         sidecar = read_timestamps(timestamps, root) if timestamps is not None else {}
-        store = GalleryStore.open(uri, self.fingerprint, self.model.config.embedding_size, create=True)
+        store = GalleryStore.open(uri, self.fingerprint, self.model.config.search_embedding_size, create=True)
         stored = store.paths()
         todo = [path for path in paths if str(path.resolve()) not in stored]
         chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]

@@ -37,8 +37,8 @@ def alignment_features(model, processor, items: list[TrainingItem], companions: 
         photos = [Image.open(item.image).convert("RGB") for item in chunk]
         images = {"rgb": photos, **{m: [synthetic_view(p, m, rng) for p in photos] for m in companions}}
         pixels = processor(**images, return_tensors="pt")
-        tokens, globals_ = model.embeddings.tokenize({m: pixels[f"pixel_values_{m}"] for m in images})
-        cache["rgb"].append(model.encode_tokens({"rgb": tokens["rgb"]}, None, globals_).embeds)
+        tokens, globals_, _ = model.embeddings.tokenize({m: pixels[f"pixel_values_{m}"] for m in images})
+        cache["rgb"].append(F.normalize(model.encode_tokens({"rgb": tokens["rgb"]}, None, globals_).features, dim=-1))
         photo_of = torch.tensor([i for i, item in enumerate(chunk) for _ in item.captions])
         text = processor(text=[c for item in chunk for c in item.captions], return_tensors="pt")
         text_tokens = model.embeddings.text_tokenizer(text["input_ids"])
@@ -86,17 +86,17 @@ def choose_skip_scale(model, processor, held_items: list[TrainingItem], modality
     model.eval().cpu()  # a cheap stage: on the CPU, where the images are decoded
 
     def encode(pairs: list[tuple[str, int]], image_modality: str, synthesize=None) -> dict[str, torch.Tensor]:
-        """[CLS] projections, trunk embeddings (the skips' inputs) and final embeddings of `pairs`' images."""
+        """[CLS] projections, trunk embeddings (the skips' inputs) and unit ReID parts of `pairs`' images."""
         parts: dict[str, list[torch.Tensor]] = {"cls": [], "raw": [], "embeds": []}
         for start in range(0, len(pairs), batch_size):
             images = [Image.open(path).convert("RGB") for path, _ in pairs[start:start + batch_size]]
             images = [synthesize(image) for image in images] if synthesize else images
             pixels = processor.image_processor(images, modality=image_modality, return_tensors="pt")["pixel_values"]
-            tokens, globals_ = model.embeddings.tokenize({image_modality: pixels})
+            tokens, globals_, _ = model.embeddings.tokenize({image_modality: pixels})
             out = model.encode_tokens(tokens, None, globals_)
             parts["cls"].append(out.projected_cls)
             parts["raw"].append(globals_[image_modality])
-            parts["embeds"].append(out.embeds)
+            parts["embeds"].append(F.normalize(out.features, dim=-1))  # the ReID part: what the skips change
         return {name: torch.cat(values) for name, values in parts.items()}
 
     index = MODALITIES.index(modality)

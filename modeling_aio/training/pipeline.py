@@ -24,6 +24,7 @@ from processing_aio.datasets import load_reid_dataset
 from ..configuration_aio import MODALITIES
 from ..modeling_aio import AIOForReIdentification
 from .calibration import align_text_skip, choose_skip_scale
+from .text_alignment import align_text_heads
 from .data import (
     AIOTrainingCollator, MultimodalReIdDataset, TrainingItem, hold_out_captions, hold_out_identities, hold_out_sketches,
 )
@@ -145,8 +146,10 @@ def build_trainer(model: AIOForReIdentification, processor, items: list[Training
 
 def calibrate(model: AIOForReIdentification, processor, split: TrainingSplit, args: argparse.Namespace) -> dict:
     """Stages 3 and 4 on the held-out identities: RGB scale first (it changes the gallery the later choices match
-    against), then the sketch scale, then the text skip and the composed-query weights."""
-    record: dict = {"text_alignment": None, "alignment_seconds": None, "skip_scale": None, "rgb_skip_scale": None}
+    against), then the sketch scale, then the text skip and the composed-query weights, then (with
+    `text_alignment_size`) the text-aligned part's heads and shares."""
+    record: dict = {"text_alignment": None, "alignment_seconds": None, "skip_scale": None, "rgb_skip_scale": None,
+                    "text_alignment_heads": None}
     if split.rgb_scale_items:
         record["rgb_skip_scale"] = choose_skip_scale(model.aio, processor, split.rgb_scale_items, modality="rgb")
         print(f"RGB skip scale chosen: {record['rgb_skip_scale']}")
@@ -164,6 +167,11 @@ def calibrate(model: AIOForReIdentification, processor, split: TrainingSplit, ar
         print(f"skip weights (rgb, ir, sketch, text): {model.aio.skip_log_weights.exp().tolist()}")
         record["text_alignment"] = {"text": [h for h in alignment if h["stage"] == "text"][-1],
                                     "fusion": [h for h in alignment if h["stage"] == "fusion"]}
+    if getattr(model.config, "text_alignment_size", 0) and args.text_alignment_epochs and split.fusion_items:
+        record["text_alignment_heads"] = align_text_heads(model.aio.cpu(), processor, split.items, split.fusion_items,
+                                                          split.rgb_scale_items, epochs=args.text_alignment_epochs,
+                                                          seed=args.seed)
+        print(f"text-aligned part trained: {record['text_alignment_heads']['shares']}")
     return record
 
 
@@ -186,6 +194,7 @@ def export_trained_weights(model: AIOForReIdentification, export: Path, distille
               "osnet_token_grid": list(config.osnet_token_grid), "image_size": list(config.image_size),
               "patch_size": config.patch_size, "stem_width": config.stem_width,
               "embedding_size": config.embedding_size, "max_text_length": config.max_text_length,
+              "text_alignment_size": config.text_alignment_size, "text_alignment_hidden": config.text_alignment_hidden,
               "trained_modules": trained_modules(state)}
     export.with_suffix(".json").write_text(json.dumps(shapes, indent=1) + "\n")
     return export
@@ -246,6 +255,7 @@ def run(args: argparse.Namespace) -> dict:
                "photos": len(split.items), "seed": args.seed,
                "batch_size": args.identities_per_batch * args.instances_per_identity, "train": args.train,
                "text_alignment": calibration["text_alignment"],
+               "text_alignment_heads": calibration["text_alignment_heads"],
                "skip_scale": calibration["skip_scale"], "rgb_skip_scale": calibration["rgb_skip_scale"],
                "skip_weights": dict(zip(MODALITIES, model.aio.skip_log_weights.exp().tolist()))
                if hasattr(model.aio, "skip_log_weights") else None,

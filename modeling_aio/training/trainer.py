@@ -72,7 +72,8 @@ class StopAfterStepCallback(TrainerCallback):
 
 #: Parameters that a stage of their own sets, shipped whenever the model has them: the skip weights (chosen after
 #: training) and the per-modality trunks (bound before it).
-STAGE_PARAMETERS: tuple[str, ...] = ("aio.skip_log_weights", "aio.skip_log_scales", "aio.embeddings.modality_backbones.")
+STAGE_PARAMETERS: tuple[str, ...] = ("aio.skip_log_weights", "aio.skip_log_scales", "aio.embeddings.modality_backbones.",
+                                     "aio.text_alignment_image.", "aio.text_alignment_text.")
 #: The shared OSNet trunk: shipped only when a teacher was distilled into it (otherwise it is 0267 as released).
 SHARED_TRUNK = "aio.embeddings.image_backbone."
 
@@ -108,12 +109,12 @@ def set_trainable(model, mode: str, freeze_text_tokenizer: bool = True) -> None:
     adaptation to a user's data that leaves the tokenizers as they are). The encoder is always frozen, and by
     default so is the text tokenizer: it starts as MiniLM's own embedding layer, which a few hundred captioned
     identities would only pull away from what the frozen layers expect. Per-modality OSNet trunks are bound in a
-    stage of their own (`trunk_binding`) and stay frozen here."""
+    stage of their own (`trunk_binding`) and stay frozen here, as do the text-alignment heads (`text_alignment`)."""
     if mode not in ("all", "heads"):
         raise ValueError(f"--train must be 'all' or 'heads', got {mode!r}.")
     frozen_backbone = not model.config.train_image_backbone
     for name, parameter in model.named_parameters():
-        if name.startswith(("aio.encoder.", "aio.embeddings.modality_backbones.")) or (
+        if name.startswith(("aio.encoder.", "aio.embeddings.modality_backbones.", "aio.text_alignment_")) or (
                 frozen_backbone and name.startswith("aio.embeddings.image_backbone.")):
             parameter.requires_grad_(False)
         elif mode == "heads":

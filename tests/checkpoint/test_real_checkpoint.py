@@ -34,17 +34,21 @@ def person(hit) -> str:
 
 
 def test_trained_weights_are_small_fp16_without_encoder_or_classifier():
-    """Every trained tensor is fp16, except the thermal gate's fitted regression: four tensors of at most a few
-    hundred numbers, kept in fp32 as they were fitted and measured (`experiments.thermal_binding.ship_ir_trunk`)."""
+    """Every trained tensor is fp16, except what was fitted or chosen rather than trained, kept in fp32 as it was
+    measured: the thermal gate's regression (four tensors of at most a few hundred numbers,
+    `experiments.thermal_binding.ship_ir_trunk`) and the text-aligned part's four shares
+    (`training.text_alignment.ship_text_alignment`, one per kind of query)."""
     from safetensors import safe_open
 
     assert TRAINED.stat().st_size <= 40 * 2**20
     with safe_open(str(TRAINED), "pt") as weights:
         keys = list(weights.keys())
         gate = [k for k in keys if k.startswith("embeddings.thermal_gate.")]
-        assert all(weights.get_tensor(k).dtype == torch.float16 for k in keys if k not in gate)
-        assert all(weights.get_tensor(k).dtype == torch.float32 for k in gate)
+        fitted = gate + [k for k in keys if k == "alignment_shares"]
+        assert all(weights.get_tensor(k).dtype == torch.float16 for k in keys if k not in fitted)
+        assert all(weights.get_tensor(k).dtype == torch.float32 for k in fitted)
         assert len(gate) <= 4 and sum(weights.get_tensor(k).numel() for k in gate) <= 1024
+        assert "alignment_shares" not in keys or weights.get_tensor("alignment_shares").numel() == 4
     assert not any(k.startswith(("encoder.", "identity_classifier")) for k in keys)
 
 

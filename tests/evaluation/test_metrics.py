@@ -261,8 +261,8 @@ def test_full_size_text_protocol_queries_only_the_dev_captions_among_every_held_
     from conftest import random_image
 
     rows = []
-    for person in range(6):
-        image = f"imgs/CUHK01/{person:04d}.jpg"
+    for person, shot in [(p, "") for p in range(6)] + [(0, "b"), (1, "b")]:  # the query people have 2 photos
+        image = f"imgs/CUHK01/{person:04d}{shot}.jpg"
         (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
         random_image(person, (20, 40)).save(tmp_path / image)
         rows.append({"image": image, "source": "cuhk01", "person_id": f"cuhk01:{person:04d}", "camera": "c1",
@@ -279,7 +279,7 @@ def test_full_size_text_protocol_queries_only_the_dev_captions_among_every_held_
                                            "pooled_test_person_ids": ["cuhk01:0002"]},
                                     {"person_ids": ["cuhk01:0003", "cuhk01:0004"]})
     assert split["text_query_person_ids"] == ["cuhk01:0000", "cuhk01:0001"]
-    assert split["person_ids"] == [f"cuhk01:{p:04d}" for p in range(5)] and split["gallery_photos"] == 5
+    assert split["person_ids"] == [f"cuhk01:{p:04d}" for p in range(5)] and split["gallery_photos"] == 7
     (tmp_path / "text.json").write_text(json.dumps(split))
     embedded = {}
 
@@ -294,5 +294,22 @@ def test_full_size_text_protocol_queries_only_the_dev_captions_among_every_held_
                               query_modalities="text", exclude_anchor=False, trials=1, direction=None, sysu_mode="all")
     label, metrics = evaluate_dataset(args, PersonEmbedder())
     assert label == "text->rgb" and metrics["rank-1"] == 100.0
-    assert len(embedded["rgb"]) == 5 and len(embedded["text"]) == 4
+    assert len(embedded["rgb"]) == 7 and len(embedded["text"]) == 8
     assert all(caption.split()[1] in ("0", "1") for caption in embedded["text"])
+    # composed and single-image baselines on the same protocol: only the development people make queries
+    for modalities, queries in (("text,ir", 8), ("ir", 4), ("text", 8)):
+        counted = CountingEmbedder()
+        args.query_modalities, args.exclude_anchor = modalities, modalities == "text"
+        evaluate_dataset(args, counted)
+        assert counted.sizes == {"rgb": 7, **{m: queries for m in modalities.split(",")}}
+
+
+class CountingEmbedder:
+    """Counts the items of each modality it is asked to embed (every query points the same way)."""
+
+    def __init__(self):
+        self.sizes: dict[str, int] = {}
+
+    def embed(self, query, key):
+        self.sizes.update({modality: len(items) for modality, items in query.items()})
+        return np.ones((len(next(iter(query.values()))), 8), dtype=np.float32)

@@ -1,9 +1,12 @@
-"""The model card's infrared text (modeling_aio.evaluation.model_card): written from the training summary, so the
-card says what IR was and was not trained on and how to rebuild the IR trunk."""
+"""The model card's infrared and text-alignment text (modeling_aio.evaluation.model_card): written from the training
+summary, so the card says what IR and text were and were not trained on and how to rebuild each stage."""
 
 from __future__ import annotations
 
-from modeling_aio.evaluation.model_card import ir_reproduce_lines, ir_training_text, limitations, trained_trunks
+from modeling_aio.evaluation.model_card import (
+    ir_reproduce_lines, ir_training_text, limitations, text_alignment_line, text_alignment_reproduce_lines,
+    trained_trunks,
+)
 
 IR_TRUNK = {"script": "scripts/experiment_thermal_binding.py", "steps": 150, "identities": 0, "real_train_pairs": 37,
             "thermal_share": 0.5, "thermal_style": "prior", "anchor_weight": 0.0, "learning_rate": 1e-4, "seed": 0,
@@ -28,3 +31,20 @@ def test_the_shipped_ir_trunk_is_described_and_reproducible_from_its_summary(tmp
     assert "--anchor-weight" not in lines
     assert trained_trunks({"osnet_modality_trunks": ["ir", "sketch"]}, summary) == ["sketch"]
     assert "no real near-infrared" in limitations(tmp_path, summary)[0]
+
+
+TEXT_HEADS = {"script": "scripts/train_text_alignment.py", "size": 256, "hidden": 1024, "epochs": 20, "seed": 42,
+              "captions": 13700, "identities": 1937, "held_identities": 342, "rgb_held_identities": 300,
+              "seconds": 1800, "hardware": "2 CPU threads",
+              "shares": {"rgb": 0.1, "text": 0.9, "text+ir": 0.5, "text+sketch": 0.7}}
+
+
+def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tmp_path):
+    assert text_alignment_line({}, {}) == "" and text_alignment_reproduce_lines({}) == ""
+    summary = {"text_alignment_heads": TEXT_HEADS}
+    line = text_alignment_line({"text_alignment_size": 256}, summary)
+    assert "256 more dimensions" in line and "13,700 captions of 1,937 identities" in line
+    assert "RGB 0.1, text 0.9, text + IR 0.5, text + sketch 0.7" in line
+    commands = text_alignment_reproduce_lines(summary)
+    assert "--epochs 20 --size 256 --hidden 1024 --seed 42" in commands and "--ship runs/text-alignment" in commands
+    assert any("1,937 identities" in line for line in limitations(tmp_path, summary))

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Adds a text-aligned part to a checkpoint and trains it on every training caption of `../shared`
+(`modeling_aio.training.text_alignment`); `--ship` then copies it into the shipped trainable weights.
+
+    python scripts/train_text_alignment.py --checkpoint aio-reid --out outputs/runs/text-alignment
+    python scripts/train_text_alignment.py --ship outputs/runs/text-alignment && make checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from modeling_aio.checkpoint.paths import REPO_ROOT, SPLIT_FILE
+from modeling_aio.training.text_alignment import rechoose_shares, run_text_alignment, ship_text_alignment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "aio-reid")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "runs" / "text-alignment")
+    parser.add_argument("--split-file", type=Path, default=SPLIT_FILE)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--size", type=int, default=256, help="width of the text-aligned part")
+    parser.add_argument("--hidden", type=int, default=1024, help="width of the heads' per-position layer")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-identities", type=int, default=4000, help="training recipe, as scripts/train.py")
+    parser.add_argument("--ship", type=Path, default=None, metavar="ALIGNED",
+                        help="copy ALIGNED's text-aligned part into weights/aio-reid-trainable.safetensors instead")
+    parser.add_argument("--rechoose-shares", type=Path, default=None, metavar="ALIGNED",
+                        help="choose ALIGNED's shares again (same held-out people, current grid), heads unchanged")
+    args = parser.parse_args()
+    if args.rechoose_shares is not None:
+        shares = rechoose_shares(args.rechoose_shares, args.split_file, args.seed, args.max_identities)
+        print(f"shares of {args.rechoose_shares}: rgb {shares['rgb']}, text {shares['text']}, "
+              f"text + IR {shares['text+ir']}, text + sketch {shares['text+sketch']}")
+        return
+    if args.ship is not None:
+        added = ship_text_alignment(args.ship, REPO_ROOT / "weights" / "aio-reid-trainable.safetensors")
+        print(f"shipped {added} tensors from {args.ship}; run `make checkpoint` to rebuild aio-reid/")
+        return
+    record = run_text_alignment(args.checkpoint, args.out, args.split_file, args.epochs, args.size, args.hidden,
+                                args.seed, args.max_identities)
+    print(f"wrote {args.out}: {record}")
+
+
+if __name__ == "__main__":
+    main()

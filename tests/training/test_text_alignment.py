@@ -1,0 +1,156 @@
+"""The text-aligned part (modeling_aio.training.text_alignment and AIOModel's join of it), on a tiny OSNet model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from modeling_aio import AIOImageProcessor, AIOModel, AIOProcessor
+from modeling_aio.training.data import TrainingItem
+from modeling_aio.training.text_alignment import (
+    SHARE_GRID, add_text_alignment, align_text_heads, joined, ship_text_alignment, text_alignment_inputs,
+    train_alignment_heads,
+)
+
+from conftest import random_image, tiny_config
+
+OSNET = dict(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, embedding_size=256,
+             osnet_embedding_skip=True, text_embedding_skip=True)
+
+
+@pytest.fixture
+def osnet_processor(tokenizer) -> AIOProcessor:
+    return AIOProcessor(AIOImageProcessor(size={"height": 256, "width": 128}), tokenizer, max_text_length=16)
+
+
+@pytest.fixture
+def aligned_model() -> AIOModel:
+    torch.manual_seed(0)
+    return AIOModel(tiny_config(text_alignment_size=8, text_alignment_hidden=16, **OSNET)).eval()
+
+
+def test_the_search_vector_joins_both_parts_by_the_query_kind_share(aligned_model, osnet_processor, captioned_items):
+    from PIL import Image
+
+    model = aligned_model
+    model.alignment_shares.copy_(torch.tensor([0.2, 0.7, 0.3, 0.4]))
+    photos = [Image.open(item.image).convert("RGB") for item in captioned_items[:2]]
+    inputs = osnet_processor(rgb=photos, sketch=photos, ir=photos, text=["a man in a red shirt", "blue jacket"],
+                             return_tensors="pt")
+    size = model.config.search_embedding_size
+    assert size == 256 + 8
+    with torch.no_grad():
+        rgb = model(pixel_values_rgb=inputs["pixel_values_rgb"])
+        text = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        sketch = model(pixel_values_sketch=inputs["pixel_values_sketch"])
+        composed = model(pixel_values_sketch=inputs["pixel_values_sketch"], input_ids=inputs["input_ids"],
+                         attention_mask=inputs["attention_mask"])
+        with_ir = model(pixel_values_ir=inputs["pixel_values_ir"], input_ids=inputs["input_ids"],
+                        attention_mask=inputs["attention_mask"])
+        both = model(pixel_values_ir=inputs["pixel_values_ir"], pixel_values_sketch=inputs["pixel_values_sketch"],
+                     input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        rgb_text = model(pixel_values_rgb=inputs["pixel_values_rgb"], input_ids=inputs["input_ids"],
+                         attention_mask=inputs["attention_mask"])
+    for out, share in ((rgb, 0.2), (text, 0.7), (composed, 0.4), (with_ir, 0.3), (both, 0.3), (rgb_text, 0.2)):
+        assert out.embeds.shape == (2, size)
+        assert torch.allclose(out.embeds.norm(dim=-1), torch.ones(2), atol=1e-5)
+        assert torch.allclose(out.embeds[:, 256:].norm(dim=-1), torch.full((2,), math.sqrt(share)), atol=1e-5)
+        assert torch.allclose(out.embeds[:, :256], F.normalize(out.features, dim=-1) * math.sqrt(1 - share), atol=1e-5)
+    # no RGB and no text: the ReID part whole, the aligned part zero, so its ranking of a gallery is unchanged
+    assert torch.equal(sketch.embeds[:, 256:], torch.zeros(2, 8)) and sketch.aligned_embeds is None
+    assert torch.allclose(sketch.embeds[:, :256], F.normalize(sketch.features, dim=-1))
+
+
+def test_zero_shares_rank_as_the_model_without_the_part(osnet_processor, captioned_items):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    plain = AIOModel(tiny_config(**OSNET)).eval()
+    grown = add_text_alignment(plain, size=8, hidden=16)
+    photos = [Image.open(item.image).convert("RGB") for item in captioned_items[:3]]
+    inputs = osnet_processor(rgb=photos, text=["red shirt", "a blue bag", "black"], return_tensors="pt")
+    for query in ({"pixel_values_rgb": inputs["pixel_values_rgb"]},
+                  {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}):
+        with torch.no_grad():
+            before, after = plain(**query).embeds, grown(**query).embeds
+        assert torch.allclose(after[:, :256], before, atol=1e-6) and not after[:, 256:].any()
+
+
+def test_heads_learn_to_match_captions_to_their_photos(aligned_model, osnet_processor, captioned_items):
+    cache = text_alignment_inputs(aligned_model, osnet_processor, captioned_items, batch_size=4)
+    assert cache["maps"].dtype == torch.float16 and cache["maps"].shape[:2] == (16, 256)
+    assert cache["states"].shape[:2] == (32, 16) and cache["masks"].dtype == torch.bool
+    assert cache["caption_photo"].tolist() == [n for n in range(16) for _ in range(2)]
+    frozen = {k: v.clone() for k, v in aligned_model.state_dict().items() if not k.startswith("text_alignment")}
+    log = train_alignment_heads(aligned_model, cache, epochs=30, batch_size=16, learning_rate=3e-3, bf16=False,
+                                log_every=10)
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert all(torch.equal(v, aligned_model.state_dict()[k]) for k, v in frozen.items())  # only the heads train
+    assert not aligned_model.text_alignment_image.training  # left in eval mode
+
+
+def test_the_stage_chooses_shares_on_held_out_people(aligned_model, osnet_processor, captioned_items, tmp_path):
+    train, held = captioned_items[:8], captioned_items[8:]
+    rgb_held = []
+    for person in range(2):
+        for shot in range(2):
+            path = tmp_path / f"rgb{person}_{shot}.jpg"
+            random_image(500 + person * 10 + shot, (20, 40)).save(path)
+            rgb_held.append(TrainingItem(str(path), 50 + person, []))
+    record = align_text_heads(aligned_model, osnet_processor, train, held, rgb_held, epochs=2, log_every=1)
+    shares = record["shares"]
+    kinds = ("rgb", "text", "text+ir", "text+sketch")
+    assert {shares[kind] for kind in kinds} <= set(SHARE_GRID) and 0 < shares["rgb"] < 1
+    assert aligned_model.alignment_shares.tolist() == pytest.approx([shares[kind] for kind in kinds])
+    assert record["held_identities"] == 4 and record["rgb_held_identities"] == 2
+    assert "text+ir_rank1_map" in shares and "text+sketch_rank1_map" in shares
+    with pytest.raises(ValueError, match="held-out captions"):
+        align_text_heads(aligned_model, osnet_processor, train, held[:1], epochs=1)
+
+
+def test_joined_matches_the_model_join():
+    reid, aligned = F.normalize(torch.randn(3, 5), dim=-1), F.normalize(torch.randn(3, 4), dim=-1)
+    vector = joined(reid, aligned, 0.3)
+    assert torch.allclose(vector.norm(dim=-1), torch.ones(3)) and vector.shape == (3, 9)
+
+
+def test_ship_adds_the_part_to_the_trainable_weights(aligned_model, tmp_path):
+    aligned_model.alignment_shares.copy_(torch.tensor([0.1, 0.8, 0.5, 0.6]))
+    aligned_model.save_pretrained(tmp_path / "aligned")
+    (tmp_path / "aligned" / "text_alignment_summary.json").write_text(json.dumps(
+        {"epochs": 2, "shares": {"rgb": 0.1, "rgb_rank1_map": {"0.0": [90.0, 80.0], "0.1": [91.0, 81.0]}}}))
+    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
+    trainable.parent.mkdir()
+    save_file({"projection.weight": torch.zeros(2, 2, dtype=torch.float16)}, str(trainable), metadata={"format": "pt"})
+    trainable.with_suffix(".json").write_text(json.dumps({"trained_modules": ["projection"]}))
+    (trainable.parent / "training_summary.json").write_text(json.dumps({"steps": 1}))
+    added = ship_text_alignment(tmp_path / "aligned", trainable)
+    weights = load_file(str(trainable))
+    assert added == len([k for k in weights if k != "projection.weight"])
+    assert weights["alignment_shares"].dtype == torch.float32
+    assert weights["alignment_shares"].tolist() == pytest.approx([0.1, 0.8, 0.5, 0.6])
+    assert all(v.dtype == torch.float16 for k, v in weights.items() if k != "alignment_shares")
+    shapes = json.loads(trainable.with_suffix(".json").read_text())
+    assert shapes["text_alignment_size"] == 8 and "text_alignment_text" in shapes["trained_modules"]
+    shipped = json.loads((trainable.parent / "training_summary.json").read_text())["text_alignment_heads"]
+    assert shipped == {"epochs": 2, "shares": {"rgb": 0.1, "rgb_rank1_map_at_share": [91.0, 81.0]}}
+    with pytest.raises(ValueError, match="no text-aligned part"):
+        AIOModel(tiny_config(**OSNET)).save_pretrained(tmp_path / "plain")
+        ship_text_alignment(tmp_path / "plain", trainable)
+
+
+@pytest.mark.slow
+def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_path):
+    """Both heads, the shares and the join survive ONNX export (text with padding, RGB, sketch); export_onnx
+    itself refuses a graph below MIN_COSINE against PyTorch."""
+    from modeling_aio.export import MIN_COSINE, export_onnx
+
+    aligned_model.alignment_shares.copy_(torch.tensor([0.2, 0.7, 0.3, 0.4]))
+    cosines = export_onnx(aligned_model, tmp_path / "onnx")
+    assert {path.name for path in cosines} == {"image_rgb.onnx", "image_ir.onnx", "image_sketch.onnx", "text.onnx"}
+    assert min(cosines.values()) >= MIN_COSINE
