@@ -75,6 +75,12 @@ def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_siz
     return cache
 
 
+def photo_inputs(model, processor, items: list[TrainingItem]) -> dict[str, torch.Tensor]:
+    """`text_alignment_inputs` of the items' photos alone (captions ignored): RGB -> RGB and distractors."""
+    return text_alignment_inputs(model, processor, [TrainingItem(i.image, i.label, [], None) for i in items],
+                                 captions_required=False)
+
+
 def _heads(model) -> tuple[torch.nn.Module, torch.nn.Module]:
     if not getattr(model.config, "text_alignment_size", 0):
         raise ValueError("the model has no text-aligned part (build it with `text_alignment_size` > 0).")
@@ -205,7 +211,7 @@ def choose_alignment_shares(model, held: dict[str, torch.Tensor], rgb_held: dict
         gallery = joined(photo_reid, images, share)
         rgb_scores[share] = _rank1_map(gallery[rgb_queries], gallery, photo_labels[rgb_queries], photo_labels,
                                        own[rgb_queries])
-    baseline = rgb_scores[grid[0]] if grid[0] == 0.0 else rgb_scores[min(grid)]
+    baseline = rgb_scores[min(grid)]
     keeping = [s for s in grid if 0 < s < 1 and rgb_scores[s][0] >= baseline[0] and rgb_scores[s][1] >= baseline[1]]
     rgb_share = max(keeping) if keeping else min(s for s in grid if s > 0)
     gallery = joined(photo_reid, images, rgb_share)
@@ -277,10 +283,7 @@ def align_text_heads(model, processor, items: list[TrainingItem], held_items: li
     del cache
     trained_at = time.time()
     held_cache = text_alignment_inputs(model, processor, held)
-    rgb_cache = None
-    if rgb_held_items:
-        rgb_cache = text_alignment_inputs(model, processor, [TrainingItem(i.image, i.label, [], None)
-                                                             for i in rgb_held_items], captions_required=False)
+    rgb_cache = photo_inputs(model, processor, rgb_held_items) if rgb_held_items else None
     shares = choose_alignment_shares(model, held_cache, rgb_cache, composed_queries(model, processor, held, seed))
     return {"epochs": epochs, "seed": seed, "captions": int(sum(len(i.captions) for i in captioned)),
             "identities": len({i.label for i in captioned}), "held_identities": len({i.label for i in held}),
@@ -321,8 +324,7 @@ def rechoose_shares(aligned: Path, split_file: Path, seed: int = 42, max_identit
     processor = AutoProcessor.from_pretrained(aligned)
     model = AIOModel.from_pretrained(aligned).eval()
     held = [item for item in held_items if item.captions]
-    rgb_cache = text_alignment_inputs(model, processor, [TrainingItem(i.image, i.label, [], None) for i in rgb_held],
-                                      captions_required=False)
+    rgb_cache = photo_inputs(model, processor, rgb_held)
     shares = choose_alignment_shares(model, text_alignment_inputs(model, processor, held), rgb_cache,
                                      composed_queries(model, processor, held, seed))
     model.save_pretrained(aligned)
@@ -407,5 +409,6 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     return len(heads)
 
 
-__all__ = ["run_text_alignment", "ship_text_alignment", "held_out_people", "rechoose_shares", "SHARE_GRID", "text_alignment_inputs", "train_alignment_heads", "aligned_vectors", "joined",
-           "choose_alignment_shares", "composed_queries", "add_text_alignment", "align_text_heads"]
+__all__ = ["SHARE_GRID", "text_alignment_inputs", "photo_inputs", "train_alignment_heads", "aligned_vectors", "joined",
+           "choose_alignment_shares", "composed_queries", "add_text_alignment", "align_text_heads", "held_out_people",
+           "rechoose_shares", "run_text_alignment", "ship_text_alignment"]
