@@ -251,6 +251,15 @@ def composed_queries(model, processor, held_items: list[TrainingItem], seed: int
                    "source_photo": cache["photo"]} for kind in ("text+ir", "text+sketch")}
 
 
+def choose_shares_on(model, processor, held_items: list[TrainingItem], rgb_held_items: list[TrainingItem] = (),
+                     seed: int = 0) -> dict:
+    """`choose_alignment_shares` on held-out people: their captioned photos (`held_items`, also as composed
+    queries) and uncaptioned ones (`rgb_held_items`), their frozen inputs computed here."""
+    rgb_cache = photo_inputs(model, processor, rgb_held_items) if rgb_held_items else None
+    return choose_alignment_shares(model, text_alignment_inputs(model, processor, held_items), rgb_cache,
+                                   composed_queries(model, processor, held_items, seed))
+
+
 def add_text_alignment(model, size: int = 256, hidden: int = 1024):
     """A copy of `model` (an `AIOModel`) whose config adds an untrained text-aligned part of `size` (shares 0, so
     it ranks as `model` does until `choose_alignment_shares`)."""
@@ -282,9 +291,7 @@ def align_text_heads(model, processor, items: list[TrainingItem], held_items: li
     log = train_alignment_heads(model, cache, epochs=epochs, seed=seed, log_every=log_every)
     del cache
     trained_at = time.time()
-    held_cache = text_alignment_inputs(model, processor, held)
-    rgb_cache = photo_inputs(model, processor, rgb_held_items) if rgb_held_items else None
-    shares = choose_alignment_shares(model, held_cache, rgb_cache, composed_queries(model, processor, held, seed))
+    shares = choose_shares_on(model, processor, held, rgb_held_items, seed)
     return {"epochs": epochs, "seed": seed, "captions": int(sum(len(i.captions) for i in captioned)),
             "identities": len({i.label for i in captioned}), "held_identities": len({i.label for i in held}),
             "rgb_held_identities": len({i.label for i in rgb_held_items}), "loss": [log[0], log[-1]],
@@ -323,10 +330,7 @@ def rechoose_shares(aligned: Path, split_file: Path, seed: int = 42, max_identit
     _, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
     processor = AutoProcessor.from_pretrained(aligned)
     model = AIOModel.from_pretrained(aligned).eval()
-    held = [item for item in held_items if item.captions]
-    rgb_cache = photo_inputs(model, processor, rgb_held)
-    shares = choose_alignment_shares(model, text_alignment_inputs(model, processor, held), rgb_cache,
-                                     composed_queries(model, processor, held, seed))
+    shares = choose_shares_on(model, processor, [item for item in held_items if item.captions], rgb_held, seed)
     model.save_pretrained(aligned)
     summary_file = aligned / "text_alignment_summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
@@ -410,5 +414,5 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
 
 
 __all__ = ["SHARE_GRID", "text_alignment_inputs", "photo_inputs", "train_alignment_heads", "aligned_vectors", "joined",
-           "choose_alignment_shares", "composed_queries", "add_text_alignment", "align_text_heads", "held_out_people",
+           "choose_alignment_shares", "composed_queries", "choose_shares_on", "add_text_alignment", "align_text_heads", "held_out_people",
            "rechoose_shares", "run_text_alignment", "ship_text_alignment"]
