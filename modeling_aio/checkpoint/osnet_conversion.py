@@ -100,3 +100,157 @@ def convert(onnx_path: Path = DEFAULT_ONNX, out: Path = OSNET_0267_WEIGHTS) -> P
 
 
 __all__ = ["osnet_from_onnx", "onnxruntime_with_mvn_decomposed", "verify", "convert", "DEFAULT_ONNX"]
+
+
+class _PortedGraph:
+    """Read-only walk over a ported OpenVINO IR (`openvino_port`): consumers of a node and constants behind
+    Convert nodes, for `osnet_from_openvino_port`."""
+
+    def __init__(self, constants: dict[str, torch.Tensor], nodes: list[dict]):
+        self.constants, self.nodes = constants, nodes
+        self.consumers: dict[int, list[int]] = {}
+        for index, node in enumerate(nodes):
+            for source, _ in node["inputs"]:
+                self.consumers.setdefault(source, []).append(index)
+
+    def op(self, index: int) -> str:
+        return self.nodes[index]["op"]
+
+    def constant(self, index: int, position: int = 1) -> torch.Tensor:
+        """The constant at input `position` of node `index`."""
+        source = self.nodes[index]["inputs"][position][0]
+        while self.op(source) == "Convert":
+            source = self.nodes[source]["inputs"][0][0]
+        if self.op(source) != "Constant":
+            raise ValueError(f"node {index} ({self.op(index)}): input {position} is not a constant.")
+        return self.constants[self.nodes[source]["attrs"]["name"]].float()
+
+    def next(self, index: int, op: str) -> int:
+        """The one consumer of `index` that is an `op`."""
+        found = [c for c in self.consumers.get(index, []) if self.op(c) == op]
+        if len(found) != 1:
+            raise ValueError(f"node {index} ({self.op(index)}) has {len(found)} {op} consumers, expected one.")
+        return found[0]
+
+    def all_next(self, index: int, op: str) -> list[int]:
+        return [c for c in self.consumers.get(index, []) if self.op(c) == op]
+
+
+def _set_conv_bn(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | torch.nn.BatchNorm1d, weight: torch.Tensor,
+                 bias: torch.Tensor) -> None:
+    """A convolution with BatchNorm folded into it (the IR's form) as conv + an identity-scaled BatchNorm."""
+    conv.weight.data.copy_(weight.reshape(conv.weight.shape))
+    bn.weight.data.fill_(1.0)
+    bn.bias.data.copy_(bias.reshape(-1))
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) == 1 exactly
+
+
+def _conv_add(graph: _PortedGraph, conv: int, layer) -> int:
+    """Loads Convolution `conv` and the bias Add after it into a `ConvLayer`; returns the Add's index."""
+    add = graph.next(conv, "Add")
+    _set_conv_bn(layer.conv, layer.bn, graph.constant(conv), graph.constant(add))
+    return add
+
+
+def _block(graph: _PortedGraph, block, source: int) -> int:
+    """Loads one OSBlock whose input is node `source`; returns the index of its output (the final Relu)."""
+    convs = graph.all_next(source, "Convolution")
+    convs.sort(key=lambda c: graph.constant(c).shape[0])  # conv1 (a quarter of the width) before downsample
+    stream_input = graph.next(_conv_add(graph, convs[0], block.conv1), "Relu")
+    streams = []
+    for first in graph.all_next(stream_input, "Convolution"):
+        layers, conv = [], first
+        while True:
+            depthwise = graph.next(conv, "GroupConvolution")
+            add = graph.next(depthwise, "Add")
+            layers.append((graph.constant(conv), graph.constant(depthwise), graph.constant(add)))
+            relu = graph.next(add, "Relu")
+            if graph.all_next(relu, "ReduceMean"):
+                break
+            conv = graph.next(relu, "Convolution")
+        streams.append((layers, graph.next(relu, "ReduceMean"), relu))
+    streams.sort(key=lambda s: len(s[0]))
+    for stream, (layers, _, _) in zip((block.conv2a, block.conv2b, block.conv2c, block.conv2d), streams):
+        modules = [stream] if len(layers) == 1 else list(stream)
+        for module, (pointwise, depthwise, bias) in zip(modules, layers):
+            module.conv1.weight.data.copy_(pointwise.reshape(module.conv1.weight.shape))
+            _set_conv_bn(module.conv2, module.bn, depthwise, bias)
+    pooled = streams[0][1]
+    if hasattr(block.gate, "gn"):
+        mvn = graph.next(graph.next(pooled, "Reshape"), "MVN")
+        scale = graph.next(graph.next(mvn, "Reshape"), "Multiply")
+        block.gate.gn.weight.data.copy_(graph.constant(scale).reshape(-1))
+        block.gate.gn.bias.data.copy_(graph.constant(graph.next(scale, "Add")).reshape(-1))
+        gate_output = graph.next(graph.next(scale, "Add"), "Sigmoid")
+    else:
+        fc1 = graph.next(pooled, "Convolution")
+        fc2 = graph.next(graph.next(graph.next(fc1, "Add"), "Relu"), "Convolution")
+        for layer, conv in ((block.gate.fc1, fc1), (block.gate.fc2, fc2)):
+            layer.weight.data.copy_(graph.constant(conv).reshape(layer.weight.shape))
+            layer.bias.data.copy_(graph.constant(graph.next(conv, "Add")).reshape(-1))
+        gate_output = graph.next(graph.next(fc2, "Add"), "Sigmoid")
+    node = graph.next(gate_output, "Multiply")
+    while not graph.all_next(node, "Convolution"):  # the Adds that sum the four gated streams
+        node = graph.next(node, "Add")
+    residual = graph.next(_conv_add(graph, graph.next(node, "Convolution"), block.conv3), "Add")
+    if block.downsample is not None:
+        _conv_add(graph, convs[1], block.downsample)
+    return graph.next(residual, "Relu")
+
+
+def osnet_from_openvino_port(constants: dict[str, torch.Tensor], nodes: list[dict]) -> OSNet:
+    """An `OSNet` computing what a ported OMZ OSNet-AIN IR computes (0277: x1.0, channels 64/256/384/512).
+
+    The IR has each BatchNorm folded into the convolution before it (a bias Add follows); those load as the
+    convolution plus an identity-scaled BatchNorm. The IR's own input preprocessing (BGR -> RGB, ImageNet mean and
+    std on 0..255) is exactly this package's normalisation, so the module takes the processor's pixels as 0267 does.
+    Raises ValueError where the graph is not that architecture."""
+    graph = _PortedGraph(constants, nodes)
+    parameter = next(i for i, n in enumerate(nodes) if n["op"] == "Parameter")
+    gather = graph.next(parameter, "Gather")
+    if graph.constant(gather).long().tolist() != [2, 1, 0]:
+        raise ValueError("the IR does not start by reordering BGR to RGB.")
+    scaled = graph.next(graph.next(gather, "Subtract"), "Multiply")
+    mean, scale = graph.constant(graph.next(gather, "Subtract")).reshape(-1), graph.constant(scaled).reshape(-1)
+    if not (torch.allclose(mean / 255, torch.tensor([0.485, 0.456, 0.406]), atol=2e-3)
+            and torch.allclose(1 / (scale * 255), torch.tensor([0.229, 0.224, 0.225]), atol=2e-3)):
+        raise ValueError(f"the IR normalises with mean {mean.tolist()} and scale {scale.tolist()}, not ImageNet's.")
+    stem_conv = graph.next(graph.next(graph.next(graph.next(scaled, "MVN"), "Multiply"), "Add"), "Convolution")
+    transition_widths = [graph.constant(graph.nodes[add]["inputs"][0][0]).shape[0]
+                         for add in (graph.nodes[graph.nodes[pool]["inputs"][0][0]]["inputs"][0][0]
+                                     for pool in (i for i, n in enumerate(nodes) if n["op"] == "AvgPool"))]
+    global_pool = graph.constant(next(i for i, n in reversed(list(enumerate(nodes))) if n["op"] == "GroupConvolution"))
+    channels = (graph.constant(stem_conv).shape[0], *transition_widths, global_pool.shape[0])
+    net = OSNet(feature_size=tuple(global_pool.shape[-2:]), channels=channels)
+    first_in = net.in_first
+    mvn = graph.next(scaled, "MVN")
+    first_in.weight.data.copy_(graph.constant(graph.next(mvn, "Multiply")).reshape(-1))
+    first_in.bias.data.copy_(graph.constant(graph.next(graph.next(mvn, "Multiply"), "Add")).reshape(-1))
+    net.conv1.conv.weight.data.copy_(graph.constant(stem_conv))
+    stem_mvn = graph.next(stem_conv, "MVN")
+    stem_scale = graph.next(stem_mvn, "Multiply")
+    net.conv1.bn.weight.data.copy_(graph.constant(stem_scale).reshape(-1))
+    net.conv1.bn.bias.data.copy_(graph.constant(graph.next(stem_scale, "Add")).reshape(-1))
+    node = graph.next(graph.next(graph.next(stem_scale, "Add"), "Relu"), "MaxPool")
+    for stage in (net.conv2, net.conv3, net.conv4):
+        node = _block(graph, stage[1], _block(graph, stage[0], node))
+        if len(stage) == 3:
+            node = graph.next(graph.next(_conv_add(graph, graph.next(node, "Convolution"), stage[2][0]), "Relu"),
+                              "AvgPool")
+    node = graph.next(_conv_add(graph, graph.next(node, "Convolution"), net.conv5), "Relu")
+    pool = graph.next(node, "GroupConvolution")
+    net.global_avgpool.weight.data.copy_(graph.constant(pool).reshape(net.global_avgpool.weight.shape))
+    net.global_avgpool.bias.data.copy_(graph.constant(graph.next(pool, "Add")).reshape(-1))
+    matmul = graph.next(graph.next(graph.next(pool, "Add"), "Reshape"), "MatMul")
+    net.fc[0].weight.data.copy_(graph.constant(matmul))
+    net.fc[0].bias.data.copy_(graph.constant(graph.next(matmul, "Add")).reshape(-1))
+    scale = graph.next(graph.next(graph.next(matmul, "Add"), "Reshape"), "Multiply")
+    shift = graph.next(scale, "Add")
+    bn = net.fc[1]
+    bn.weight.data.copy_(graph.constant(scale).reshape(-1))
+    bn.bias.data.copy_(graph.constant(shift).reshape(-1))
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)
+    net.fc[2].weight.data.copy_(graph.constant(graph.next(shift, "PRelu")).reshape(-1))
+    return net.eval()

@@ -180,10 +180,10 @@ def trained_modules(keys) -> list[str]:
     return sorted({".".join(k.split(".")[:2]) if k.startswith("embeddings.") else k.split(".")[0] for k in keys})
 
 
-def export_trained_weights(model: AIOForReIdentification, export: Path, distilled_trunk: bool) -> Path:
+def export_trained_weights(model: AIOForReIdentification, export: Path) -> Path:
     """Writes the trained parameters as fp16 safetensors and, beside them (`.json`), the shapes and encoder they were
     trained with and the modules they hold, which `checkpoint.build` checks when it merges them."""
-    trained = trained_parameters(model, distilled_trunk)
+    trained = trained_parameters(model, shared_trunk=True)  # whichever pretrained trunk the run started from
     state = {k: v.to(torch.float16).contiguous() for k, v in trainable_state_dict(model, trained).items()}
     save_file(state, str(export), metadata={"format": "pt", "source": "scripts/train.py"})
     config = model.config
@@ -244,8 +244,7 @@ def run(args: argparse.Namespace) -> dict:
     else:
         model.save_pretrained(args.output_dir / "final")
     distillation = distillation or previous.get("trunk_distillation")
-    export = export_trained_weights(model, args.export or args.output_dir / "aio-reid-trainable.safetensors",
-                                    distilled_trunk=distilling or distillation is not None)
+    export = export_trained_weights(model, args.export or args.output_dir / "aio-reid-trainable.safetensors")
     summary = {"steps": steps, "training_seconds": training_seconds,
                "trunk_distillation": distillation,
                "trunk_binding": trunk_binding or previous.get("trunk_binding"),  # resumed / re-aligned: as before

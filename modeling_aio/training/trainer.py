@@ -74,16 +74,16 @@ class StopAfterStepCallback(TrainerCallback):
 #: training) and the per-modality trunks (bound before it).
 STAGE_PARAMETERS: tuple[str, ...] = ("aio.skip_log_weights", "aio.skip_log_scales", "aio.embeddings.modality_backbones.",
                                      "aio.text_alignment_image.", "aio.text_alignment_text.")
-#: The shared OSNet trunk: shipped only when a teacher was distilled into it (otherwise it is 0267 as released).
+#: The shared OSNet trunk: `scripts/train.py` ships it always (distilled, or a pretrained trunk other than 0267).
 SHARED_TRUNK = "aio.embeddings.image_backbone."
 
 
-def trained_parameters(model, distilled_trunk: bool = False) -> list[str]:
+def trained_parameters(model, shared_trunk: bool = False) -> list[str]:
     """The explicit list of the parameters a run trained: everything that trains now, the `STAGE_PARAMETERS`, and
-    the shared trunk when `distilled_trunk`. What `trainable_state_dict` exports."""
+    the shared trunk when `shared_trunk`. What `trainable_state_dict` exports."""
     return sorted(name for name, parameter in model.named_parameters()
                   if parameter.requires_grad or name.startswith(STAGE_PARAMETERS)
-                  or (distilled_trunk and name.startswith(SHARED_TRUNK)))
+                  or (shared_trunk and name.startswith(SHARED_TRUNK)))
 
 
 def trainable_state_dict(model, trained: Iterable[str] | None = None,

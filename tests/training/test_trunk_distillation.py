@@ -226,7 +226,7 @@ def test_a_distilled_shared_trunk_ships_with_the_trained_weights():
     assert not any(k.startswith("embeddings.image_backbone.") for k in plain)
     assert plain.keys() == trainable_state_dict(plain_model, trained_parameters(plain_model)).keys()
     distilled_model = AIOForReIdentification(osnet_config(num_identities=3))
-    distilled = trainable_state_dict(distilled_model, trained_parameters(distilled_model, distilled_trunk=True))
+    distilled = trainable_state_dict(distilled_model, trained_parameters(distilled_model, shared_trunk=True))
     trunk_keys = [k for k in distilled if k.startswith("embeddings.image_backbone.")]
     assert len(trunk_keys) == len(distilled_model.aio.embeddings.image_backbone.state_dict())
     assert "embeddings.image_backbone.fc.1.running_var" in trunk_keys
