@@ -90,6 +90,9 @@ class AIOConfig(PreTrainedConfig):
             or RGB leave it zero. The returned embedding is `search_embedding_size` wide.
         text_alignment_hidden (`int`): width of the per-position layer of both text-alignment heads.
         text_alignment_dropout (`float`): dropout of both heads while they train.
+        text_alignment_layers (`int`): self-attention layers (pre-norm, the encoder's width) that the text head runs
+            over the caption's encoder outputs before its per-position layer, so a colour word can attend to the
+            garment it describes (0: none).
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the ReID part of the query embedding (the whole embedding without
             `text_alignment_size`).
@@ -125,6 +128,7 @@ class AIOConfig(PreTrainedConfig):
     text_alignment_size: int = 0
     text_alignment_hidden: int = 1024
     text_alignment_dropout: float = 0.1
+    text_alignment_layers: int = 0
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0
@@ -159,7 +163,8 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`patch_size` must be a power of two >= 4, got {self.patch_size}.")
         if not isinstance(self.osnet_width, int) or isinstance(self.osnet_width, bool) or self.osnet_width < 1:
             raise ValueError(f"`osnet_width` must be a positive integer (a multiple of OSNet x0.5), got {self.osnet_width!r}.")
-        alignment = {"text_alignment_size": self.text_alignment_size, "text_alignment_hidden": self.text_alignment_hidden}
+        alignment = {"text_alignment_size": self.text_alignment_size, "text_alignment_hidden": self.text_alignment_hidden,
+                     "text_alignment_layers": self.text_alignment_layers}
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in alignment.values()):
             raise ValueError(f"AIOConfig text-alignment sizes must be integers >= 0, got {alignment}.")
         if self.text_alignment_size and (self.image_tokenizer != "osnet" or self.text_alignment_hidden < 1):

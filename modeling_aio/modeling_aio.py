@@ -125,20 +125,50 @@ class AIOTextAlignmentImageHead(nn.Module):
         return self.output(self.dropout(pooled))
 
 
+class AIOTextContextLayer(nn.Module):
+    """A pre-norm self-attention + MLP block over the caption's encoder outputs (padding masked), trained with the
+    text head: the frozen encoder's word outputs are general-purpose, this lets them exchange what matters here."""
+
+    def __init__(self, config: AIOConfig):
+        super().__init__()
+        width = config.hidden_size
+        self.num_heads = config.encoder_config.num_attention_heads
+        self.attention_norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attention_output = nn.Linear(width, width)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.dropout = nn.Dropout(config.text_alignment_dropout)
+
+    def forward(self, states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        batch, length, width = states.shape
+        q, k, v = (t.reshape(batch, length, self.num_heads, -1).transpose(1, 2)
+                   for t in self.qkv(self.attention_norm(states)).chunk(3, dim=-1))
+        keep = text_mask.bool()[:, None, None, :]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                                  dropout_p=self.dropout.p if self.training else 0.0)
+        states = states + self.dropout(self.attention_output(attended.transpose(1, 2).reshape(batch, length, width)))
+        return states + self.dropout(self.mlp(self.mlp_norm(states)))
+
+
 class AIOTextAlignmentTextHead(nn.Module):
-    """The text side of the text-aligned part: each encoder output at a text position goes through LayerNorm and a
-    GELU layer; the max and mean over the caption's real positions are projected to `text_alignment_size`. The max
-    lets single attribute words (a colour, a garment) reach the vector, where a sentence mean dilutes them."""
+    """The text side of the text-aligned part: each encoder output at a text position (after the optional
+    `AIOTextContextLayer`s) goes through LayerNorm and a GELU layer; the max and mean over the caption's real
+    positions are projected to `text_alignment_size`. The max lets single attribute words (a colour, a garment)
+    reach the vector, where a sentence mean dilutes them."""
 
     def __init__(self, config: AIOConfig):
         super().__init__()
         hidden = config.text_alignment_hidden
+        self.context = nn.ModuleList(AIOTextContextLayer(config) for _ in range(config.text_alignment_layers))
         self.norm = nn.LayerNorm(config.hidden_size)
         self.dropout = nn.Dropout(config.text_alignment_dropout)
         self.expand = nn.Linear(config.hidden_size, hidden)
         self.output = nn.Linear(2 * hidden, config.text_alignment_size)
 
     def forward(self, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.context:
+            text_states = layer(text_states, text_mask)
         positions = F.gelu(self.expand(self.dropout(self.norm(text_states))))
         real = text_mask.to(positions.dtype)[..., None]
         largest = positions.masked_fill(real == 0, torch.finfo(positions.dtype).min).amax(dim=1)

@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--size", type=int, default=256, help="width of the text-aligned part")
     parser.add_argument("--hidden", type=int, default=1024, help="width of the heads' per-position layer")
+    parser.add_argument("--layers", type=int, default=0,
+                        help="self-attention layers the text head runs over the caption's encoder outputs first")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-identities", type=int, default=4000, help="training recipe, as scripts/train.py")
     parser.add_argument("--ship", type=Path, default=None, metavar="ALIGNED",
@@ -40,7 +42,7 @@ def main() -> None:
         print(f"shipped {added} tensors from {args.ship}; run `make checkpoint` to rebuild aio-reid/")
         return
     record = run_text_alignment(args.checkpoint, args.out, args.split_file, args.epochs, args.size, args.hidden,
-                                args.seed, args.max_identities)
+                                args.seed, args.max_identities, layers=args.layers)
     print(f"wrote {args.out}: {record}")
 
 

@@ -195,6 +195,7 @@ def export_trained_weights(model: AIOForReIdentification, export: Path) -> Path:
               "patch_size": config.patch_size, "stem_width": config.stem_width,
               "embedding_size": config.embedding_size, "max_text_length": config.max_text_length,
               "text_alignment_size": config.text_alignment_size, "text_alignment_hidden": config.text_alignment_hidden,
+              "text_alignment_layers": config.text_alignment_layers,
               "trained_modules": trained_modules(state)}
     export.with_suffix(".json").write_text(json.dumps(shapes, indent=1) + "\n")
     return export

@@ -260,13 +260,13 @@ def choose_shares_on(model, processor, held_items: list[TrainingItem], rgb_held_
                                    composed_queries(model, processor, held_items, seed))
 
 
-def add_text_alignment(model, size: int = 256, hidden: int = 1024):
+def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int = 0):
     """A copy of `model` (an `AIOModel`) whose config adds an untrained text-aligned part of `size` (shares 0, so
-    it ranks as `model` does until `choose_alignment_shares`)."""
+    it ranks as `model` does until `choose_alignment_shares`), its text head with `layers` context layers."""
     from ..modeling_aio import AIOModel
 
     config = model.config.__class__.from_dict(model.config.to_dict())
-    config.text_alignment_size, config.text_alignment_hidden = size, hidden
+    config.text_alignment_size, config.text_alignment_hidden, config.text_alignment_layers = size, hidden, layers
     grown = AIOModel(config).eval()
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
     new = ("text_alignment_image.", "text_alignment_text.", "alignment_shares")
@@ -341,7 +341,7 @@ def rechoose_shares(aligned: Path, split_file: Path, seed: int = 42, max_identit
 
 def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: int = 20, size: int = 256,
                        hidden: int = 1024, seed: int = 42, max_identities: int | None = 4000,
-                       fusion_holdout: float = 0.15, rgb_identities: int = 300) -> dict:
+                       fusion_holdout: float = 0.15, rgb_identities: int = 300, layers: int = 0) -> dict:
     """Adds a text-aligned part to `checkpoint`, runs `align_text_heads` on the `../shared` recipe (every caption
     of the training identities; `split_file`'s and the cross-domain source's people left out, as `scripts/train.py`
     leaves them) with the same held-out people as the main run's calibration, and saves the result (weights,
@@ -355,9 +355,9 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     torch.manual_seed(seed)
     items, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
     processor = AutoProcessor.from_pretrained(checkpoint)
-    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden)
+    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden, layers)
     record = align_text_heads(model, processor, items, held_items, rgb_held, epochs=epochs, seed=seed)
-    record = {"script": "scripts/train_text_alignment.py", "size": size, "hidden": hidden,
+    record = {"script": "scripts/train_text_alignment.py", "size": size, "hidden": hidden, "layers": layers,
               "max_identities": max_identities, "fusion_holdout": fusion_holdout, **record}
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -395,6 +395,7 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     shapes = json.loads(shape_file.read_text())
     shapes["text_alignment_size"] = config["text_alignment_size"]
     shapes["text_alignment_hidden"] = config["text_alignment_hidden"]
+    shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
     shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) | {
         "text_alignment_image", "text_alignment_text", "alignment_shares"})
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())

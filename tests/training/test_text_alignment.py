@@ -94,6 +94,35 @@ def test_heads_learn_to_match_captions_to_their_photos(aligned_model, osnet_proc
     assert not aligned_model.text_alignment_image.training  # left in eval mode
 
 
+def test_context_layers_read_only_real_words_train_with_the_heads_and_reload(osnet_processor, captioned_items,
+                                                                            tmp_path):
+    torch.manual_seed(0)
+    model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, layers=1)
+    head = model.text_alignment_text.eval()
+    assert model.config.text_alignment_layers == 1 and len(head.context) == 1
+    states = torch.randn(2, 6, model.config.hidden_size)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    padded = states.clone()
+    padded[1, 3:] = 100.0
+    with torch.no_grad():
+        out = head(states, mask)
+        assert torch.allclose(head(padded, mask), out, atol=1e-5)  # padding is never attended to
+        assert torch.allclose(head(states[1:, :3], mask[1:, :3]), out[1:], atol=1e-5)
+        without = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16).text_alignment_text
+        without.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("context.")})
+        plain = without.eval()(states, mask)
+        assert (plain - out).abs().max() > 0.01 * out.abs().max()  # the layer changes what is read
+    before = {k: v.clone() for k, v in head.context.state_dict().items()}
+    cache = text_alignment_inputs(model, osnet_processor, captioned_items, batch_size=4)
+    train_alignment_heads(model, cache, epochs=2, batch_size=16, learning_rate=3e-3, bf16=False, log_every=10)
+    assert any(not torch.equal(before[k], v) for k, v in head.context.state_dict().items())
+    model.save_pretrained(tmp_path / "layered")
+    reloaded = AIOModel.from_pretrained(tmp_path / "layered").eval()
+    assert reloaded.config.text_alignment_layers == 1
+    with torch.no_grad():
+        assert torch.allclose(reloaded.text_alignment_text(states, mask), model.text_alignment_text(states, mask))
+
+
 def test_the_stage_chooses_shares_on_held_out_people(aligned_model, osnet_processor, captioned_items, tmp_path):
     train, held = captioned_items[:8], captioned_items[8:]
     rgb_held = []
@@ -145,11 +174,15 @@ def test_ship_adds_the_part_to_the_trainable_weights(aligned_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_path):
-    """Both heads, the shares and the join survive ONNX export (text with padding, RGB, sketch); export_onnx
-    itself refuses a graph below MIN_COSINE against PyTorch."""
+@pytest.mark.parametrize("layers", [0, 1])
+def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_path, layers):
+    """Both heads (with and without context layers), the shares and the join survive ONNX export (text with
+    padding, RGB, sketch); export_onnx itself refuses a graph below MIN_COSINE against PyTorch."""
     from modeling_aio.export import MIN_COSINE, export_onnx
 
+    if layers:
+        torch.manual_seed(1)
+        aligned_model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, layers=layers)
     aligned_model.alignment_shares.copy_(torch.tensor([0.2, 0.7, 0.3, 0.4]))
     cosines = export_onnx(aligned_model, tmp_path / "onnx")
     assert {path.name for path in cosines} == {"image_rgb.onnx", "image_ir.onnx", "image_sketch.onnx", "text.onnx"}
