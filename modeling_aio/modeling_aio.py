@@ -4,7 +4,8 @@ Per-modality tokenizers map every input into the encoder's token space; a learna
 every modality present in a query form one sequence, encoded in one forward of the frozen shared encoder. Only the
 tokenizers, embeddings, projection and heads train.
 
-This file imports only transformers, torch and its siblings `configuration_aio`, `embeddings_aio`, `losses` and `osnet`, so that
+This file imports only transformers, torch and its siblings `configuration_aio`, `checks_aio`, `embeddings_aio`,
+`text_alignment_aio`, `losses` and `osnet`, so that
 `save_pretrained` copies them next to the weights and `trust_remote_code=True` loading works anywhere.
 """
 
@@ -22,10 +23,12 @@ from transformers.utils import ModelOutput
 
 from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
+from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, query_inputs
 from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
+from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-exported)
+    ALIGNMENT_QUERY_KINDS, AIOTextAlignmentImageHead, AIOTextAlignmentTextHead,
+)
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-PIXEL_KEYS: dict[str, str] = {m: f"pixel_values_{m}" for m in IMAGE_MODALITIES}
 
 
 @dataclass
@@ -104,80 +107,6 @@ class AIOSharedEncoder(nn.Module):
                                          allow_is_bidirectional_skip=not exporting)
         outputs = self.layers(hidden_states, attention_mask=mask, output_hidden_states=output_hidden_states)
         return self.final_norm(outputs.last_hidden_state), outputs.hidden_states
-
-
-class AIOTextAlignmentImageHead(nn.Module):
-    """The image side of the text-aligned part: a 1x1 convolution widens the shared OSNet trunk's stride-16 feature
-    map, and its global max and mean over positions are projected to `text_alignment_size`. The max keeps what one
-    region shows (a bag, shoes), which a caption names and a pooled ReID embedding blurs."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        hidden = config.text_alignment_hidden
-        self.expand = nn.Conv2d(config.osnet_channels[-1], hidden, kernel_size=1)
-        self.norm = nn.BatchNorm2d(hidden)
-        self.dropout = nn.Dropout(config.text_alignment_dropout)
-        self.output = nn.Linear(2 * hidden, config.text_alignment_size)
-
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        positions = F.relu(self.norm(self.expand(feature_map)))
-        pooled = torch.cat([positions.amax(dim=(2, 3)), positions.mean(dim=(2, 3))], dim=1)
-        return self.output(self.dropout(pooled))
-
-
-class AIOTextContextLayer(nn.Module):
-    """A pre-norm self-attention + MLP block over the caption's encoder outputs (padding masked), trained with the
-    text head: the frozen encoder's word outputs are general-purpose, this lets them exchange what matters here."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        width = config.hidden_size
-        self.num_heads = config.encoder_config.num_attention_heads
-        self.attention_norm = nn.LayerNorm(width)
-        self.qkv = nn.Linear(width, 3 * width)
-        self.attention_output = nn.Linear(width, width)
-        self.mlp_norm = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
-        self.dropout = nn.Dropout(config.text_alignment_dropout)
-
-    def forward(self, states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        batch, length, width = states.shape
-        q, k, v = (t.reshape(batch, length, self.num_heads, -1).transpose(1, 2)
-                   for t in self.qkv(self.attention_norm(states)).chunk(3, dim=-1))
-        keep = text_mask.bool()[:, None, None, :]
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
-                                                  dropout_p=self.dropout.p if self.training else 0.0)
-        states = states + self.dropout(self.attention_output(attended.transpose(1, 2).reshape(batch, length, width)))
-        return states + self.dropout(self.mlp(self.mlp_norm(states)))
-
-
-class AIOTextAlignmentTextHead(nn.Module):
-    """The text side of the text-aligned part: each encoder output at a text position (after the optional
-    `AIOTextContextLayer`s) goes through LayerNorm and a GELU layer; the max and mean over the caption's real
-    positions are projected to `text_alignment_size`. The max lets single attribute words (a colour, a garment)
-    reach the vector, where a sentence mean dilutes them."""
-
-    def __init__(self, config: AIOConfig):
-        super().__init__()
-        hidden = config.text_alignment_hidden
-        self.context = nn.ModuleList(AIOTextContextLayer(config) for _ in range(config.text_alignment_layers))
-        self.norm = nn.LayerNorm(config.hidden_size)
-        self.dropout = nn.Dropout(config.text_alignment_dropout)
-        self.expand = nn.Linear(config.hidden_size, hidden)
-        self.output = nn.Linear(2 * hidden, config.text_alignment_size)
-
-    def forward(self, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        for layer in self.context:
-            text_states = layer(text_states, text_mask)
-        positions = F.gelu(self.expand(self.dropout(self.norm(text_states))))
-        real = text_mask.to(positions.dtype)[..., None]
-        largest = positions.masked_fill(real == 0, torch.finfo(positions.dtype).min).amax(dim=1)
-        mean = (positions * real).sum(1) / real.sum(1).clamp(min=1.0)
-        return self.output(self.dropout(torch.cat([largest, mean], dim=1)))
-
-
-#: The kinds of query that weigh the text-aligned part, in the order of `AIOModel.alignment_shares`.
-ALIGNMENT_QUERY_KINDS: tuple[str, ...] = ("rgb", "text", "text+ir", "text+sketch")
 
 
 class AIOPreTrainedModel(PreTrainedModel):
@@ -268,119 +197,9 @@ class AIOPreTrainedModel(PreTrainedModel):
         return self
 
 
-def check_checkpoint_folder(location: Path) -> None:
-    """Refuses, naming the file, what transformers would report with a raw traceback or load silently: no
-    safetensors (pickles are never loaded), a config of another model type, weights cut short, non-float weights."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
-    weights = sorted(location.glob("*.safetensors"))
-    if not weights:
-        pickles = sorted(p.name for p in location.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        found = f" (found pickled weights {pickles})" if pickles else ""
-        raise OSError(f"{location} has no model.safetensors{found}; AIO loads safetensors checkpoints only and never "
-                      "unpickles weights. Convert the weights with safetensors.torch.save_file.")
-    config_file = location / "config.json"
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else "aio"
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OSError(f"{config_file} is not valid JSON ({error}).") from None
-    if model_type != "aio":
-        raise OSError(f"{config_file} is for model type {model_type!r}, not an AIO checkpoint ('aio').")
-    if config_file.is_file():
-        try:
-            AIOConfig.from_json_file(str(config_file))
-        except (ValueError, TypeError) as error:
-            raise OSError(f"{config_file} is not a valid AIO configuration ({error}).") from None
-    for path in weights:
-        try:
-            with safe_open(str(path), "pt") as handle:
-                dtypes = {key: str(handle.get_slice(key).get_dtype()) for key in handle.keys()}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise OSError(f"{path} is not a complete safetensors file ({error}); it may be cut short.") from None
-        wrong = [k for k, d in dtypes.items() if d not in ("F16", "BF16", "F32", "F64")
-                 and not k.endswith("num_batches_tracked")]
-        if wrong:
-            raise OSError(f"{path} holds non-float weights, e.g. {wrong[0]} ({dtypes[wrong[0]]}); AIO weights are "
-                          "floating point.")
-
-
 def _inside_frozen_encoder(model: nn.Module, module: nn.Module) -> bool:
     encoders = [m for m in model.modules() if isinstance(m, AIOSharedEncoder)]
     return any(module is sub for encoder in encoders for sub in encoder.modules())
-
-
-# Pixels normalised by any sane mean/std (std >= 0.1) stay within this; 0-255 pixels do not.
-PIXEL_LIMIT = 10.0
-
-
-def _check_query(
-    modality_inputs: dict[str, torch.Tensor], attention_mask: torch.Tensor | None, config: AIOConfig
-) -> None:
-    """Clear errors for malformed queries before they turn into shape errors deep inside the encoder."""
-    if not modality_inputs:
-        raise ValueError(
-            "An AIO query needs at least one modality: pass pixel_values_rgb, pixel_values_ir, pixel_values_sketch "
-            "and/or input_ids."
-        )
-    sizes = {name: tensor.shape[0] for name, tensor in modality_inputs.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"Every modality of a query batch must have the same batch size, got {sizes}.")
-    for modality in IMAGE_MODALITIES:
-        if modality in modality_inputs:
-            pixels = modality_inputs[modality]
-            expected = (3, *config.image_size)
-            if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
-                raise ValueError(
-                    f"`{PIXEL_KEYS[modality]}` must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
-                    f"{tuple(pixels.shape)}; prepare images with AIOProcessor."
-                )
-            bad = torch.nonzero(~torch.isfinite(pixels).flatten(1).all(1)).flatten()
-            if len(bad):
-                raise ValueError(f"`{PIXEL_KEYS[modality]}`[{int(bad[0])}] has NaN or infinite values.")
-            peaks = pixels.detach().abs().flatten(1).amax(1)
-            if bool((peaks > PIXEL_LIMIT).any()):
-                row = int(torch.nonzero(peaks > PIXEL_LIMIT).flatten()[0])
-                raise ValueError(
-                    f"`{PIXEL_KEYS[modality]}`[{row}] has values up to {float(peaks[row]):.4g}, far outside the "
-                    f"normalised range (|x| <= {PIXEL_LIMIT}) that AIOProcessor produces; were the pixels left at "
-                    "0-255? Prepare images with AIOProcessor."
-                )
-    if "text" in modality_inputs:
-        input_ids = modality_inputs["text"]
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"`input_ids` must have shape (B, L) with L >= 1, got {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] > config.max_text_length:
-            raise ValueError(
-                f"`input_ids` has {input_ids.shape[1]} tokens; this model takes at most {config.max_text_length}."
-            )
-        outside = (input_ids < 0) | (input_ids >= config.vocab_size)
-        if bool(outside.any()):
-            row, column = (int(i) for i in torch.nonzero(outside)[0])
-            raise ValueError(
-                f"`input_ids`[{row}] has word-piece id {int(input_ids[row, column])} outside this model's vocabulary "
-                f"(0..{config.vocab_size - 1}); tokenize with the checkpoint's own AIOProcessor."
-            )
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `input_ids` {tuple(input_ids.shape)}."
-            )
-        if attention_mask is not None and not attention_mask.any(dim=1).all():
-            row = int(torch.nonzero(~attention_mask.any(dim=1)).flatten()[0])
-            raise ValueError(f"`attention_mask`[{row}] is all zeros: that query has no text to read.")
-
-
-def _query_inputs(
-    config: AIOConfig, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """The modalities present in a query, checked, and the text mask (all ones when none is given)."""
-    given = {"rgb": pixel_values_rgb, "ir": pixel_values_ir, "sketch": pixel_values_sketch, "text": input_ids}
-    modality_inputs = {m: x for m, x in given.items() if x is not None}
-    _check_query(modality_inputs, attention_mask, config)
-    if input_ids is not None and attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    return modality_inputs, attention_mask
 
 
 class AIOModel(AIOPreTrainedModel):
@@ -431,7 +250,7 @@ class AIOModel(AIOPreTrainedModel):
                 f"AIOModel got unexpected inputs {sorted(kwargs)}; expected any of "
                 f"{sorted(PIXEL_KEYS.values()) + ['input_ids', 'attention_mask']}."
             )
-        modality_inputs, attention_mask = _query_inputs(
+        modality_inputs, attention_mask = query_inputs(
             self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
         tokens, image_globals, feature_maps = self.embeddings.tokenize(modality_inputs)
         return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states, feature_maps)
@@ -585,7 +404,7 @@ class AIOForReIdentification(AIOPreTrainedModel):
         positions, the index of the word in `config.attribute_words` (-100 elsewhere)."""
         if kwargs:
             raise TypeError(f"AIOForReIdentification got unexpected inputs {sorted(kwargs)}.")
-        modality_inputs, attention_mask = _query_inputs(
+        modality_inputs, attention_mask = query_inputs(
             self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
         tokens, image_globals, feature_maps = self.aio.embeddings.tokenize(modality_inputs)
         fused = self.aio.encode_tokens(tokens, attention_mask, image_globals, feature_maps=feature_maps)

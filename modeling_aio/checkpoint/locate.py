@@ -66,7 +66,7 @@ def load_model(name: str | Path, **kwargs):
     file, never a model of another kind or a raw library traceback."""
     from transformers import AutoModel
 
-    from ..modeling_aio import check_checkpoint_folder
+    from ..checks_aio import check_checkpoint_folder
 
     path = resolve_model(name)
     if Path(path).is_dir():

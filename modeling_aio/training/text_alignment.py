@@ -23,7 +23,7 @@ from PIL import Image
 from ..configuration_aio import MODALITIES
 from ..evaluation.metrics import rank_metrics
 from ..losses import cosine_identity_cross_entropy, symmetric_info_nce
-from ..modeling_aio import ALIGNMENT_QUERY_KINDS
+from ..text_alignment_aio import ALIGNMENT_QUERY_KINDS
 from .data import TrainingItem
 
 #: Shares of the aligned part tried for each kind of query (0: the query ignores it; 1: only the aligned part). The
