@@ -1,12 +1,12 @@
-"""The model card's infrared and text-alignment text (modeling_aio.evaluation.model_card): written from the training
-summary, so the card says what IR and text were and were not trained on and how to rebuild each stage."""
+"""The model card's infrared and text-alignment text (modeling_aio.evaluation.model_card and card_training): written
+from the training summary, so the card says what IR and text were and were not trained on and how to rebuild each stage."""
 
 from __future__ import annotations
 
-from modeling_aio.evaluation.model_card import (
-    ir_reproduce_lines, ir_training_text, limitations, text_alignment_line, text_alignment_reproduce_lines,
-    trained_trunks,
+from modeling_aio.evaluation.card_training import (
+    ir_reproduce_lines, ir_training_text, text_alignment_line, text_alignment_reproduce_lines, trained_trunks,
 )
+from modeling_aio.evaluation.model_card import limitations
 
 IR_TRUNK = {"script": "scripts/experiment_thermal_binding.py", "steps": 150, "identities": 0, "real_train_pairs": 37,
             "thermal_share": 0.5, "thermal_style": "prior", "anchor_weight": 0.0, "learning_rate": 1e-4, "seed": 0,
@@ -48,3 +48,5 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
     commands = text_alignment_reproduce_lines(summary)
     assert "--epochs 20 --size 256 --hidden 1024 --seed 42" in commands and "--ship runs/text-alignment" in commands
     assert any("1,937 identities" in line for line in limitations(tmp_path, summary))
+    layered = text_alignment_reproduce_lines({"text_alignment_heads": {**TEXT_HEADS, "layers": 1}})
+    assert "--hidden 1024 --layers 1 --seed 42" in layered

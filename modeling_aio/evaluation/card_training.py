@@ -1,0 +1,178 @@
+"""The model card's training provenance: one sentence per stage (trunks, distillation, skip scales, text-aligned
+part, IR trunk) and the commands that reproduce each, written from `weights/training_summary.json` and the trained
+weights' shape file, never typed in. `model_card` assembles them into the card.
+"""
+
+from __future__ import annotations
+
+
+def trunk_line(shape: dict, summary: dict) -> str:
+    """The card's line on per-modality OSNet trunks (empty when every image modality reads the shared one)."""
+    modalities = shape.get("osnet_modality_trunks") or []
+    if not modalities:
+        return ""
+    bound = summary.get("trunk_binding") or {}
+    details = "; ".join(f"{m}: {b['steps']} steps on {b['images']} images of {b['identities']} identities, loss "
+                        f"{b['first_loss']:.2f} -> {b['last_loss']:.2f}, {b['seconds']} s" for m, b in bound.items())
+    ir = summary.get("ir_trunk")
+    if ir and "ir" in modalities:
+        modalities = [m for m in modalities if m != "ir"]
+        ir_text = "* " + ir_training_text(summary) + "\n"
+        if not modalities:
+            return ir_text + skip_scale_line(summary)
+    else:
+        ir_text = ""
+    return (f"* own OSNet trunk for **{', '.join(modalities)}** (an addition to the paper): a copy of the shared trunk, "
+            "trained in a first stage (`modeling_aio.training.trunk_binding`) so that each image of its modality (real "
+            "sketches; synthetic views for IR) is classified among the training identities' photo embeddings of the "
+            "frozen shared trunk, then frozen; the RGB gallery side "
+            f"is untouched{' (' + details + ')' if details else ''};\n" + ir_text + skip_scale_line(summary))
+
+
+def text_alignment_line(shape: dict, summary: dict) -> str:
+    """The card's line on the text-aligned part of the embedding (empty without one)."""
+    if not shape.get("text_alignment_size"):
+        return ""
+    heads = summary.get("text_alignment_heads") or {}
+    shares = heads.get("shares") or {}
+    trained = (f", trained {heads['epochs']} epochs on {heads['captions']:,} captions of {heads['identities']:,} "
+               f"identities (`{heads['script']}`, seed {heads['seed']}, {heads['seconds']} s on {heads['hardware']})"
+               if heads else "")
+    chosen = (f"; shares chosen on {heads['held_identities']} captioned and {heads['rgb_held_identities']} "
+              f"uncaptioned held-out identities: RGB {shares['rgb']}, text {shares['text']}, text + IR "
+              f"{shares['text+ir']}, text + sketch {shares['text+sketch']}" if shares else "")
+    return (f"* text-aligned part (an addition to the paper): {shape['text_alignment_size']} more dimensions in every "
+            "search vector. An RGB image fills them from the shared trunk's feature map (1x1 convolution, max and "
+            "mean over positions), a caption from the encoder's outputs at its words (a GELU layer, max and mean "
+            "over words); both heads trained together (symmetric InfoNCE over identities plus an identity loss "
+            f"through one cosine classifier, `modeling_aio.training.text_alignment`){trained}. Each kind of query "
+            f"weighs the part by its own share of the vector's length{chosen}; sketch and IR queries leave it "
+            "zero, so their ranking is that of the ReID part alone;\n")
+
+
+def text_alignment_reproduce_lines(summary: dict) -> str:
+    """The commands that train and ship the text-aligned part after the main run, from its summary."""
+    heads = summary.get("text_alignment_heads")
+    if not heads:
+        return ""
+    return (f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --epochs "
+            f"{heads['epochs']} --size {heads['size']} --hidden {heads['hidden']}"
+            f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''} --seed {heads['seed']}\n"
+            "python scripts/train_text_alignment.py --ship runs/text-alignment && python scripts/build_checkpoint.py\n")
+
+
+def ir_training_text(summary: dict) -> str:
+    """What the IR path was trained on, from the training summary (its `ir_trunk` entry when an IR trunk ships)."""
+    ir = summary.get("ir_trunk")
+    if not ir:
+        return ("The IR path was trained on synthetic IR only (CAJ channel augmentation, grayscale), never on real "
+                "thermal images: it is a near-infrared path.")
+    synthetic = (f" and synthetic thermal views (`{ir['thermal_style']}` style) of {ir['identities']} training "
+                 "identities' photos" if ir["identities"] and ir["thermal_share"] > 0 else "")
+    gate = ir.get("thermal_gate")
+    gate_text = (" A thermal gate (`AIOThermalGate`, a logistic regression over the shared trunk's embedding and five "
+                 "pixel statistics) sends an IR query to that trunk only when it looks thermal; near-infrared and "
+                 "grayscale queries read the shared trunk as before (on unseen data the gate fired on "
+                 f"{100 * gate['test_thermal_fired']:.1f}% of the held-out real thermal crops and "
+                 f"{100 * gate['grey_photos_fired']:.1f}% of grayscale development photos, whose IR row it lowers "
+                 "that much)." if gate else "")
+    return (f"IR has an OSNet trunk of its own for **thermal** (LWIR) images, bound to the shared trunk's photo "
+            f"embeddings on the {ir['real_train_pairs']} real thermal/visible person pairs of the `train` frames of "
+            f"`splits/thermal_pairs_boxes.csv` (RoadScene and VIFB street scenes){synthetic} "
+            f"(`{ir['script']}`, {ir['steps']} steps, seed {ir['seed']}, {ir['seconds']} s on {ir['hardware']})."
+            f"{gate_text} Near-infrared is still learnt from synthetic views only (CAJ channel augmentation).")
+
+
+def distill_flags(shape: dict, summary: dict) -> str:
+    """The reproduce command's distillation flags (the teacher lives in ../shared/weights)."""
+    run = summary.get("trunk_distillation") or {}
+    teacher = run.get("teacher")
+    if not teacher:
+        return ""
+    xml = run.get("teacher_xml", f"../shared/weights/openvino-person-reid/{teacher}-FP16/{teacher}.xml")
+    options = " --distill-batchnorm train" if run.get("batchnorm") == "train" else ""
+    options += " --distill-schedule cosine" if run.get("schedule") == "cosine" else ""
+    options += " --distill-bf16" if run.get("bf16") else ""
+    options += f" --distill-mixup {run['mixup']:g}" if run.get("mixup") else ""
+    options += f" --distill-supervised {run['supervised']:g}" if run.get("supervised") else ""
+    return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
+
+
+def osnet_width_note(shape: dict) -> str:
+    """The card's words on trunks wider than 0267 (empty at 0267's own width)."""
+    width = shape.get("osnet_width", 1)
+    if width <= 1:
+        return ""
+    return (f"; every trunk is **{width}x as wide as 0267** (OSNet x{0.5 * width:g}: 0267 widened without changing its "
+            "function, `OSNet.widened`, so that the distillation below has the capacity of its x1.0 teacher)")
+
+
+def distillation_line(shape: dict, summary: dict) -> str:
+    """The card's line on the teacher distilled into the shared trunk (empty when the trunk is 0267 as it is)."""
+    run = summary.get("trunk_distillation") or {}
+    teacher = run.get("teacher")
+    if not teacher:
+        return ""
+    settings = "".join([
+        ", learning rate decayed to zero" if run.get("schedule") == "cosine" else "",
+        ", bf16 autocast" if run.get("bf16") else "",
+        f", {run['mixup']:.0%} of crops blended with another (mixup, seen by both networks)" if run.get("mixup") else "",
+        f", plus a supervised contrastive loss on the batch's identity labels (weight {run['supervised']:g})"
+        if run.get("supervised") else ""])
+    details = (f" ({run['steps']} steps{settings} on {run['photos']} photos of {run['identities']} training "
+               f"identities, loss {run['first_loss']:.2f} -> {run['last_loss']:.2f}, {run['seconds']} s)") if run else ""
+    return (f"* the shared trunk is 0267 **distilled from {teacher}** (Open Model Zoo, Apache-2.0; an addition to the "
+            "paper) in a stage before the others (`modeling_aio.training.trunk_distillation`): on training photos, a linear map "
+            "of its embedding regresses the teacher's (cosine) and its in-batch similarity ranking follows the "
+            f"teacher's (KL){details}; the teacher's own weights are not part of the checkpoint;\n")
+
+
+def skip_scale_line(summary: dict) -> str:
+    """The card's lines on the chosen RGB and sketch skip scales (empty when none was chosen)."""
+    lines = ""
+    rgb = summary.get("rgb_skip_scale")
+    if rgb:
+        lines += (f"* the RGB skip (the shared trunk's embedding in every gallery feature) counts **x{rgb['scale']:.2f}** "
+                  "against the [CLS] projection: chosen by the mean Rank-1 (then mAP) of RGB->RGB and grayscale "
+                  f"IR->RGB over a grid of scales, among the {rgb['photos']} photos of {rgb['identities']} "
+                  "training-side identities no head trained on (`--rgb-scale-identities`; mean Rank-1 "
+                  f"{100 * rgb['rank1']:.1f} there vs {100 * rgb['rank1_unscaled']:.1f} unscaled); chosen before the "
+                  "sketch scale and the text alignment, which match against that gallery;\n")
+    chosen = summary.get("skip_scale")
+    if chosen:
+        lines += (f"* the {chosen['modality']} skip counts **x{chosen['scale']:.2f}** against the [CLS] projection: "
+                  f"chosen by Rank-1 (then mAP) over a grid of scales on the real sketches of {chosen['queries']} "
+                  "training-side identities that neither stage saw (`--sketch-holdout`; Rank-1 "
+                  f"{100 * chosen['rank1']:.0f} there vs {100 * chosen['rank1_unscaled']:.0f} unscaled, against "
+                  f"{sketch_gallery(chosen)});\n")
+    return lines
+
+
+def sketch_gallery(chosen: dict) -> str:
+    """Words for the sketch scale's gallery: the held-out people's photos, plus other people's where there were."""
+    people = chosen.get("gallery_identities", chosen["identities"])
+    if people == chosen["identities"]:
+        return f"their {chosen['photos']} photos"
+    return (f"{chosen['photos']} photos: theirs and those of {people - chosen['identities']} other people no head "
+            "trained on")
+
+
+def trained_trunks(shape: dict, summary: dict) -> list[str]:
+    """The modality trunks of the main training run (an IR trunk bound afterwards is not one of them)."""
+    return [m for m in shape.get("osnet_modality_trunks") or [] if not (m == "ir" and summary.get("ir_trunk"))]
+
+
+def ir_reproduce_lines(summary: dict) -> str:
+    """The commands that bind and ship the IR trunk (and gate) after the main run, from its summary."""
+    ir = summary.get("ir_trunk")
+    if not ir:
+        return ""
+    options = (f"--steps {ir['steps']} --identities {ir['identities']} --thermal-share {ir['thermal_share']} "
+               f"--thermal-style {ir['thermal_style']} --learning-rate {ir['learning_rate']} --seed {ir['seed']}"
+               f"{' --anchor-weight ' + str(ir['anchor_weight']) if ir.get('anchor_weight') else ''}"
+               f"{' --thermal-gate' if ir.get('thermal_gate') else ''}")
+    return (f"python scripts/experiment_thermal_binding.py --checkpoint aio-reid --out runs/ir {options}\n"
+            "python scripts/experiment_thermal_binding.py --out runs/ir --ship && python scripts/build_checkpoint.py\n")
+
+
+__all__ = ["trunk_line", "text_alignment_line", "text_alignment_reproduce_lines", "ir_training_text", "distill_flags", "osnet_width_note", "distillation_line", "skip_scale_line", "sketch_gallery", "trained_trunks", "ir_reproduce_lines"]
