@@ -41,10 +41,12 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
     chosen = (f"; shares chosen on {heads['held_identities']} captioned and {heads['rgb_held_identities']} "
               f"uncaptioned held-out identities: RGB {shares['rgb']}, text {shares['text']}, text + IR "
               f"{shares['text+ir']}, text + sketch {shares['text+sketch']}" if shares else "")
+    layers = shape.get("text_alignment_layers", 0)
+    context = f"{layers} self-attention layer{'s' if layers > 1 else ''} over the words, then " if layers else ""
     return (f"* text-aligned part (an addition to the paper): {shape['text_alignment_size']} more dimensions in every "
             "search vector. An RGB image fills them from the shared trunk's feature map (1x1 convolution, max and "
-            "mean over positions), a caption from the encoder's outputs at its words (a GELU layer, max and mean "
-            "over words); both heads trained together (symmetric InfoNCE over identities plus an identity loss "
+            "mean over positions), a caption from the encoder's outputs at its words ("
+            f"{context}a GELU layer, max and mean over words); both heads trained together (symmetric InfoNCE over identities plus an identity loss "
             f"through one cosine classifier, `modeling_aio.training.text_alignment`){trained}. Each kind of query "
             f"weighs the part by its own share of the vector's length{chosen}; sketch and IR queries leave it "
             "zero, so their ranking is that of the ReID part alone;\n")

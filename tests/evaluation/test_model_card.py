@@ -48,5 +48,7 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
     commands = text_alignment_reproduce_lines(summary)
     assert "--epochs 20 --size 256 --hidden 1024 --seed 42" in commands and "--ship runs/text-alignment" in commands
     assert any("1,937 identities" in line for line in limitations(tmp_path, summary))
+    assert "(1 self-attention layer over the words, then a GELU layer" in text_alignment_line(
+        {"text_alignment_size": 256, "text_alignment_layers": 1}, summary)
     layered = text_alignment_reproduce_lines({"text_alignment_heads": {**TEXT_HEADS, "layers": 1}})
     assert "--hidden 1024 --layers 1 --seed 42" in layered
