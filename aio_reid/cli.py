@@ -66,6 +66,11 @@ def positive_int(text: str) -> int:
 def _index(args: argparse.Namespace) -> int:
     if args.db is not None:
         return _index_into_db(args)
+    database_only = [flag for flag, value in (("--timestamps", args.timestamps), ("--source", args.source)) if value]
+    if database_only:
+        print(f"error: {' and '.join(database_only)} label a database gallery (--db DB_URI); an --out index keeps "
+              "paths, person ids and cameras only", file=sys.stderr)
+        return 2
     for need in ["index", *backend_need(args.backend)]:
         require(need)
     from modeling_aio.search import AIOSearcher, merge_parts

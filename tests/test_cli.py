@@ -72,6 +72,17 @@ def test_a_layout_that_matches_nothing_is_refused_before_embedding(capsys, model
     assert code == 1 and "--layout '(unclosed' is not a valid regular expression" in err
 
 
+def test_database_labels_on_an_out_index_are_refused_before_loading(capsys, model_dir, nested_gallery, tmp_path,
+                                                                      monkeypatch):
+    from modeling_aio.search import AIOSearcher
+
+    monkeypatch.setattr(AIOSearcher, "from_pretrained", lambda *a, **k: pytest.fail("loaded before checking flags"))
+    code, _, err = run(capsys, "index", nested_gallery, "--out", tmp_path / "idx", "--model", model_dir,
+                       "--source", "cam-7", "--timestamps", tmp_path / "t.csv")
+    assert code == 2 and "--timestamps and --source label a database gallery (--db DB_URI)" in err
+    assert not (tmp_path / "idx").exists()
+
+
 def test_a_layout_that_misses_some_files_warns(model_dir, nested_gallery, tmp_path, config, processor):
     from modeling_aio.search import AIOSearcher
 
