@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Development results on the identities kept out of training (splits/dev_split.json), for one model.
 # Usage: scripts/dev_eval.sh MODEL LABEL [TASKS]
-#   MODEL: checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT or openvino:PATH.xml;  LABEL: folder name under outputs/dev/
+#   MODEL: checkpoint folder, frozen-dinov2, osnet-0267, omz-0277, osnet-trunk:CHECKPOINT, openvino:PATH.xml or
+#          ensemble:A+B@W (weighted mean of the members' cosine similarities);  LABEL: folder name under outputs/dev/
 #   TASKS: space-separated subset of: sketch text rgb ir text+sketch text+ir sketch-anchor ir-anchor text-anchor
 #          rgb-cross-domain ir-cross-domain (CUHK01, a source held out of training: camera c1 -> c2)
 #          text-full-gallery (the development captions among the photos of every held-out identity, >= 3000 photos)

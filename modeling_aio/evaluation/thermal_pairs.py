@@ -267,7 +267,7 @@ def evaluate_models(args) -> dict[str, dict[str, float]]:
     printed as a table and written to `args.output`."""
     import json
 
-    from .embedder import Embedder
+    from .embedder import make_embedder
 
     if not args.root.is_dir():
         raise SystemExit(f"error: --root {args.root} does not exist (../shared/data/thermal-pairs).")
@@ -277,7 +277,7 @@ def evaluate_models(args) -> dict[str, dict[str, float]]:
         raise SystemExit(f"error: {error}") from None
     results = {}
     for model in args.model:
-        embedder = Embedder(model, 32, args.cache_dir)
+        embedder = make_embedder(model, 32, args.cache_dir)
         runs = [real_thermal_metrics(embedder, args.root, boxes, args.cache_dir, args.jitter, seed)
                 for seed in range(args.seeds)]
         results[model] = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}

@@ -1,0 +1,35 @@
+"""The evaluation embedder (modeling_aio.evaluation.embedder): an `ensemble:` of models scores with the weighted
+mean of its members' cosine similarities, and a malformed ensemble is refused naming the part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modeling_aio.evaluation.embedder import Embedder, EnsembleEmbedder, make_embedder
+
+from conftest import random_image
+
+
+def test_an_ensemble_scores_with_the_weighted_mean_of_its_members_cosines(tmp_path):
+    images = [random_image(seed, size=(64, 128)) for seed in range(5)]
+    ensemble = make_embedder("ensemble:osnet-0267+omz-0277@0.5", 4, tmp_path)
+    assert isinstance(ensemble, EnsembleEmbedder)
+    joined = ensemble.embed({"rgb": images}, "photos")
+    members = [Embedder(name, 4, tmp_path).embed({"rgb": images}, "photos") for name in ("osnet-0267", "omz-0277")]
+    cosines = [(m / np.linalg.norm(m, axis=1, keepdims=True)) for m in members]
+    expected = (cosines[0] @ cosines[0].T + 0.5 * cosines[1] @ cosines[1].T) / 1.5
+    assert joined.shape == (5, 512)
+    assert np.allclose(joined @ joined.T, expected, atol=1e-5)
+    assert not np.allclose(expected, cosines[0] @ cosines[0].T, atol=1e-3)  # both members count
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ensemble:osnet-0267", "names one model"),
+    ("ensemble:osnet-0267+omz-0277@-1", "'omz-0277@-1'"),
+    ("ensemble:osnet-0267+omz-0277@half", "'omz-0277@half'"),
+    ("ensemble:osnet-0267++omz-0277", "member ''"),
+])
+def test_a_malformed_ensemble_is_refused_naming_the_part(tmp_path, spec, message):
+    with pytest.raises(SystemExit, match=message):
+        make_embedder(spec, 4, tmp_path)
