@@ -301,7 +301,7 @@ def test_evaluate_embeds_with_a_checkpoints_shared_trunk_alone(tmp_path):
 
 
 def test_model_card_reproduces_the_distillation_settings_it_was_trained_with():
-    from modeling_aio.evaluation import model_card as card
+    from modeling_aio.evaluation import card_training as card
     shape = {}
     run = {"teacher": "person-reidentification-retail-0277", "teacher_xml": "t.xml", "steps": 1500, "batchnorm": "frozen", "schedule": "cosine", "bf16": True,
            "mixup": 0.5, "photos": 10, "identities": 5, "first_loss": 1.0, "last_loss": 0.2, "seconds": 60}
@@ -321,7 +321,7 @@ def test_model_card_reproduces_the_distillation_settings_it_was_trained_with():
 
 
 def test_model_card_says_which_gallery_the_sketch_scale_was_chosen_against():
-    from modeling_aio.evaluation import model_card as card
+    from modeling_aio.evaluation import card_training as card
     chosen = {"modality": "sketch", "scale": 3.49, "rank1": 0.95, "rank1_unscaled": 0.75, "queries": 20,
               "photos": 1025, "identities": 20, "gallery_identities": 320}
     assert "1025 photos: theirs and those of 300 other people no head trained on" in card.skip_scale_line(
@@ -331,6 +331,6 @@ def test_model_card_says_which_gallery_the_sketch_scale_was_chosen_against():
 
 
 def test_model_card_names_a_trunk_wider_than_0267():
-    from modeling_aio.evaluation import model_card as card
+    from modeling_aio.evaluation import card_training as card
     assert "2x as wide as 0267** (OSNet x1" in card.osnet_width_note({"osnet_width": 2})
     assert card.osnet_width_note({"osnet_width": 1}) == card.osnet_width_note({}) == ""
