@@ -231,4 +231,5 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
     return model
 
 
-__all__ = ["build", "pretrained_osnet_state", "load_osnet_trunks", "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]
+__all__ = ["build", "pretrained_osnet_state", "load_osnet_trunks", "OSNET_SOURCES", "trained_shapes", "merge_trained",
+           "HEAD_PREFIXES"]

@@ -122,7 +122,7 @@ class EnsembleEmbedder:
                 value = float(weight) if weight else 1.0
             except ValueError:
                 value = -1.0
-            if not name or value <= 0:
+            if not name or not 0 < value < float("inf"):  # also refuses nan
                 raise SystemExit(f"error: ensemble member {part!r} of {model_name!r}: expected NAME or NAME@WEIGHT "
                                  "with a positive weight.")
             self.members.append((Embedder(name, batch_size, cache_dir), value))

@@ -28,6 +28,7 @@ def test_an_ensemble_scores_with_the_weighted_mean_of_its_members_cosines(tmp_pa
     ("ensemble:osnet-0267", "names one model"),
     ("ensemble:osnet-0267+omz-0277@-1", "'omz-0277@-1'"),
     ("ensemble:osnet-0267+omz-0277@half", "'omz-0277@half'"),
+    ("ensemble:osnet-0267+omz-0277@nan", "'omz-0277@nan'"),
     ("ensemble:osnet-0267++omz-0277", "member ''"),
 ])
 def test_a_malformed_ensemble_is_refused_naming_the_part(tmp_path, spec, message):
