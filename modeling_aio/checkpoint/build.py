@@ -109,9 +109,7 @@ def pretrained_osnet_state(source: str, width: int) -> tuple[dict[str, torch.Ten
         if width != 2:
             raise SystemExit(f"error: omz-0277 is OSNet x1.0: it needs --osnet-width 2, got {width}.")
         port = load_port("omz-0277")
-        constants = {k: v.detach() for k, v in port.weights.items()}
-        constants |= {n[len("int_"):]: b for n, b in port.named_buffers() if n.startswith("int_")}
-        return osnet_from_openvino_port(constants, port.nodes).state_dict(), \
+        return osnet_from_openvino_port(port.constant_tensors(), port.nodes).state_dict(), \
             "person-reidentification-retail-0277, Apache-2.0, from weights/omz-0277.safetensors"
     if source != "osnet-0267":
         raise SystemExit(f"error: unknown OSNet weights {source!r}; choose from {', '.join(OSNET_SOURCES)}.")

@@ -91,6 +91,11 @@ class OpenVINOGraph(nn.Module):
     def constant(self, name: str) -> torch.Tensor:
         return self.weights[name] if name in self.weights else getattr(self, f"int_{name}")
 
+    def constant_tensors(self) -> dict[str, torch.Tensor]:
+        """Every constant of the graph by its name (floating ones detached), as `port_openvino_ir` read them."""
+        tensors = {name: value.detach() for name, value in self.weights.items()}
+        return tensors | {n[len("int_"):]: b for n, b in self.named_buffers() if n.startswith("int_")}
+
     def forward(self, bgr: torch.Tensor) -> torch.Tensor:
         """The IR's output for BGR 0..255 images (B, 3, H, W)."""
         values: list[list] = []

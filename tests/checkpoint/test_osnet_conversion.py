@@ -18,9 +18,7 @@ from conftest import requires_shared_data
 
 
 def port_parts(port) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    constants = {k: v.detach() for k, v in port.weights.items()}
-    constants |= {n[len("int_"):]: b for n, b in port.named_buffers() if n.startswith("int_")}
-    return constants, port.nodes
+    return port.constant_tensors(), port.nodes
 
 
 @pytest.fixture(scope="module")
