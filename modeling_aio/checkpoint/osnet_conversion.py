@@ -125,6 +125,10 @@ class _PortedGraph:
             raise ValueError(f"node {index} ({self.op(index)}): input {position} is not a constant.")
         return self.constants[self.nodes[source]["attrs"]["name"]].float()
 
+    def source(self, index: int) -> int:
+        """The node that feeds input 0 of node `index`."""
+        return self.nodes[index]["inputs"][0][0]
+
     def next(self, index: int, op: str) -> int:
         """The one consumer of `index` that is an `op`."""
         found = [c for c in self.consumers.get(index, []) if self.op(c) == op]
@@ -211,22 +215,23 @@ def osnet_from_openvino_port(constants: dict[str, torch.Tensor], nodes: list[dic
     gather = graph.next(parameter, "Gather")
     if graph.constant(gather).long().tolist() != [2, 1, 0]:
         raise ValueError("the IR does not start by reordering BGR to RGB.")
-    scaled = graph.next(graph.next(gather, "Subtract"), "Multiply")
-    mean, scale = graph.constant(graph.next(gather, "Subtract")).reshape(-1), graph.constant(scaled).reshape(-1)
+    subtract = graph.next(gather, "Subtract")
+    scaled = graph.next(subtract, "Multiply")
+    mean, scale = graph.constant(subtract).reshape(-1), graph.constant(scaled).reshape(-1)
     if not (torch.allclose(mean / 255, torch.tensor([0.485, 0.456, 0.406]), atol=2e-3)
             and torch.allclose(1 / (scale * 255), torch.tensor([0.229, 0.224, 0.225]), atol=2e-3)):
         raise ValueError(f"the IR normalises with mean {mean.tolist()} and scale {scale.tolist()}, not ImageNet's.")
-    stem_conv = graph.next(graph.next(graph.next(graph.next(scaled, "MVN"), "Multiply"), "Add"), "Convolution")
-    transition_widths = [graph.constant(graph.nodes[add]["inputs"][0][0]).shape[0]
-                         for add in (graph.nodes[graph.nodes[pool]["inputs"][0][0]]["inputs"][0][0]
-                                     for pool in (i for i, n in enumerate(nodes) if n["op"] == "AvgPool"))]
-    global_pool = graph.constant(next(i for i, n in reversed(list(enumerate(nodes))) if n["op"] == "GroupConvolution"))
+    input_scale = graph.next(graph.next(scaled, "MVN"), "Multiply")
+    input_shift = graph.next(input_scale, "Add")
+    stem_conv = graph.next(input_shift, "Convolution")
+    # each transition is Convolution -> bias Add -> Relu -> AvgPool; the last GroupConvolution is the global pooling
+    transition_widths = [graph.constant(graph.source(graph.source(graph.source(pool)))).shape[0]
+                         for pool in (i for i, n in enumerate(nodes) if n["op"] == "AvgPool")]
+    global_pool = graph.constant(max(i for i, n in enumerate(nodes) if n["op"] == "GroupConvolution"))
     channels = (graph.constant(stem_conv).shape[0], *transition_widths, global_pool.shape[0])
     net = OSNet(feature_size=tuple(global_pool.shape[-2:]), channels=channels)
-    first_in = net.in_first
-    mvn = graph.next(scaled, "MVN")
-    first_in.weight.data.copy_(graph.constant(graph.next(mvn, "Multiply")).reshape(-1))
-    first_in.bias.data.copy_(graph.constant(graph.next(graph.next(mvn, "Multiply"), "Add")).reshape(-1))
+    net.in_first.weight.data.copy_(graph.constant(input_scale).reshape(-1))
+    net.in_first.bias.data.copy_(graph.constant(input_shift).reshape(-1))
     net.conv1.conv.weight.data.copy_(graph.constant(stem_conv))
     stem_mvn = graph.next(stem_conv, "MVN")
     stem_scale = graph.next(stem_mvn, "Multiply")

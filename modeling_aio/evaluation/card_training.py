@@ -46,8 +46,9 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
     return (f"* text-aligned part (an addition to the paper): {shape['text_alignment_size']} more dimensions in every "
             "search vector. An RGB image fills them from the shared trunk's feature map (1x1 convolution, max and "
             "mean over positions), a caption from the encoder's outputs at its words ("
-            f"{context}a GELU layer, max and mean over words); both heads trained together (symmetric InfoNCE over identities plus an identity loss "
-            f"through one cosine classifier, `modeling_aio.training.text_alignment`){trained}. Each kind of query "
+            f"{context}a GELU layer, max and mean over words); both heads trained together (symmetric InfoNCE over "
+            "identities plus an identity loss through one cosine classifier, "
+            f"`modeling_aio.training.text_alignment`){trained}. Each kind of query "
             f"weighs the part by its own share of the vector's length{chosen}; sketch and IR queries leave it "
             "zero, so their ranking is that of the ReID part alone;\n")
 
