@@ -43,6 +43,7 @@ DINOV2_SMALL_KWARGS: dict = {
 
 
 OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0.5, the layout of `osnet.OSNet`
+SECOND_RGB_TRUNK_EMBEDDING = 256  # 0267's ReID embedding, the second RGB trunk's part of the search vector
 
 
 class AIOConfig(PreTrainedConfig):
@@ -93,6 +94,12 @@ class AIOConfig(PreTrainedConfig):
         text_alignment_layers (`int`): self-attention layers (pre-norm, the encoder's width) that the text head runs
             over the caption's encoder outputs before its per-position layer, so a colour word can attend to the
             garment it describes (0: none).
+        second_rgb_trunk_share (`float`): share, in [0, 1), of a second RGB trunk in the similarity of an RGB query
+            to an RGB photo (0: none). The trunk is 0267 (OSNet x0.5, frozen, trained on other data than the shared
+            trunk), and its 256-d embedding fills 256 more dimensions of the search vector. Two trunks that learnt
+            from different data err on different people, so the weighted mean of their cosine similarities ranks
+            people of an unseen source better than either alone. Queries without an RGB image leave those
+            dimensions zero: their ranking of an RGB gallery is what it was without them.
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the ReID part of the query embedding (the whole embedding without
             `text_alignment_size`).
@@ -129,6 +136,7 @@ class AIOConfig(PreTrainedConfig):
     text_alignment_hidden: int = 1024
     text_alignment_dropout: float = 0.1
     text_alignment_layers: int = 0
+    second_rgb_trunk_share: float = 0.0
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0
@@ -170,6 +178,11 @@ class AIOConfig(PreTrainedConfig):
         if self.text_alignment_size and (self.image_tokenizer != "osnet" or self.text_alignment_hidden < 1):
             raise ValueError("`text_alignment_size` needs the osnet image tokenizer (its heads read the shared trunk's "
                              "feature map) and `text_alignment_hidden` >= 1.")
+        share = self.second_rgb_trunk_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+            raise ValueError(f"`second_rgb_trunk_share` must be a number in [0, 1), got {share!r}.")
+        if share and self.image_tokenizer != "osnet":
+            raise ValueError("`second_rgb_trunk_share` needs the osnet image tokenizer.")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]
@@ -192,9 +205,15 @@ class AIOConfig(PreTrainedConfig):
 
     @property
     def search_embedding_size(self) -> int:
-        """Width of the vectors the model returns and a gallery index stores: the ReID part (`embedding_size`) and
-        the text-aligned part (`text_alignment_size`, 0 without one)."""
-        return self.embedding_size + self.text_alignment_size
+        """Width of the vectors the model returns and a gallery index stores: the ReID part (`embedding_size`), the
+        text-aligned part (`text_alignment_size`, 0 without one) and the second RGB trunk's part
+        (`second_rgb_trunk_size`)."""
+        return self.embedding_size + self.text_alignment_size + self.second_rgb_trunk_size
+
+    @property
+    def second_rgb_trunk_size(self) -> int:
+        """Width of the second RGB trunk's part of the search vector: its 256-d embedding, or 0 without one."""
+        return SECOND_RGB_TRUNK_EMBEDDING if self.second_rgb_trunk_share else 0
 
     @property
     def osnet_channels(self) -> tuple[int, int, int, int]:

@@ -22,9 +22,10 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
-from .configuration_aio import IMAGE_MODALITIES, MODALITIES, AIOConfig
+from .configuration_aio import IMAGE_MODALITIES, MODALITIES, OSNET_0267_CHANNELS, AIOConfig
 from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, query_inputs
 from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
+from .osnet import OSNet
 from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-exported)
     ALIGNMENT_QUERY_KINDS, AIOTextAlignmentImageHead, AIOTextAlignmentTextHead,
 )
@@ -35,9 +36,10 @@ from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-expor
 class AIOModelOutput(ModelOutput):
     """
     Args:
-        embeds (`(B, D + A)`): L2-normalised query embeddings, the vectors to search with: the ReID part (D,
+        embeds (`(B, D + A + S)`): L2-normalised query embeddings, the vectors to search with: the ReID part (D,
             `embedding_size`) and, with `text_alignment_size` A > 0, the text-aligned part, each weighed by the
-            query kind's share (`AIOModel.alignment_shares`).
+            query kind's share (`AIOModel.alignment_shares`); then, with `second_rgb_trunk_share`, the second RGB
+            trunk's part (S = 256, zero for queries without an RGB image).
         features (`(B, D)`): the ReID part before normalisation (what BNNeck and the identity head see).
         last_hidden_state (`(B, 1 + T, H)`): encoder output; position 0 is [CLS].
         modality_ids (`(1 + T,)`): which modality each position came from (-1 for [CLS]; else index in MODALITIES).
@@ -221,12 +223,15 @@ class AIOModel(AIOPreTrainedModel):
             # Share of the text-aligned part in the squared length of each kind of query (ALIGNMENT_QUERY_KINDS),
             # chosen by `training.text_alignment` on held-out people; 0 until then.
             self.register_buffer("alignment_shares", torch.zeros(len(ALIGNMENT_QUERY_KINDS)))
+        if config.second_rgb_trunk_share:
+            self.second_rgb_trunk = OSNet(channels=OSNET_0267_CHANNELS)
         self.post_init()
         self.freeze_encoder()
 
     def freeze_encoder(self) -> None:
-        """Freezes the encoder, the OSNet trunk (unless `config.train_image_backbone`) and the per-modality trunk
-        copies (they train in a stage of their own); gradients still flow through the encoder."""
+        """Freezes the encoder, the OSNet trunk (unless `config.train_image_backbone`), the per-modality trunk
+        copies (they train in a stage of their own) and the second RGB trunk (never trained); gradients still flow
+        through the encoder."""
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         if self.embeddings.image_backbone is not None and not self.config.train_image_backbone:
@@ -234,6 +239,9 @@ class AIOModel(AIOPreTrainedModel):
             self.embeddings.image_backbone.eval()
         self.embeddings.modality_backbones.requires_grad_(False)
         self.embeddings.modality_backbones.eval()
+        if hasattr(self, "second_rgb_trunk"):
+            self.second_rgb_trunk.requires_grad_(False)
+            self.second_rgb_trunk.eval()
 
     def forward(
         self,
@@ -253,16 +261,22 @@ class AIOModel(AIOPreTrainedModel):
         modality_inputs, attention_mask = query_inputs(
             self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
         tokens, image_globals, feature_maps = self.embeddings.tokenize(modality_inputs)
-        return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states, feature_maps)
+        second_rgb = None
+        if hasattr(self, "second_rgb_trunk") and "rgb" in modality_inputs:
+            second_rgb = self.second_rgb_trunk(modality_inputs["rgb"])[1]
+        return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states, feature_maps,
+                                  second_rgb)
 
     def encode_tokens(
         self, tokens: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None,
         image_globals: dict[str, torch.Tensor] | None = None, output_hidden_states: bool = False,
-        feature_maps: dict[str, torch.Tensor] | None = None,
+        feature_maps: dict[str, torch.Tensor] | None = None, second_rgb_embedding: torch.Tensor | None = None,
     ) -> AIOModelOutput:
         """Encodes one query from per-modality tokens (`embeddings.tokenize`), so training can tokenise a batch
         once and encode every modality subset from the same tokens. With `text_alignment_size`, an RGB image's
-        text-aligned vector needs its trunk feature map (`feature_maps`); without it the RGB image adds none."""
+        text-aligned vector needs its trunk feature map (`feature_maps`); without it the RGB image adds none. With
+        `second_rgb_trunk_share`, the second RGB trunk's embedding of the query's RGB image
+        (`second_rgb_embedding`) fills its part; without it that part stays zero."""
         sequence_tokens, token_mask, modality_ids = self.embeddings.assemble(tokens, attention_mask)
         sequence, hidden_states = self.encoder(sequence_tokens, token_mask, output_hidden_states=output_hidden_states)
         projected_cls = self.projection(sequence[:, 0])
@@ -279,6 +293,8 @@ class AIOModel(AIOPreTrainedModel):
         if self.config.text_alignment_size:
             aligned = self.aligned_vector(tokens, sequence, token_mask, modality_ids, feature_maps or {})
             embeds = self.join_aligned(embeds, aligned, tokens)
+        if self.config.second_rgb_trunk_share:
+            embeds = self.join_second_rgb(embeds, second_rgb_embedding)
         return AIOModelOutput(
             embeds=embeds,
             features=features,
@@ -320,6 +336,16 @@ class AIOModel(AIOPreTrainedModel):
         shares = self.alignment_shares[[ALIGNMENT_QUERY_KINDS.index(kind) for kind in kinds]]
         share = shares.min().clamp(0.0, 1.0).to(reid.dtype)
         return torch.cat([reid * (1 - share).sqrt(), aligned * share.sqrt()], dim=-1)
+
+    def join_second_rgb(self, embeds: torch.Tensor, second_rgb: torch.Tensor | None) -> torch.Tensor:
+        """The search vector with the second RGB trunk's part (`config.second_rgb_trunk_share` s): the unit vector
+        so far times sqrt(1 - s) and the unit second-trunk embedding times sqrt(s), so that an RGB query's dot
+        product with an RGB photo is the weighted mean of the two cosine similarities. A query without an RGB image
+        (`second_rgb` None) keeps its vector whole and pads zeros."""
+        if second_rgb is None:
+            return F.pad(embeds, (0, self.config.second_rgb_trunk_size))
+        share = self.config.second_rgb_trunk_share
+        return torch.cat([embeds * (1.0 - share) ** 0.5, F.normalize(second_rgb, dim=-1) * share ** 0.5], dim=-1)
 
     def image_skip(self, embedding: torch.Tensor, modality: str) -> torch.Tensor:
         """An image's skip: its OSNet ReID embedding, zero-padded to `embedding_size`, times its modality's scale

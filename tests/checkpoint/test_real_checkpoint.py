@@ -3,6 +3,8 @@ PKU-Sketch demo gallery (in the repo, so this runs wherever the wheels are insta
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -93,8 +95,6 @@ def test_composed_query_differs_from_its_parts(searcher):
 def test_a_distilled_shared_trunk_comes_from_the_trained_weights(searcher, tmp_path):
     """When the trained weights' shape file lists the shared trunk among its trained modules, the built model holds
     that trunk, not 0267; weights that list it without carrying it are refused."""
-    import json
-
     from safetensors.torch import load_file, save_file
 
     shape = json.loads(TRAINED.with_suffix(".json").read_text())
@@ -133,3 +133,33 @@ def test_build_with_a_wider_trunk_starts_as_0267(tmp_path):
             assert torch.allclose(trunk.eval()(pixels)[1], expected, atol=1e-4)
     with pytest.raises(SystemExit, match="OSNet width 1"):
         build(tmp_path / "mismatch", None, TRAINED, osnet_width=2)
+
+
+def test_a_shipped_second_rgb_trunk_share_builds_0267_beside_the_trained_trunk(tmp_path):
+    """`ship_second_rgb_trunk` records the share in the trained weights' shape file; a build from them holds 0267
+    as the second RGB trunk (it never trains, so the weights file carries none of it); share 0 removes it again."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from modeling_aio.checkpoint.build import ship_second_rgb_trunk
+    from modeling_aio.osnet import OSNet
+
+    trainable = tmp_path / "aio-reid-trainable.safetensors"
+    shutil.copy(TRAINED, trainable)
+    shutil.copy(TRAINED.with_suffix(".json"), trainable.with_suffix(".json"))
+    ship_second_rgb_trunk(trainable, 0.3)
+    assert json.loads(trainable.with_suffix(".json").read_text())["second_rgb_trunk_share"] == 0.3
+    model = build(tmp_path / "ckpt", None, trainable)
+    assert model.config.second_rgb_trunk_share == 0.3
+    assert model.config.search_embedding_size == model.config.embedding_size + model.config.text_alignment_size + 256
+    reference = OSNet().eval()
+    reference.load_state_dict(load_file(str(REPO / "weights" / "osnet-0267.safetensors")))
+    pixels = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        assert torch.equal(model.second_rgb_trunk(pixels)[1], reference(pixels)[1])
+        assert model.get_features(pixel_values_rgb=pixels).shape == (2, model.config.search_embedding_size)
+    with pytest.raises(ValueError, match="second_rgb_trunk_share"):
+        ship_second_rgb_trunk(trainable, 1.5)
+    ship_second_rgb_trunk(trainable, 0.0)
+    assert "second_rgb_trunk_share" not in json.loads(trainable.with_suffix(".json").read_text())

@@ -1,10 +1,11 @@
-"""The model card's infrared and text-alignment text (modeling_aio.evaluation.model_card and card_training): written
+"""The model card's trunk, infrared and text-alignment text (modeling_aio.evaluation.model_card and card_training): written
 from the training summary, so the card says what IR and text were and were not trained on and how to rebuild each stage."""
 
 from __future__ import annotations
 
 from modeling_aio.evaluation.card_training import (
-    ir_reproduce_lines, ir_training_text, text_alignment_line, text_alignment_reproduce_lines, trained_trunks,
+    image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text, schedule_flags, second_rgb_trunk_line,
+    second_rgb_trunk_reproduce_line, text_alignment_line, text_alignment_reproduce_lines, trained_trunks,
 )
 from modeling_aio.evaluation.model_card import limitations
 
@@ -52,3 +53,23 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
         {"text_alignment_size": 256, "text_alignment_layers": 1}, summary)
     layered = text_alignment_reproduce_lines({"text_alignment_heads": {**TEXT_HEADS, "layers": 1}})
     assert "--hidden 1024 --layers 1 --seed 42" in layered
+
+
+def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_from_the_run():
+    """A run from 0277, stopped before its schedule's end, with a second RGB trunk shipped: the card names 0277 (not
+    0267 widened), reproduces the stop and the init flag, and describes and re-ships the second trunk; a summary
+    from before these fields keeps the 0267 words and plain flags."""
+    shape = {"osnet_width": 2, "osnet_token_grid": [4, 2], "second_rgb_trunk_share": 0.3}
+    summary = {"pretrained_trunk": "omz-0277", "steps": 600, "max_steps": 1000}
+    text = image_tokenizer_text(shape, summary)
+    assert "person-reidentification-retail-0277" in text and "OSNet x1.0, 0277's own width" in text
+    assert "widened" not in text
+    assert schedule_flags(summary) == "--max-steps 1000 --stop-after 600"
+    assert init_flags(summary) == "--osnet-weights omz-0277 "
+    assert "counts for **0.3** of an RGB query's similarity" in second_rgb_trunk_line(shape)
+    assert second_rgb_trunk_reproduce_line(shape).startswith("python scripts/ship_second_rgb_trunk.py --share 0.3 ")
+    old = {"steps": 600}
+    assert "retail-0267" in image_tokenizer_text({"osnet_width": 2}, old) and "widened" in image_tokenizer_text(
+        {"osnet_width": 2}, old)
+    assert schedule_flags(old) == "--max-steps 600" and init_flags(old) == ""
+    assert second_rgb_trunk_line({}) == "" and second_rgb_trunk_reproduce_line({}) == ""

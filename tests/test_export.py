@@ -1,0 +1,31 @@
+"""`modeling_aio.export`: exported graphs of models with optional parts agree with PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_aio import AIOModel
+
+from conftest import tiny_config
+
+
+@pytest.mark.slow
+def test_a_model_with_a_second_rgb_trunk_exports_to_onnx_with_parity(tmp_path):
+    """The second RGB trunk's part survives ONNX export: RGB fills it, the other modalities' graphs leave it zero;
+    export_onnx itself refuses a graph below MIN_COSINE against PyTorch."""
+    import onnxruntime as ort
+
+    from modeling_aio.export import MIN_COSINE, export_onnx
+
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, embedding_size=256,
+                                 second_rgb_trunk_share=0.4)).eval()
+    cosines = export_onnx(model, tmp_path / "onnx")
+    assert min(cosines.values()) >= MIN_COSINE
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 256, 128)).astype(np.float32)
+    for name, second_part_filled in (("image_rgb.onnx", True), ("image_sketch.onnx", False)):
+        session = ort.InferenceSession(str(tmp_path / "onnx" / name), providers=["CPUExecutionProvider"])
+        second_part = session.run(None, {"pixel_values": pixels})[0][:, -256:]
+        assert np.abs(second_part).sum(axis=1).min() > 0 if second_part_filled else not second_part.any()
