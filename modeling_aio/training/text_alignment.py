@@ -262,14 +262,16 @@ def choose_shares_on(model, processor, held_items: list[TrainingItem], rgb_held_
 
 def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int = 0):
     """A copy of `model` (an `AIOModel`) whose config adds an untrained text-aligned part of `size` (shares 0, so
-    it ranks as `model` does until `choose_alignment_shares`), its text head with `layers` context layers."""
+    it ranks as `model` does until `choose_alignment_shares`), its text head with `layers` context layers. A text-
+    aligned part that `model` already has is replaced, not reused: it may have another shape."""
     from ..modeling_aio import AIOModel
 
     config = model.config.__class__.from_dict(model.config.to_dict())
     config.text_alignment_size, config.text_alignment_hidden, config.text_alignment_layers = size, hidden, layers
     grown = AIOModel(config).eval()
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
     new = ("text_alignment_image.", "text_alignment_text.", "alignment_shares")
+    kept = {key: value for key, value in model.state_dict().items() if not key.startswith(new)}
+    missing, unexpected = grown.load_state_dict(kept, strict=False)
     if unexpected or any(not key.startswith(new) for key in missing):
         raise RuntimeError(f"unexpected state-dict difference: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return grown

@@ -79,6 +79,10 @@ def test_zero_shares_rank_as_the_model_without_the_part(osnet_processor, caption
         with torch.no_grad():
             before, after = plain(**query).embeds, grown(**query).embeds
         assert torch.allclose(after[:, :256], before, atol=1e-6) and not after[:, 256:].any()
+    # a model that already has a part (here with a context layer) gets a new one of another shape, untrained
+    regrown = add_text_alignment(grown, size=4, hidden=8, layers=1)
+    assert regrown.config.text_alignment_layers == 1 and regrown.config.search_embedding_size == 256 + 4
+    assert not regrown.alignment_shares.any()
 
 
 def test_heads_learn_to_match_captions_to_their_photos(aligned_model, osnet_processor, captioned_items):
