@@ -273,5 +273,4 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
 
 
 __all__ = ["build", "ship_second_rgb_trunk", "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks",
-           "OSNET_SOURCES",
-           "trained_shapes", "merge_trained", "HEAD_PREFIXES"]
+           "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]
