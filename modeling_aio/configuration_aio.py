@@ -43,6 +43,8 @@ DINOV2_SMALL_KWARGS: dict = {
 
 
 OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0.5, the layout of `osnet.OSNet`
+#: The trunks whose feature map the text-aligned image head can read (`AIOConfig.text_alignment_trunk`).
+TEXT_ALIGNMENT_TRUNKS: tuple[str, ...] = ("shared", "second_rgb")
 SECOND_RGB_TRUNK_EMBEDDING = 256  # 0267's ReID embedding, the second RGB trunk's part of the search vector
 
 
@@ -94,6 +96,10 @@ class AIOConfig(PreTrainedConfig):
         text_alignment_layers (`int`): self-attention layers (pre-norm, the encoder's width) that the text head runs
             over the caption's encoder outputs before its per-position layer, so a colour word can attend to the
             garment it describes (0: none).
+        text_alignment_trunk (`str`): which trunk's feature map the image side of the text-aligned part reads:
+            `"shared"` (the shared RGB trunk) or `"second_rgb"` (the second RGB trunk, which needs
+            `second_rgb_trunk_share` > 0). Captions fit the x0.5 trunks' maps far better than 0277's (x1.0), so a
+            model whose shared trunk is 0277 reads text through the second trunk.
         second_rgb_trunk_share (`float`): share, in [0, 1), of a second RGB trunk in the similarity of an RGB query
             to an RGB photo (0: none). The trunk is 0267 (OSNet x0.5, frozen, trained on other data than the shared
             trunk), and its 256-d embedding fills 256 more dimensions of the search vector. Two trunks that learnt
@@ -136,6 +142,7 @@ class AIOConfig(PreTrainedConfig):
     text_alignment_hidden: int = 1024
     text_alignment_dropout: float = 0.1
     text_alignment_layers: int = 0
+    text_alignment_trunk: str = "shared"
     second_rgb_trunk_share: float = 0.0
     stem_width: int = 64
     embedding_size: int = 512
@@ -183,6 +190,11 @@ class AIOConfig(PreTrainedConfig):
             raise ValueError(f"`second_rgb_trunk_share` must be a number in [0, 1), got {share!r}.")
         if share and self.image_tokenizer != "osnet":
             raise ValueError("`second_rgb_trunk_share` needs the osnet image tokenizer.")
+        if self.text_alignment_trunk not in TEXT_ALIGNMENT_TRUNKS:
+            raise ValueError(f"`text_alignment_trunk` must be one of {TEXT_ALIGNMENT_TRUNKS}, got "
+                             f"{self.text_alignment_trunk!r}.")
+        if self.text_alignment_trunk == "second_rgb" and not share:
+            raise ValueError("`text_alignment_trunk='second_rgb'` needs a second RGB trunk (`second_rgb_trunk_share` > 0).")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]
@@ -219,6 +231,11 @@ class AIOConfig(PreTrainedConfig):
     def osnet_channels(self) -> tuple[int, int, int, int]:
         """Stage widths of the OSNet trunks: 0267's (x0.5) times `osnet_width`."""
         return tuple(c * self.osnet_width for c in OSNET_0267_CHANNELS)
+
+    @property
+    def text_alignment_channels(self) -> int:
+        """Channels of the feature map that the text-aligned image head reads (`text_alignment_trunk`)."""
+        return OSNET_0267_CHANNELS[-1] if self.text_alignment_trunk == "second_rgb" else self.osnet_channels[-1]
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -261,11 +261,21 @@ class AIOModel(AIOPreTrainedModel):
         modality_inputs, attention_mask = query_inputs(
             self.config, pixel_values_rgb, pixel_values_ir, pixel_values_sketch, input_ids, attention_mask)
         tokens, image_globals, feature_maps = self.embeddings.tokenize(modality_inputs)
-        second_rgb = None
-        if hasattr(self, "second_rgb_trunk") and "rgb" in modality_inputs:
-            second_rgb = self.second_rgb_trunk(modality_inputs["rgb"])[1]
+        feature_maps, second_rgb = self.second_rgb_outputs(modality_inputs, feature_maps)
         return self.encode_tokens(tokens, attention_mask, image_globals, output_hidden_states, feature_maps,
                                   second_rgb)
+
+    def second_rgb_outputs(self, modality_inputs: dict[str, torch.Tensor], feature_maps: dict[str, torch.Tensor]
+                           ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Runs the second RGB trunk on the query's RGB image, if the model has one: returns the feature maps that
+        `encode_tokens` reads (the RGB map replaced by the second trunk's when `config.text_alignment_trunk` is
+        `"second_rgb"`) and the second trunk's embedding (None without an RGB image or a second trunk)."""
+        if not hasattr(self, "second_rgb_trunk") or "rgb" not in modality_inputs:
+            return feature_maps, None
+        second_map, second_embedding = self.second_rgb_trunk(modality_inputs["rgb"])
+        if self.config.text_alignment_trunk == "second_rgb":
+            feature_maps = {**feature_maps, "rgb": second_map}
+        return feature_maps, second_embedding
 
     def encode_tokens(
         self, tokens: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None,

@@ -14,14 +14,14 @@ from .configuration_aio import AIOConfig
 
 
 class AIOTextAlignmentImageHead(nn.Module):
-    """The image side of the text-aligned part: a 1x1 convolution widens the shared OSNet trunk's stride-16 feature
-    map, and its global max and mean over positions are projected to `text_alignment_size`. The max keeps what one
+    """The image side of the text-aligned part: a 1x1 convolution widens an OSNet trunk's stride-16 feature map (the
+    shared trunk's or the second RGB trunk's: `AIOConfig.text_alignment_trunk`), and its global max and mean over positions are projected to `text_alignment_size`. The max keeps what one
     region shows (a bag, shoes), which a caption names and a pooled ReID embedding blurs."""
 
     def __init__(self, config: AIOConfig):
         super().__init__()
         hidden = config.text_alignment_hidden
-        self.expand = nn.Conv2d(config.osnet_channels[-1], hidden, kernel_size=1)
+        self.expand = nn.Conv2d(config.text_alignment_channels, hidden, kernel_size=1)
         self.norm = nn.BatchNorm2d(hidden)
         self.dropout = nn.Dropout(config.text_alignment_dropout)
         self.output = nn.Linear(2 * hidden, config.text_alignment_size)

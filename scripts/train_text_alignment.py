@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from modeling_aio.checkpoint.paths import REPO_ROOT, SPLIT_FILE
+from modeling_aio.configuration_aio import TEXT_ALIGNMENT_TRUNKS
 from modeling_aio.training.text_alignment import rechoose_shares, run_text_alignment, ship_text_alignment
 
 
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024, help="width of the heads' per-position layer")
     parser.add_argument("--layers", type=int, default=0,
                         help="self-attention layers the text head runs over the caption's encoder outputs first")
+    parser.add_argument("--trunk", choices=TEXT_ALIGNMENT_TRUNKS, default="shared",
+                        help="whose feature map the image head reads: the shared RGB trunk's or the second RGB trunk's")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-identities", type=int, default=4000, help="training recipe, as scripts/train.py")
     parser.add_argument("--ship", type=Path, default=None, metavar="ALIGNED",
@@ -42,7 +45,7 @@ def main() -> None:
         print(f"shipped {added} tensors from {args.ship}; run `make checkpoint` to rebuild aio-reid/")
         return
     record = run_text_alignment(args.checkpoint, args.out, args.split_file, args.epochs, args.size, args.hidden,
-                                args.seed, args.max_identities, layers=args.layers)
+                                args.seed, args.max_identities, layers=args.layers, trunk=args.trunk)
     print(f"wrote {args.out}: {record}")
 
 

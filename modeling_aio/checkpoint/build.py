@@ -80,6 +80,8 @@ def ship_second_rgb_trunk(trainable: Path, share: float) -> None:
         raise SystemExit(f"error: {shape_file} (the shapes the weights were trained with) is missing.")
     shapes = json.loads(shape_file.read_text())
     AIOConfig(second_rgb_trunk_share=share, image_tokenizer="osnet")  # the same check a build makes
+    if not share and shapes.get("text_alignment_trunk") == "second_rgb":
+        raise SystemExit(f"error: the text-aligned part of {trainable} reads the second RGB trunk; it cannot go.")
     shapes.pop("second_rgb_trunk_share", None)
     if share:
         shapes["second_rgb_trunk_share"] = share

@@ -43,8 +43,10 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
               f"{shares['text+ir']}, text + sketch {shares['text+sketch']}" if shares else "")
     layers = shape.get("text_alignment_layers", 0)
     context = f"{layers} self-attention layer{'s' if layers > 1 else ''} over the words, then " if layers else ""
+    trunk = ("the second RGB trunk's (0267's) feature map" if shape.get("text_alignment_trunk") == "second_rgb"
+             else "the shared trunk's feature map")
     return (f"* text-aligned part (an addition to the paper): {shape['text_alignment_size']} more dimensions in every "
-            "search vector. An RGB image fills them from the shared trunk's feature map (1x1 convolution, max and "
+            f"search vector. An RGB image fills them from {trunk} (1x1 convolution, max and "
             "mean over positions), a caption from the encoder's outputs at its words ("
             f"{context}a GELU layer, max and mean over words); both heads trained together (symmetric InfoNCE over "
             "identities plus an identity loss through one cosine classifier, "
@@ -60,7 +62,8 @@ def text_alignment_reproduce_lines(summary: dict) -> str:
         return ""
     return (f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --epochs "
             f"{heads['epochs']} --size {heads['size']} --hidden {heads['hidden']}"
-            f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''} --seed {heads['seed']}\n"
+            f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''}"
+            f"{' --trunk ' + heads['trunk'] if heads.get('trunk', 'shared') != 'shared' else ''} --seed {heads['seed']}\n"
             "python scripts/train_text_alignment.py --ship runs/text-alignment && python scripts/build_checkpoint.py\n")
 
 
@@ -151,6 +154,13 @@ def second_rgb_trunk_reproduce_line(shape: dict) -> str:
     return f"python scripts/ship_second_rgb_trunk.py --share {share:g} && python scripts/build_checkpoint.py\n"
 
 
+def late_stage_reproduce_lines(shape: dict, summary: dict) -> str:
+    """The commands of the stages after the main run and its IR stage: the text-aligned part and the second RGB
+    trunk, the trunk first when the part's image head reads it (`text_alignment_trunk`)."""
+    text, second = text_alignment_reproduce_lines(summary), second_rgb_trunk_reproduce_line(shape)
+    return second + text if shape.get("text_alignment_trunk") == "second_rgb" else text + second
+
+
 def schedule_flags(summary: dict) -> str:
     """The main run's step flags: its schedule's length, and where it stopped when that was earlier."""
     steps = summary.get("steps", 1200)
@@ -232,4 +242,4 @@ def ir_reproduce_lines(summary: dict) -> str:
             "python scripts/experiment_thermal_binding.py --out runs/ir --ship && python scripts/build_checkpoint.py\n")
 
 
-__all__ = ["trunk_line", "text_alignment_line", "text_alignment_reproduce_lines", "ir_training_text", "distill_flags", "osnet_width_note", "distillation_line", "skip_scale_line", "sketch_gallery", "trained_trunks", "ir_reproduce_lines"]
+__all__ = ["trunk_line", "text_alignment_line", "text_alignment_reproduce_lines", "late_stage_reproduce_lines", "ir_training_text", "distill_flags", "osnet_width_note", "distillation_line", "skip_scale_line", "sketch_gallery", "trained_trunks", "ir_reproduce_lines"]

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
 from .card_training import (
     distill_flags, distillation_line, image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text,
-    schedule_flags, second_rgb_trunk_line, second_rgb_trunk_reproduce_line, text_alignment_line,
-    text_alignment_reproduce_lines, trained_trunks, trunk_line,
+    late_stage_reproduce_lines, schedule_flags, second_rgb_trunk_line, text_alignment_line, trained_trunks,
+    trunk_line,
 )
 
 TASKS = [  # task file, label in the card, dataset in the model-index
@@ -332,7 +332,7 @@ python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder
 python scripts/train.py --init runs/init --output-dir runs/aio {schedule_flags(summary)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
 {'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
-{ir_reproduce_lines(summary)}{text_alignment_reproduce_lines(summary)}{second_rgb_trunk_reproduce_line(shape)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
+{ir_reproduce_lines(summary)}{late_stage_reproduce_lines(shape, summary)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
 python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
 python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --max-steps 1000 --stop-after 300 ...  # same flags as above
 python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors

@@ -36,8 +36,8 @@ SHARE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0
 @torch.no_grad()
 def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_size: int = 64,
                           captions_required: bool = True) -> dict[str, torch.Tensor]:
-    """What both heads read, computed once with the frozen rest of `model` (an `AIOModel`): per photo, the shared
-    trunk's feature map (fp16) and its unit ReID part; per caption, the encoder's outputs at its text positions
+    """What both heads read, computed once with the frozen rest of `model` (an `AIOModel`): per photo, the feature
+    map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, the encoder's outputs at its text positions
     (fp16, padded to `max_text_length`), their mask and the unit ReID part of the text query; the photo each
     caption describes (`caption_photo`) and every photo's identity (`photo_labels`)."""
     was_training = model.training
@@ -50,6 +50,7 @@ def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_siz
         pixels = processor(rgb=[Image.open(item.image).convert("RGB") for item in chunk],
                            return_tensors="pt")["pixel_values_rgb"]
         tokens, image_globals, feature_maps = model.embeddings.tokenize({"rgb": pixels})
+        feature_maps, _ = model.second_rgb_outputs({"rgb": pixels}, feature_maps)
         parts["maps"].append(feature_maps["rgb"].half())
         parts["photo_reid"].append(F.normalize(model.encode_tokens(tokens, None, image_globals).features, dim=-1))
         captions = [(n, caption) for n, item in enumerate(chunk) for caption in item.captions]
@@ -260,14 +261,16 @@ def choose_shares_on(model, processor, held_items: list[TrainingItem], rgb_held_
                                    composed_queries(model, processor, held_items, seed))
 
 
-def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int = 0):
+def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int = 0, trunk: str = "shared"):
     """A copy of `model` (an `AIOModel`) whose config adds an untrained text-aligned part of `size` (shares 0, so
-    it ranks as `model` does until `choose_alignment_shares`), its text head with `layers` context layers. A text-
-    aligned part that `model` already has is replaced, not reused: it may have another shape."""
+    it ranks as `model` does until `choose_alignment_shares`), its text head with `layers` context layers, its
+    image head on `trunk`'s feature map (`AIOConfig.text_alignment_trunk`). A text-aligned part that `model` already
+    has is replaced, not reused: it may have another shape."""
     from ..modeling_aio import AIOModel
 
-    config = model.config.__class__.from_dict(model.config.to_dict())
-    config.text_alignment_size, config.text_alignment_hidden, config.text_alignment_layers = size, hidden, layers
+    config = model.config.__class__.from_dict({
+        **model.config.to_dict(), "text_alignment_size": size, "text_alignment_hidden": hidden,
+        "text_alignment_layers": layers, "text_alignment_trunk": trunk})
     grown = AIOModel(config).eval()
     new = ("text_alignment_image.", "text_alignment_text.", "alignment_shares")
     kept = {key: value for key, value in model.state_dict().items() if not key.startswith(new)}
@@ -343,7 +346,8 @@ def rechoose_shares(aligned: Path, split_file: Path, seed: int = 42, max_identit
 
 def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: int = 20, size: int = 256,
                        hidden: int = 1024, seed: int = 42, max_identities: int | None = 4000,
-                       fusion_holdout: float = 0.15, rgb_identities: int = 300, layers: int = 0) -> dict:
+                       fusion_holdout: float = 0.15, rgb_identities: int = 300, layers: int = 0,
+                       trunk: str = "shared") -> dict:
     """Adds a text-aligned part to `checkpoint`, runs `align_text_heads` on the `../shared` recipe (every caption
     of the training identities; `split_file`'s and the cross-domain source's people left out, as `scripts/train.py`
     leaves them) with the same held-out people as the main run's calibration, and saves the result (weights,
@@ -357,9 +361,10 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     torch.manual_seed(seed)
     items, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
     processor = AutoProcessor.from_pretrained(checkpoint)
-    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden, layers)
+    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden, layers, trunk)
     record = align_text_heads(model, processor, items, held_items, rgb_held, epochs=epochs, seed=seed)
     record = {"script": "scripts/train_text_alignment.py", "size": size, "hidden": hidden, "layers": layers,
+              "trunk": trunk,
               "max_identities": max_identities, "fusion_holdout": fusion_holdout, **record}
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -398,6 +403,10 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     shapes["text_alignment_size"] = config["text_alignment_size"]
     shapes["text_alignment_hidden"] = config["text_alignment_hidden"]
     shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
+    shapes["text_alignment_trunk"] = config.get("text_alignment_trunk", "shared")
+    if shapes["text_alignment_trunk"] == "second_rgb" and not shapes.get("second_rgb_trunk_share"):
+        raise ValueError(f"{aligned}'s image head reads the second RGB trunk, which {trainable} does not ship: run "
+                         "scripts/ship_second_rgb_trunk.py --share S first.")
     shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) | {
         "text_alignment_image", "text_alignment_text", "alignment_shares"})
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())

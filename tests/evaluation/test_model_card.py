@@ -4,8 +4,9 @@ from the training summary, so the card says what IR and text were and were not t
 from __future__ import annotations
 
 from modeling_aio.evaluation.card_training import (
-    image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text, schedule_flags, second_rgb_trunk_line,
-    second_rgb_trunk_reproduce_line, text_alignment_line, text_alignment_reproduce_lines, trained_trunks,
+    image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text, late_stage_reproduce_lines,
+    schedule_flags, second_rgb_trunk_line, second_rgb_trunk_reproduce_line, text_alignment_line,
+    text_alignment_reproduce_lines, trained_trunks,
 )
 from modeling_aio.evaluation.model_card import limitations
 
@@ -73,3 +74,12 @@ def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_
         {"osnet_width": 2}, old)
     assert schedule_flags(old) == "--max-steps 600" and init_flags(old) == ""
     assert second_rgb_trunk_line({}) == "" and second_rgb_trunk_reproduce_line({}) == ""
+    # a text-aligned part read from the second trunk: the card says so, and the trunk ships before the part trains
+    heads = {"epochs": 20, "size": 256, "hidden": 1024, "seed": 42, "trunk": "second_rgb"}
+    second_shape = {**shape, "text_alignment_size": 256, "text_alignment_trunk": "second_rgb"}
+    assert "the second RGB trunk's (0267's) feature map" in text_alignment_line(second_shape, {})
+    lines = late_stage_reproduce_lines(second_shape, {"text_alignment_heads": heads}).splitlines()
+    assert lines[0].startswith("python scripts/ship_second_rgb_trunk.py") and "--trunk second_rgb" in lines[1]
+    plain_lines = late_stage_reproduce_lines(shape, {"text_alignment_heads": {**heads, "trunk": "shared"}})
+    assert plain_lines.splitlines()[0].startswith("python scripts/train_text_alignment.py")
+    assert "--trunk" not in plain_lines

@@ -85,6 +85,37 @@ def test_zero_shares_rank_as_the_model_without_the_part(osnet_processor, caption
     assert not regrown.alignment_shares.any()
 
 
+def test_the_image_head_can_read_the_second_rgb_trunk(osnet_processor, captioned_items, tmp_path):
+    """With `text_alignment_trunk="second_rgb"` the image head reads the second RGB trunk's map (x0.5 channels,
+    whatever the shared trunk's width), in the model, in the cached training inputs and after a reload; the
+    shared trunk's map no longer moves the part. Without a second trunk the option is refused."""
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config(osnet_width=2, second_rgb_trunk_share=0.3, **OSNET)).eval()
+    grown = add_text_alignment(model, size=8, hidden=16, trunk="second_rgb").eval()
+    assert grown.text_alignment_image.expand.in_channels == 256 and grown.config.osnet_channels[-1] == 512
+    grown.alignment_shares.fill_(0.5)
+    cache = text_alignment_inputs(grown, osnet_processor, captioned_items[:4], batch_size=4)
+    pixels = osnet_processor(rgb=[random_image(seed=n) for n in range(2)], return_tensors="pt")["pixel_values_rgb"]
+    with torch.no_grad():
+        second_map = grown.second_rgb_trunk(pixels)[0]
+        expected = F.normalize(grown.text_alignment_image(second_map), dim=-1)
+        out = grown(pixel_values_rgb=pixels)
+        assert torch.allclose(out.aligned_embeds, expected, atol=1e-5)
+        grown.embeddings.image_backbone.conv5.conv.weight.mul_(3.0)  # the shared trunk's map changes ...
+        assert torch.allclose(grown(pixel_values_rgb=pixels).aligned_embeds, expected, atol=1e-5)  # ... not the part
+    assert cache["maps"].shape[1] == 256
+    grown.save_pretrained(tmp_path / "second")
+    reloaded = AIOModel.from_pretrained(tmp_path / "second").eval()
+    assert reloaded.config.text_alignment_trunk == "second_rgb"
+    with torch.no_grad():
+        assert torch.allclose(reloaded(pixel_values_rgb=pixels).embeds, grown(pixel_values_rgb=pixels).embeds,
+                              atol=1e-5)
+    with pytest.raises(ValueError, match="needs a second RGB trunk"):
+        add_text_alignment(AIOModel(tiny_config(**OSNET)), size=8, hidden=16, trunk="second_rgb")
+    with pytest.raises(ValueError, match="text_alignment_trunk"):
+        tiny_config(text_alignment_size=8, text_alignment_trunk="sketch", **OSNET)
+
+
 def test_heads_learn_to_match_captions_to_their_photos(aligned_model, osnet_processor, captioned_items):
     cache = text_alignment_inputs(aligned_model, osnet_processor, captioned_items, batch_size=4)
     assert cache["maps"].dtype == torch.float16 and cache["maps"].shape[:2] == (16, 256)
@@ -175,6 +206,15 @@ def test_ship_adds_the_part_to_the_trainable_weights(aligned_model, tmp_path):
     with pytest.raises(ValueError, match="no text-aligned part"):
         AIOModel(tiny_config(**OSNET)).save_pretrained(tmp_path / "plain")
         ship_text_alignment(tmp_path / "plain", trainable)
+    # a part read from the second RGB trunk ships only into weights that ship that trunk
+    second = add_text_alignment(AIOModel(tiny_config(second_rgb_trunk_share=0.3, **OSNET)), size=8, hidden=16,
+                                trunk="second_rgb")
+    second.save_pretrained(tmp_path / "second")
+    with pytest.raises(ValueError, match="ship_second_rgb_trunk"):
+        ship_text_alignment(tmp_path / "second", trainable)
+    trainable.with_suffix(".json").write_text(json.dumps({"second_rgb_trunk_share": 0.3}))
+    ship_text_alignment(tmp_path / "second", trainable)
+    assert json.loads(trainable.with_suffix(".json").read_text())["text_alignment_trunk"] == "second_rgb"
 
 
 @pytest.mark.slow
