@@ -214,7 +214,7 @@ def merge_trained(model: AIOModel, trained: Path, modules: list[str]) -> None:
         raise RuntimeError(f"{trained} shapes differ from the model for {mismatched[:5]}")
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
     if "embeddings.image_backbone" in modules:
-        print("shared OSNet trunk: the trained weights' copy (distilled)")
+        print("shared OSNet trunk: the trained weights' copy (its source: training_summary.json, `pretrained_trunk`)")
     shown = trained.relative_to(REPO_ROOT) if trained.is_relative_to(REPO_ROOT) else trained
     print(f"merged {len(weights)} trained tensors from {shown}")
 

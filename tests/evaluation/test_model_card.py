@@ -83,3 +83,44 @@ def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_
     plain_lines = late_stage_reproduce_lines(shape, {"text_alignment_heads": {**heads, "trunk": "shared"}})
     assert plain_lines.splitlines()[0].startswith("python scripts/train_text_alignment.py")
     assert "--trunk" not in plain_lines
+
+
+def test_the_cross_domain_goal_compares_rank1_and_map_with_0277_measured_on_the_same_protocol(tmp_path):
+    """The card's goal rows for issue 19: aio-reid's cross-domain Rank-1 and mAP each against OMZ 0277's, read from
+    the two runs' result files; without 0277's file the rows say nothing is met or missed."""
+    import json
+
+    from modeling_aio.evaluation.model_card import goals
+
+    def write(label: str, rank1: float, mean_ap: float) -> None:
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / "rgb-cross-domain.json").write_text(json.dumps({"metrics": {"rank-1": rank1, "mAP": mean_ap}}))
+
+    write("aio-reid", 89.6, 87.0)
+    rows = [row for row in goals(tmp_path) if "cross-domain" in row]
+    assert rows == ["| RGB → RGB cross-domain Rank-1 ≥ OMZ 0277's (—) | 89.6 | — |",
+                    "| RGB → RGB cross-domain mAP ≥ OMZ 0277's (—) | 87.0 | — |"]
+    write("openvino-0277", 88.1, 87.5)
+    rows = [row for row in goals(tmp_path) if "cross-domain" in row]
+    assert rows == ["| RGB → RGB cross-domain Rank-1 ≥ OMZ 0277's (88.1) | 89.6 | yes |",
+                    "| RGB → RGB cross-domain mAP ≥ OMZ 0277's (87.5) | 87.0 | **no** |"]
+
+
+def test_limitations_of_a_model_on_0277_name_the_frozen_trunk_the_cross_domain_figures_and_the_speed(tmp_path):
+    import json
+
+    def write(label: str, task: str, rank1: float) -> None:
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{task}.json").write_text(json.dumps({"metrics": {"rank-1": rank1, "mAP": 50.0}}))
+
+    write("aio-reid", "rgb", 97.3)
+    write("openvino-0277", "rgb", 97.8)
+    write("aio-reid", "rgb-cross-domain", 89.6)
+    write("openvino-0277", "rgb-cross-domain", 88.1)
+    lines = limitations(tmp_path, {"pretrained_trunk": "omz-0277"})
+    rgb = next(line for line in lines if line.startswith("* RGB -> RGB"))
+    assert "0277 itself, frozen" in rgb and "scores 89.6 against 0277's 88.1" in rgb and "distillation" not in rgb
+    assert any(line.startswith("* Speed: an RGB photo runs two OSNet trunks") for line in lines)
+    old = limitations(tmp_path, {})
+    assert any("distillation brought the trunk" in line for line in old)
+    assert not any(line.startswith("* Speed") for line in old)
