@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
+from ..configuration_aio import SECOND_RGB_TRUNK_EMBEDDING
 from .card_training import (
     distill_flags, distillation_line, image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text,
     late_stage_reproduce_lines, schedule_flags, second_rgb_trunk_line, text_alignment_line, trained_trunks,
@@ -237,8 +238,15 @@ def results_table(results: Path) -> list[str]:
     return table
 
 
-def front_matter(results: Path) -> str:
+def search_vector_width(shape: dict) -> int:
+    """Width of the vectors the shipped model returns, from its shape file (`AIOConfig.search_embedding_size`)."""
+    second = SECOND_RGB_TRUNK_EMBEDDING if shape.get("second_rgb_trunk_share") else 0
+    return shape.get("embedding_size", 512) + shape.get("text_alignment_size", 0) + second
+
+
+def front_matter(results: Path, shape: dict | None = None) -> str:
     """YAML metadata with the model-index, the title and the usage snippet."""
+    width = search_vector_width(shape or {})
     return f"""---
 language: en
 license: apache-2.0
@@ -261,7 +269,7 @@ datasets:
 
 All-in-one multimodal person re-identification (AIO, Li et al., CVPR 2024) as a `transformers` model: one frozen
 pre-trained transformer encodes a query made of any subset of **RGB, infrared, sketch and text**, and returns a
-512-d unit vector to search RGB galleries with.
+{width:,}-d unit vector to search RGB galleries with.
 
 ```python
 import modeling_aio  # or trust_remote_code=True
@@ -379,7 +387,7 @@ def write_model_card(results: Path, out: Path = MODEL_CARD) -> Path:
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     shape_file = WEIGHTS_DIR / "aio-reid-trainable.json"
     shape = json.loads(shape_file.read_text()) if shape_file.exists() else {}
-    card = (front_matter(results) + checkpoint_section(shape, summary) + results_section(results, results_table(results), summary)
+    card = (front_matter(results, shape) + checkpoint_section(shape, summary) + results_section(results, results_table(results), summary)
             + training_section(results, summary) + reproduce_section(shape, summary))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(card)

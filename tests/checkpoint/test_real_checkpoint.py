@@ -131,8 +131,9 @@ def test_build_with_a_wider_trunk_starts_as_0267(tmp_path):
         for trunk in (model.embeddings.image_backbone, model.embeddings.modality_backbones["sketch"]):
             assert trunk.channels[-1] == 512
             assert torch.allclose(trunk.eval()(pixels)[1], expected, atol=1e-4)
-    with pytest.raises(SystemExit, match="OSNet width 1"):
-        build(tmp_path / "mismatch", None, TRAINED, osnet_width=2)
+    shipped_width = json.loads(TRAINED.with_suffix(".json").read_text()).get("osnet_width", 1)
+    with pytest.raises(SystemExit, match=f"OSNet width {shipped_width}"):
+        build(tmp_path / "mismatch", None, TRAINED, osnet_width=shipped_width + 1)
 
 
 def test_a_shipped_second_rgb_trunk_share_builds_0267_beside_the_trained_trunk(tmp_path):
@@ -161,5 +162,11 @@ def test_a_shipped_second_rgb_trunk_share_builds_0267_beside_the_trained_trunk(t
         assert model.get_features(pixel_values_rgb=pixels).shape == (2, model.config.search_embedding_size)
     with pytest.raises(ValueError, match="second_rgb_trunk_share"):
         ship_second_rgb_trunk(trainable, 1.5)
+    shape_file = trainable.with_suffix(".json")
+    shape = json.loads(shape_file.read_text())
+    shape_file.write_text(json.dumps({**shape, "text_alignment_trunk": "second_rgb"}))
+    with pytest.raises(SystemExit, match="reads the second RGB trunk; it cannot go"):
+        ship_second_rgb_trunk(trainable, 0.0)  # a text-aligned part that reads the trunk keeps it
+    shape_file.write_text(json.dumps({**shape, "text_alignment_trunk": "shared"}))
     ship_second_rgb_trunk(trainable, 0.0)
-    assert "second_rgb_trunk_share" not in json.loads(trainable.with_suffix(".json").read_text())
+    assert "second_rgb_trunk_share" not in json.loads(shape_file.read_text())

@@ -124,3 +124,13 @@ def test_limitations_of_a_model_on_0277_name_the_frozen_trunk_the_cross_domain_f
     old = limitations(tmp_path, {})
     assert any("distillation brought the trunk" in line for line in old)
     assert not any(line.startswith("* Speed") for line in old)
+
+
+def test_the_card_states_the_width_of_the_vectors_the_model_returns():
+    from modeling_aio import AIOConfig
+    from modeling_aio.evaluation.model_card import search_vector_width
+
+    shape = {"embedding_size": 512, "text_alignment_size": 256, "second_rgb_trunk_share": 0.33}
+    config = AIOConfig(image_tokenizer="osnet", image_size=(256, 128), **shape)
+    assert search_vector_width(shape) == config.search_embedding_size == 1024
+    assert search_vector_width({}) == 512
