@@ -15,8 +15,9 @@ from .configuration_aio import AIOConfig
 
 class AIOTextAlignmentImageHead(nn.Module):
     """The image side of the text-aligned part: a 1x1 convolution widens an OSNet trunk's stride-16 feature map (the
-    shared trunk's or the second RGB trunk's: `AIOConfig.text_alignment_trunk`), and its global max and mean over positions are projected to `text_alignment_size`. The max keeps what one
-    region shows (a bag, shoes), which a caption names and a pooled ReID embedding blurs."""
+    shared trunk's or the second RGB trunk's: `AIOConfig.text_alignment_trunk`), and its global max and mean over
+    positions are projected to `text_alignment_size`. The max keeps what one region shows (a bag, shoes), which a
+    caption names and a pooled ReID embedding blurs."""
 
     def __init__(self, config: AIOConfig):
         super().__init__()

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
-from ..configuration_aio import SECOND_RGB_TRUNK_EMBEDDING
+from ..configuration_aio import AIOConfig
 from .card_training import (
     distill_flags, distillation_line, image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text,
     late_stage_reproduce_lines, schedule_flags, second_rgb_trunk_line, text_alignment_line, trained_trunks,
@@ -239,9 +239,10 @@ def results_table(results: Path) -> list[str]:
 
 
 def search_vector_width(shape: dict) -> int:
-    """Width of the vectors the shipped model returns, from its shape file (`AIOConfig.search_embedding_size`)."""
-    second = SECOND_RGB_TRUNK_EMBEDDING if shape.get("second_rgb_trunk_share") else 0
-    return shape.get("embedding_size", 512) + shape.get("text_alignment_size", 0) + second
+    """Width of the vectors the shipped model returns: `AIOConfig.search_embedding_size` of its shape file's parts."""
+    parts = {key: shape[key] for key in ("embedding_size", "text_alignment_size", "second_rgb_trunk_share")
+             if key in shape}
+    return AIOConfig(image_tokenizer="osnet", image_size=(256, 128), **parts).search_embedding_size
 
 
 def front_matter(results: Path, shape: dict | None = None) -> str:

@@ -37,8 +37,8 @@ SHARE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0
 def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_size: int = 64,
                           captions_required: bool = True) -> dict[str, torch.Tensor]:
     """What both heads read, computed once with the frozen rest of `model` (an `AIOModel`): per photo, the feature
-    map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, the encoder's outputs at its text positions
-    (fp16, padded to `max_text_length`), their mask and the unit ReID part of the text query; the photo each
+    map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, the
+    encoder's outputs at its text positions (fp16, padded to `max_text_length`), their mask and the unit ReID part of the text query; the photo each
     caption describes (`caption_photo`) and every photo's identity (`photo_labels`)."""
     was_training = model.training
     model.eval()
@@ -390,6 +390,13 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
              if k.startswith(prefixes) and not k.endswith("num_batches_tracked")}
     if "alignment_shares" not in heads:
         raise ValueError(f"{aligned}/model.safetensors has no text-aligned part ({prefixes[0]}*).")
+    config = json.loads((aligned / "config.json").read_text())
+    shape_file = trainable.with_suffix(".json")
+    shapes = json.loads(shape_file.read_text())
+    trunk = config.get("text_alignment_trunk", "shared")
+    if trunk == "second_rgb" and not shapes.get("second_rgb_trunk_share"):  # checked before anything is written
+        raise ValueError(f"{aligned}'s image head reads the second RGB trunk, which {trainable} does not ship: run "
+                         "scripts/ship_second_rgb_trunk.py --share S first.")
     with safe_open(str(trainable), "pt") as handle:
         metadata = handle.metadata()
     weights = {k: v for k, v in load_file(str(trainable)).items() if not k.startswith(prefixes)}
@@ -397,16 +404,10 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     save_file({**weights, **heads}, str(temporary),
               metadata={**(metadata or {}), "text_alignment": "scripts/train_text_alignment.py"})
     temporary.replace(trainable)
-    config = json.loads((aligned / "config.json").read_text())
-    shape_file = trainable.with_suffix(".json")
-    shapes = json.loads(shape_file.read_text())
     shapes["text_alignment_size"] = config["text_alignment_size"]
     shapes["text_alignment_hidden"] = config["text_alignment_hidden"]
     shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
-    shapes["text_alignment_trunk"] = config.get("text_alignment_trunk", "shared")
-    if shapes["text_alignment_trunk"] == "second_rgb" and not shapes.get("second_rgb_trunk_share"):
-        raise ValueError(f"{aligned}'s image head reads the second RGB trunk, which {trainable} does not ship: run "
-                         "scripts/ship_second_rgb_trunk.py --share S first.")
+    shapes["text_alignment_trunk"] = trunk
     shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) | {
         "text_alignment_image", "text_alignment_text", "alignment_shares"})
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())

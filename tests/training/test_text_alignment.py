@@ -210,8 +210,10 @@ def test_ship_adds_the_part_to_the_trainable_weights(aligned_model, tmp_path):
     second = add_text_alignment(AIOModel(tiny_config(second_rgb_trunk_share=0.3, **OSNET)), size=8, hidden=16,
                                 trunk="second_rgb")
     second.save_pretrained(tmp_path / "second")
+    before = trainable.read_bytes()
     with pytest.raises(ValueError, match="ship_second_rgb_trunk"):
         ship_text_alignment(tmp_path / "second", trainable)
+    assert trainable.read_bytes() == before  # refused before anything was written
     trainable.with_suffix(".json").write_text(json.dumps({"second_rgb_trunk_share": 0.3}))
     ship_text_alignment(tmp_path / "second", trainable)
     assert json.loads(trainable.with_suffix(".json").read_text())["text_alignment_trunk"] == "second_rgb"
