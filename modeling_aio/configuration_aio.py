@@ -44,7 +44,7 @@ DINOV2_SMALL_KWARGS: dict = {
 
 OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0.5, the layout of `osnet.OSNet`
 #: The trunks whose feature map the text-aligned image head can read (`AIOConfig.text_alignment_trunk`).
-TEXT_ALIGNMENT_TRUNKS: tuple[str, ...] = ("shared", "second_rgb")
+TEXT_ALIGNMENT_TRUNKS: tuple[str, ...] = ("shared", "second_rgb", "tuned")
 SECOND_RGB_TRUNK_EMBEDDING = 256  # 0267's ReID embedding, the second RGB trunk's part of the search vector
 
 
@@ -97,9 +97,14 @@ class AIOConfig(PreTrainedConfig):
             over the caption's encoder outputs before its per-position layer, so a colour word can attend to the
             garment it describes (0: none).
         text_alignment_trunk (`str`): which trunk's feature map the image side of the text-aligned part reads:
-            `"shared"` (the shared RGB trunk) or `"second_rgb"` (the second RGB trunk, which needs
-            `second_rgb_trunk_share` > 0). Captions fit the x0.5 trunks' maps far better than 0277's (x1.0), so a
-            model whose shared trunk is 0277 reads text through the second trunk.
+            `"shared"` (the shared RGB trunk), `"second_rgb"` (the second RGB trunk, which needs
+            `second_rgb_trunk_share` > 0) or `"tuned"` (a trunk of its own, 0267 fine-tuned on captions with the
+            heads: `AIOModel.text_alignment_rgb_trunk`). Captions fit the x0.5 trunks' maps far better than 0277's
+            (x1.0), so a model whose shared trunk is 0277 reads text through an x0.5 trunk.
+        text_alignment_tuned_layers (`int`): with k > 0, the text head reads a caption's own pass through the
+            encoder (MiniLM's word embeddings and layers, as MiniLM reads a sentence), whose top k layers are copies
+            fine-tuned on captions (`AIOTextAlignmentTextHead.tuned_layers`); the shared encoder stays frozen for
+            every other use. 0: the head reads the shared encoder's outputs at the caption's positions.
         second_rgb_trunk_share (`float`): share, in [0, 1), of a second RGB trunk in the similarity of an RGB query
             to an RGB photo (0: none). The trunk is 0267 (OSNet x0.5, frozen, trained on other data than the shared
             trunk), and its 256-d embedding fills 256 more dimensions of the search vector. Two trunks that learnt
@@ -143,6 +148,7 @@ class AIOConfig(PreTrainedConfig):
     text_alignment_dropout: float = 0.1
     text_alignment_layers: int = 0
     text_alignment_trunk: str = "shared"
+    text_alignment_tuned_layers: int = 0
     second_rgb_trunk_share: float = 0.0
     stem_width: int = 64
     embedding_size: int = 512
@@ -179,7 +185,8 @@ class AIOConfig(PreTrainedConfig):
         if not isinstance(self.osnet_width, int) or isinstance(self.osnet_width, bool) or self.osnet_width < 1:
             raise ValueError(f"`osnet_width` must be a positive integer (a multiple of OSNet x0.5), got {self.osnet_width!r}.")
         alignment = {"text_alignment_size": self.text_alignment_size, "text_alignment_hidden": self.text_alignment_hidden,
-                     "text_alignment_layers": self.text_alignment_layers}
+                     "text_alignment_layers": self.text_alignment_layers,
+                     "text_alignment_tuned_layers": self.text_alignment_tuned_layers}
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in alignment.values()):
             raise ValueError(f"AIOConfig text-alignment sizes must be integers >= 0, got {alignment}.")
         if self.text_alignment_size and (self.image_tokenizer != "osnet" or self.text_alignment_hidden < 1):
@@ -209,6 +216,11 @@ class AIOConfig(PreTrainedConfig):
         if any(side % self.patch_size for side in self.image_size):
             raise ValueError(f"`image_size` {self.image_size} must be divisible by `patch_size` {self.patch_size}.")
         super().__post_init__(**kwargs)
+        layers = self.encoder_config.num_hidden_layers  # a config object from here on
+        if self.text_alignment_tuned_layers and not (self.text_alignment_size and
+                                                     self.text_alignment_tuned_layers <= layers):
+            raise ValueError(f"`text_alignment_tuned_layers` ({self.text_alignment_tuned_layers}) needs a text-aligned "
+                             f"part (`text_alignment_size` > 0) and at most the encoder's {layers} layers.")
 
     @property
     def hidden_size(self) -> int:
@@ -235,7 +247,7 @@ class AIOConfig(PreTrainedConfig):
     @property
     def text_alignment_channels(self) -> int:
         """Channels of the feature map that the text-aligned image head reads (`text_alignment_trunk`)."""
-        return OSNET_0267_CHANNELS[-1] if self.text_alignment_trunk == "second_rgb" else self.osnet_channels[-1]
+        return self.osnet_channels[-1] if self.text_alignment_trunk == "shared" else OSNET_0267_CHANNELS[-1]
 
     @property
     def grid_size(self) -> tuple[int, int]:

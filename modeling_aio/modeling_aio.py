@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
@@ -27,7 +26,7 @@ from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, query_inputs
 from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
 from .osnet import OSNet
 from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-exported)
-    ALIGNMENT_QUERY_KINDS, AIOTextAlignmentImageHead, AIOTextAlignmentTextHead,
+    ALIGNMENT_QUERY_KINDS, AIOTextAlignmentImageHead, AIOTextAlignmentTextHead, bidirectional_layer_mask,
 )
 
 
@@ -103,12 +102,18 @@ class AIOSharedEncoder(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         hidden_states = self.pre_norm(hidden_states)
-        # While exporting, always materialise the mask: a trace would otherwise freeze "no padding" into the graph.
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask,
-                                         allow_is_bidirectional_skip=not exporting)
+        mask = bidirectional_layer_mask(self.config, hidden_states, attention_mask)
         outputs = self.layers(hidden_states, attention_mask=mask, output_hidden_states=output_hidden_states)
         return self.final_norm(outputs.last_hidden_state), outputs.hidden_states
+
+    def lower_layers(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, count: int) -> torch.Tensor:
+        """The outputs of the first `count` layers alone (no final norm): what tuned copies of the layers above
+        read (`text_alignment_tuned_layers`)."""
+        hidden_states = self.pre_norm(hidden_states)
+        mask = bidirectional_layer_mask(self.config, hidden_states, attention_mask)
+        for layer in self.layers.layer[:count]:
+            hidden_states = layer(hidden_states, mask)
+        return hidden_states
 
 
 class AIOPreTrainedModel(PreTrainedModel):
@@ -225,6 +230,8 @@ class AIOModel(AIOPreTrainedModel):
             self.register_buffer("alignment_shares", torch.zeros(len(ALIGNMENT_QUERY_KINDS)))
         if config.second_rgb_trunk_share:
             self.second_rgb_trunk = OSNet(channels=OSNET_0267_CHANNELS)
+        if config.text_alignment_size and config.text_alignment_trunk == "tuned":
+            self.text_alignment_rgb_trunk = OSNet(channels=OSNET_0267_CHANNELS)
         self.post_init()
         self.freeze_encoder()
 
@@ -242,6 +249,10 @@ class AIOModel(AIOPreTrainedModel):
         if hasattr(self, "second_rgb_trunk"):
             self.second_rgb_trunk.requires_grad_(False)
             self.second_rgb_trunk.eval()
+        if hasattr(self, "text_alignment_rgb_trunk"):  # trained in the text-alignment stage only
+            self.text_alignment_rgb_trunk.requires_grad_(False)
+            self.text_alignment_rgb_trunk.eval()
+            self.text_alignment_text.tuned_layers.requires_grad_(False)
 
     def forward(
         self,
@@ -270,6 +281,8 @@ class AIOModel(AIOPreTrainedModel):
         """Runs the second RGB trunk on the query's RGB image, if the model has one: returns the feature maps that
         `encode_tokens` reads (the RGB map replaced by the second trunk's when `config.text_alignment_trunk` is
         `"second_rgb"`) and the second trunk's embedding (None without an RGB image or a second trunk)."""
+        if hasattr(self, "text_alignment_rgb_trunk") and "rgb" in modality_inputs:
+            feature_maps = {**feature_maps, "rgb": self.text_alignment_rgb_trunk(modality_inputs["rgb"])[0]}
         if not hasattr(self, "second_rgb_trunk") or "rgb" not in modality_inputs:
             return feature_maps, None
         second_map, second_embedding = self.second_rgb_trunk(modality_inputs["rgb"])
@@ -326,9 +339,20 @@ class AIOModel(AIOPreTrainedModel):
             parts.append(F.normalize(self.text_alignment_image(feature_maps["rgb"]), dim=-1))
         if "text" in tokens:
             text_positions = modality_ids == MODALITIES.index("text")
-            parts.append(F.normalize(self.text_alignment_text(sequence[:, text_positions],
-                                                              token_mask[:, text_positions]), dim=-1))
+            text_mask = token_mask[:, text_positions]
+            states = self.text_alignment_states(tokens["text"], sequence[:, text_positions], text_mask)
+            parts.append(F.normalize(self.text_alignment_text(states, text_mask), dim=-1))
         return F.normalize(torch.stack(parts).sum(0), dim=-1) if parts else None
+
+    def text_alignment_states(self, text_tokens: torch.Tensor, encoded_text: torch.Tensor, text_mask: torch.Tensor
+                              ) -> torch.Tensor:
+        """What the text head reads: the shared encoder's outputs at the caption's positions (`encoded_text`), or,
+        with `text_alignment_tuned_layers` k, the caption's own pass (its word embeddings, `text_tokens`) through
+        the frozen encoder's layers below the top k (the head runs its tuned copies of the top k)."""
+        tuned = self.config.text_alignment_tuned_layers
+        if not tuned:
+            return encoded_text
+        return self.encoder.lower_layers(text_tokens, text_mask, self.config.encoder_config.num_hidden_layers - tuned)
 
     def join_aligned(self, reid: torch.Tensor, aligned: torch.Tensor | None, tokens: dict[str, torch.Tensor]
                      ) -> torch.Tensor:

@@ -79,9 +79,15 @@ def ship_second_rgb_trunk(trainable: Path, share: float) -> None:
     if not shape_file.exists():
         raise SystemExit(f"error: {shape_file} (the shapes the weights were trained with) is missing.")
     shapes = json.loads(shape_file.read_text())
-    AIOConfig(second_rgb_trunk_share=share, image_tokenizer="osnet")  # the same check a build makes
-    if not share and shapes.get("text_alignment_trunk") == "second_rgb":
-        raise SystemExit(f"error: the text-aligned part of {trainable} reads the second RGB trunk; it cannot go.")
+    try:  # the same checks a build makes
+        AIOConfig(second_rgb_trunk_share=share, image_tokenizer="osnet",
+                  text_alignment_size=shapes.get("text_alignment_size", 0),
+                  text_alignment_trunk=shapes.get("text_alignment_trunk", "shared"))
+    except ValueError as error:
+        if shapes.get("text_alignment_trunk") == "second_rgb" and not share:
+            raise SystemExit(f"error: the text-aligned part of {trainable} reads the second RGB trunk; it cannot "
+                             "go.") from error
+        raise
     shapes.pop("second_rgb_trunk_share", None)
     if share:
         shapes["second_rgb_trunk_share"] = share

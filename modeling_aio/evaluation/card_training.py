@@ -41,13 +41,21 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
     chosen = (f"; shares chosen on {heads['held_identities']} captioned and {heads['rgb_held_identities']} "
               f"uncaptioned held-out identities: RGB {shares['rgb']}, text {shares['text']}, text + IR "
               f"{shares['text+ir']}, text + sketch {shares['text+sketch']}" if shares else "")
+    refit = heads.get("refit")
+    if refit:
+        chosen += (f"; then both heads trained again from the start, shares kept, on every caption: "
+                   f"{refit['captions']:,} of {refit['identities']:,} identities ({refit['seconds']} s)")
     layers = shape.get("text_alignment_layers", 0)
     context = f"{layers} self-attention layer{'s' if layers > 1 else ''} over the words, then " if layers else ""
-    trunk = ("the second RGB trunk's (0267's) feature map" if shape.get("text_alignment_trunk") == "second_rgb"
-             else "the shared trunk's feature map")
+    tuned = shape.get("text_alignment_tuned_layers", 0)
+    words = (f"its own pass through the encoder, whose top {tuned} layer{'s' if tuned > 1 else ''} are fine-tuned "
+             "copies" if tuned else "the encoder's outputs at its words")
+    trunk = {"second_rgb": "the second RGB trunk's (0267's) feature map",
+             "tuned": "the feature map of a trunk of its own (0267 fine-tuned on captions)"}.get(
+        shape.get("text_alignment_trunk"), "the shared trunk's feature map")
     return (f"* text-aligned part (an addition to the paper): {shape['text_alignment_size']} more dimensions in every "
             f"search vector. An RGB image fills them from {trunk} (1x1 convolution, max and "
-            "mean over positions), a caption from the encoder's outputs at its words ("
+            f"mean over positions), a caption from {words} ("
             f"{context}a GELU layer, max and mean over words); both heads trained together (symmetric InfoNCE over "
             "identities plus an identity loss through one cosine classifier, "
             f"`modeling_aio.training.text_alignment`){trained}. Each kind of query "
@@ -63,7 +71,9 @@ def text_alignment_reproduce_lines(summary: dict) -> str:
     return (f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --epochs "
             f"{heads['epochs']} --size {heads['size']} --hidden {heads['hidden']}"
             f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''}"
-            f"{' --trunk ' + heads['trunk'] if heads.get('trunk', 'shared') != 'shared' else ''} --seed {heads['seed']}\n"
+            f"{' --tuned-layers ' + str(heads['tuned_layers']) if heads.get('tuned_layers') else ''}"
+            f"{' --trunk ' + heads['trunk'] if heads.get('trunk', 'shared') != 'shared' else ''} --seed {heads['seed']}"
+            f"{'' if heads.get('refit') else ' --no-refit'}\n"
             "python scripts/train_text_alignment.py --ship runs/text-alignment && python scripts/build_checkpoint.py\n")
 
 

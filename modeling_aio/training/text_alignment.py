@@ -37,9 +37,11 @@ SHARE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0
 def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_size: int = 64,
                           captions_required: bool = True) -> dict[str, torch.Tensor]:
     """What both heads read, computed once with the frozen rest of `model` (an `AIOModel`): per photo, the feature
-    map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, the
-    encoder's outputs at its text positions (fp16, padded to `max_text_length`), their mask and the unit ReID part of the text query; the photo each
-    caption describes (`caption_photo`) and every photo's identity (`photo_labels`)."""
+    map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, what the
+    text head reads (`AIOModel.text_alignment_states`; fp16, padded to `max_text_length`), its mask and the unit
+    ReID part of the text query; the photo each caption describes (`caption_photo`) and every photo's identity
+    (`photo_labels`). A tuned part's trunk and layers are frozen inputs here too: they train in
+    `experiments.text_finetune`, on photos, where an accelerator is."""
     was_training = model.training
     model.eval()
     text_index = MODALITIES.index("text")
@@ -59,7 +61,9 @@ def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_siz
         text = processor(text=[c for _, c in captions], padding="max_length", return_tensors="pt")
         out = model(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
         positions = out.modality_ids == text_index
-        parts["states"].append(out.last_hidden_state[:, positions].half())
+        states = model.text_alignment_states(model.embeddings.text_tokenizer(text["input_ids"]),
+                                             out.last_hidden_state[:, positions], out.attention_mask[:, positions])
+        parts["states"].append(states.half())
         parts["masks"].append(out.attention_mask[:, positions].bool())
         parts["text_reid"].append(F.normalize(out.features, dim=-1))
         parts["caption_photo"].append(torch.tensor([start + n for n, _ in captions]))
@@ -91,12 +95,16 @@ def _heads(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 20, batch_size: int = 256,
                           learning_rate: float = 1e-3, temperature: float = 0.03, identity_weight: float = 1.0,
                           identity_scale: float = 20.0, label_smoothing: float = 0.1, bf16: bool = True,
-                          seed: int = 0, log_every: int = 50) -> list[dict[str, float]]:
+                          seed: int = 0, log_every: int = 50,
+                          tuned_learning_rate: float = 3e-5) -> list[dict[str, float]]:
     """Trains `model`'s two text-alignment heads (an `AIOModel`) on cached inputs (`text_alignment_inputs`):
     AdamW with warm-up and cosine decay, batches of captions with the photo each describes (its feature map
     mirrored at random), symmetric InfoNCE with identity-level positives plus an identity cross-entropy of both
-    sides through one cosine classifier over the cached identities (dropped afterwards). Returns the loss log."""
+    sides through one cosine classifier over the cached identities (dropped afterwards). The text head's tuned
+    encoder layers (`text_alignment_tuned_layers`), pretrained, learn at `tuned_learning_rate`. Returns the loss
+    log."""
     image_head, text_head = _heads(model)
+    text_head.tuned_layers.requires_grad_(True)  # frozen everywhere but here
     labels_of_photo = cache["photo_labels"]
     identities, photo_classes = labels_of_photo.unique(return_inverse=True)
     if len(identities) < 2:
@@ -106,8 +114,12 @@ def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 2
     torch.manual_seed(seed)
     classifier = torch.nn.Parameter(F.normalize(torch.randn(len(identities), model.config.text_alignment_size,
                                                             generator=generator), dim=-1))
-    parameters = list(image_head.parameters()) + list(text_head.parameters()) + [classifier]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
+    tuned = list(text_head.tuned_layers.parameters())
+    parameters = [p for p in [*image_head.parameters(), *text_head.parameters()] if all(p is not t for t in tuned)]
+    groups = [{"params": parameters + [classifier], "lr": learning_rate}]
+    if tuned:
+        groups.append({"params": tuned, "lr": tuned_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     captions = len(caption_classes)
     batch_size = min(batch_size, captions)
     steps_per_epoch = max(1, captions // batch_size)
@@ -148,6 +160,7 @@ def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 2
                                    "seconds": round(time.time() - started)})
     image_head.eval()
     text_head.eval()
+    text_head.tuned_layers.requires_grad_(False)
     return logged
 
 
@@ -253,55 +266,131 @@ def composed_queries(model, processor, held_items: list[TrainingItem], seed: int
 
 
 def choose_shares_on(model, processor, held_items: list[TrainingItem], rgb_held_items: list[TrainingItem] = (),
-                     seed: int = 0) -> dict:
+                     seed: int = 0, held: dict[str, torch.Tensor] | None = None) -> dict:
     """`choose_alignment_shares` on held-out people: their captioned photos (`held_items`, also as composed
-    queries) and uncaptioned ones (`rgb_held_items`), their frozen inputs computed here."""
+    queries) and uncaptioned ones (`rgb_held_items`), their frozen inputs computed here (`held`: those of
+    `held_items`, when the caller has them already)."""
     rgb_cache = photo_inputs(model, processor, rgb_held_items) if rgb_held_items else None
-    return choose_alignment_shares(model, text_alignment_inputs(model, processor, held_items), rgb_cache,
-                                   composed_queries(model, processor, held_items, seed))
+    if held is None:
+        held = text_alignment_inputs(model, processor, held_items)
+    return choose_alignment_shares(model, held, rgb_cache, composed_queries(model, processor, held_items, seed))
 
 
-def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int = 0, trunk: str = "shared"):
+def merged_inputs(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Two `text_alignment_inputs` caches as one: the second's captions point at its photos, after the first's."""
+    merged = {name: torch.cat([first[name], second[name]]) for name in first}
+    merged["caption_photo"] = torch.cat([first["caption_photo"], second["caption_photo"] + len(first["maps"])])
+    return merged
+
+
+def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int = 0, trunk: str = "shared",
+                       tuned_layers: int = 0):
     """A copy of `model` (an `AIOModel`) whose config adds an untrained text-aligned part of `size` (shares 0, so
     it ranks as `model` does until `choose_alignment_shares`), its text head with `layers` context layers, its
     image head on `trunk`'s feature map (`AIOConfig.text_alignment_trunk`). A text-aligned part that `model` already
-    has is replaced, not reused: it may have another shape."""
+    has is replaced, not reused: it may have another shape. With `trunk="tuned"` its own trunk starts as the second
+    RGB trunk (0267); with `tuned_layers` k, the text head's tuned layers start as the encoder's top k."""
     from ..modeling_aio import AIOModel
 
     config = model.config.__class__.from_dict({
         **model.config.to_dict(), "text_alignment_size": size, "text_alignment_hidden": hidden,
-        "text_alignment_layers": layers, "text_alignment_trunk": trunk})
+        "text_alignment_layers": layers, "text_alignment_trunk": trunk, "text_alignment_tuned_layers": tuned_layers})
     grown = AIOModel(config).eval()
-    new = ("text_alignment_image.", "text_alignment_text.", "alignment_shares")
+    new = ("text_alignment_image.", "text_alignment_text.", "alignment_shares", "text_alignment_rgb_trunk.")
     kept = {key: value for key, value in model.state_dict().items() if not key.startswith(new)}
     missing, unexpected = grown.load_state_dict(kept, strict=False)
     if unexpected or any(not key.startswith(new) for key in missing):
         raise RuntimeError(f"unexpected state-dict difference: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if trunk == "tuned":
+        grown.text_alignment_rgb_trunk.load_state_dict(grown.second_rgb_trunk.state_dict())
+    encoder_layers = grown.encoder.layers.layer
+    for copy, layer in zip(grown.text_alignment_text.tuned_layers, encoder_layers[len(encoder_layers) - tuned_layers:]):
+        copy.load_state_dict(layer.state_dict())
     return grown
+
+
+def install_tuned_towers(model, towers: Path) -> dict:
+    """Loads what `experiments.text_finetune` trained (`save_towers`' file) into `model`'s text-aligned part (an
+    `AIOModel` made by `add_text_alignment(..., trunk="tuned", tuned_layers=k)` with the same k and widths): the
+    image tower's trunk and head, the text head and MiniLM's tuned top layers. Every tensor of the file must land
+    and every tensor of the part must come from it; returns the variant and scores recorded in the file."""
+    import json
+
+    from safetensors import safe_open
+
+    config = model.config
+    layers = config.encoder_config.num_hidden_layers
+    tuned = config.text_alignment_tuned_layers
+    if config.text_alignment_trunk != "tuned":
+        raise ValueError("install_tuned_towers needs a model whose text-aligned part has its own trunk "
+                         "(`text_alignment_trunk='tuned'`).")
+
+    def model_key(key: str) -> str:
+        if key.startswith("image.trunk."):
+            return "text_alignment_rgb_trunk." + key[len("image.trunk."):]
+        if key.startswith("image."):
+            return "text_alignment_image." + key[len("image."):]
+        if key.startswith("text.encoder.encoder.layer."):
+            index, rest = key[len("text.encoder.encoder.layer."):].split(".", 1)
+            return f"text_alignment_text.tuned_layers.{int(index) - (layers - tuned)}.{rest}"
+        return "text_alignment_text." + key[len("text."):]
+
+    with safe_open(str(towers), "pt") as handle:
+        metadata = handle.metadata() or {}
+        loaded = {model_key(key): handle.get_tensor(key) for key in handle.keys()}
+    own = {k: v for k, v in model.state_dict().items()
+           if k.startswith(("text_alignment_rgb_trunk.", "text_alignment_image.", "text_alignment_text."))
+           and not k.endswith("num_batches_tracked")}
+    loaded = {k: v for k, v in loaded.items() if not k.endswith("num_batches_tracked")}
+    stray, absent = sorted(set(loaded) - set(own)), sorted(set(own) - set(loaded))
+    wrong = [k for k in set(loaded) & set(own) if loaded[k].shape != own[k].shape]
+    if stray or absent or wrong:
+        raise ValueError(f"{towers} does not fit this model's text-aligned part (tuned layers {tuned}, hidden "
+                         f"{config.text_alignment_hidden}, size {config.text_alignment_size}): not in the model "
+                         f"{stray[:3]}, missing {absent[:3]}, other shapes {wrong[:3]}.")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in loaded.items()}, strict=False)
+    return {"variant": json.loads(metadata.get("variant", "null")), "scores": json.loads(metadata.get("scores", "null"))}
 
 
 def align_text_heads(model, processor, items: list[TrainingItem], held_items: list[TrainingItem],
                      rgb_held_items: list[TrainingItem] = (), epochs: int = 20, seed: int = 0,
-                     log_every: int = 50) -> dict:
+                     log_every: int = 50, refit: bool = True) -> dict:
     """The whole stage on an `AIOModel` with a text-aligned part: caches the frozen inputs of the captioned
     `items`, trains both heads on them, then chooses the shares on `held_items` (captioned people the heads never
-    saw) and `rgb_held_items` (uncaptioned people, RGB -> RGB); returns its record (losses, shares, timings)."""
+    saw) and `rgb_held_items` (uncaptioned people, RGB -> RGB). With `refit`, the heads then start again and train
+    on the captions of `items` and `held_items` together, the shares kept: the shipped heads see every captioned
+    person, and only the share choice needs people they did not see. Returns the stage's record (losses, shares,
+    timings)."""
     started = time.time()
     captioned = [item for item in items if item.captions]
     held = [item for item in held_items if item.captions]
     if len({item.label for item in held}) < 2:
         raise ValueError("align_text_heads needs held-out captions of at least two identities to choose the shares.")
+    image_head, text_head = _heads(model)
+    initial = {name: {k: v.clone() for k, v in head.state_dict().items()}
+               for name, head in (("image", image_head), ("text", text_head))}
     cache = text_alignment_inputs(model, processor, captioned)
     cached_at = time.time()
     log = train_alignment_heads(model, cache, epochs=epochs, seed=seed, log_every=log_every)
-    del cache
     trained_at = time.time()
-    shares = choose_shares_on(model, processor, held, rgb_held_items, seed)
-    return {"epochs": epochs, "seed": seed, "captions": int(sum(len(i.captions) for i in captioned)),
-            "identities": len({i.label for i in captioned}), "held_identities": len({i.label for i in held}),
-            "rgb_held_identities": len({i.label for i in rgb_held_items}), "loss": [log[0], log[-1]],
-            "shares": shares, "cache_seconds": round(cached_at - started),
-            "training_seconds": round(trained_at - cached_at), "seconds": round(time.time() - started),
+    held_cache = text_alignment_inputs(model, processor, held)
+    shares = choose_shares_on(model, processor, held, rgb_held_items, seed, held=held_cache)
+    record = {"epochs": epochs, "seed": seed, "captions": int(sum(len(i.captions) for i in captioned)),
+              "identities": len({i.label for i in captioned}), "held_identities": len({i.label for i in held}),
+              "rgb_held_identities": len({i.label for i in rgb_held_items}), "loss": [log[0], log[-1]],
+              "shares": shares, "cache_seconds": round(cached_at - started),
+              "training_seconds": round(trained_at - cached_at)}
+    if refit:
+        refit_started = time.time()
+        image_head.load_state_dict(initial["image"])
+        text_head.load_state_dict(initial["text"])
+        log = train_alignment_heads(model, merged_inputs(cache, held_cache), epochs=epochs, seed=seed,
+                                    log_every=log_every)
+        record["refit"] = {"captions": record["captions"] + int(sum(len(i.captions) for i in held)),
+                           "identities": len({i.label for i in captioned + held}), "loss": [log[0], log[-1]],
+                           "seconds": round(time.time() - refit_started)}
+    del cache, held_cache
+    return {**record, "seconds": round(time.time() - started),
             "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else "cuda"}
 
 
@@ -347,11 +436,12 @@ def rechoose_shares(aligned: Path, split_file: Path, seed: int = 42, max_identit
 def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: int = 20, size: int = 256,
                        hidden: int = 1024, seed: int = 42, max_identities: int | None = 4000,
                        fusion_holdout: float = 0.15, rgb_identities: int = 300, layers: int = 0,
-                       trunk: str = "shared") -> dict:
+                       trunk: str = "shared", refit: bool = True, tuned_layers: int = 0) -> dict:
     """Adds a text-aligned part to `checkpoint`, runs `align_text_heads` on the `../shared` recipe (every caption
     of the training identities; `split_file`'s and the cross-domain source's people left out, as `scripts/train.py`
-    leaves them) with the same held-out people as the main run's calibration, and saves the result (weights,
-    config, processor, `text_alignment_summary.json`) to `out`."""
+    leaves them) with the same held-out people as the main run's calibration (with `refit`, the heads then train
+    again on those people's captions too), and saves the result (weights, config, processor,
+    `text_alignment_summary.json`) to `out`."""
     import json
 
     from transformers import AutoProcessor
@@ -361,10 +451,10 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     torch.manual_seed(seed)
     items, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
     processor = AutoProcessor.from_pretrained(checkpoint)
-    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden, layers, trunk)
-    record = align_text_heads(model, processor, items, held_items, rgb_held, epochs=epochs, seed=seed)
+    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden, layers, trunk, tuned_layers)
+    record = align_text_heads(model, processor, items, held_items, rgb_held, epochs=epochs, seed=seed, refit=refit)
     record = {"script": "scripts/train_text_alignment.py", "size": size, "hidden": hidden, "layers": layers,
-              "trunk": trunk,
+              "trunk": trunk, "tuned_layers": tuned_layers,
               "max_identities": max_identities, "fusion_holdout": fusion_holdout, **record}
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -372,9 +462,52 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     return record
 
 
+def run_tuned_alignment(checkpoint: Path, towers: Path, out: Path, split_file: Path, seed: int = 42,
+                        max_identities: int | None = 4000, fusion_holdout: float = 0.15,
+                        rgb_identities: int = 300) -> dict:
+    """A text-aligned part whose trunk and top encoder layers were fine-tuned (`experiments.text_finetune`, towers
+    file `towers`): installs them into a copy of `checkpoint`, chooses the shares on the held-out people as
+    `run_text_alignment` does, and saves the result (weights, config, processor, `text_alignment_summary.json`) to
+    `out`. The towers should not have trained on those people (`pack --without-share-holdout`); the summary says
+    whether they did."""
+    import json
+
+    from safetensors import safe_open
+    from transformers import AutoProcessor
+
+    from ..modeling_aio import AIOModel
+
+    with safe_open(str(towers), "pt") as handle:
+        metadata = handle.metadata() or {}
+        if "variant" not in metadata or "image.output.weight" not in handle.keys():
+            raise ValueError(f"{towers} is not a towers file of experiments.text_finetune (no variant, no image head).")
+        size, doubled = handle.get_slice("image.output.weight").get_shape()
+    variant = json.loads(metadata["variant"])
+    torch.manual_seed(seed)
+    _, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
+    held = [item for item in held_items if item.captions]
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, doubled // 2, trunk="tuned",
+                               tuned_layers=variant["text_layers_trained"])
+    installed = install_tuned_towers(model, towers)
+    started = time.time()
+    shares = choose_shares_on(model, processor, held, rgb_held, seed)
+    data = json.loads(metadata.get("data", "{}"))
+    record = {"script": "scripts/train_text_alignment.py --tuned-towers", "towers": towers.name, "size": size,
+              "hidden": doubled // 2, "layers": 0, "trunk": "tuned", "tuned_layers": variant["text_layers_trained"],
+              "variant": installed["variant"], "towers_scores": installed["scores"], "towers_data": data,
+              "held_identities": len({i.label for i in held}), "held_people_trained_on": data.get("share_holdout"),
+              "rgb_held_identities": len({i.label for i in rgb_held}), "seed": seed, "shares": shares,
+              "share_seconds": round(time.time() - started)}
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "text_alignment_summary.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def ship_text_alignment(aligned: Path, trainable: Path) -> int:
-    """Adds the aligned checkpoint's two heads (fp16) and its shares (fp32, one per kind of query, as chosen) to the
-    shipped trainable weights, the part's size and modules to their shape file, and its summary to
+    """Adds the aligned checkpoint's two heads (fp16; a tuned part's own trunk and layers with them) and its shares
+    (fp32, one per kind of query, as chosen) to the shipped trainable weights, the part's size and modules to their shape file, and its summary to
     `training_summary.json` (as `text_alignment_heads`, each share with its held-out Rank-1 / mAP only), each file
     written whole; returns how many tensors were added."""
     import json
@@ -384,7 +517,9 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
 
     from ..search.storage import atomic_write
 
-    prefixes = ("text_alignment_image.", "text_alignment_text.", "alignment_shares")
+    from ..configuration_aio import AIOConfig
+
+    prefixes = ("text_alignment_image.", "text_alignment_text.", "alignment_shares", "text_alignment_rgb_trunk.")
     found = load_file(str(aligned / "model.safetensors"))
     heads = {k: (v.float() if k == "alignment_shares" else v.half()).contiguous() for k, v in found.items()
              if k.startswith(prefixes) and not k.endswith("num_batches_tracked")}
@@ -394,9 +529,14 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     shape_file = trainable.with_suffix(".json")
     shapes = json.loads(shape_file.read_text())
     trunk = config.get("text_alignment_trunk", "shared")
-    if trunk == "second_rgb" and not shapes.get("second_rgb_trunk_share"):  # checked before anything is written
-        raise ValueError(f"{aligned}'s image head reads the second RGB trunk, which {trainable} does not ship: run "
-                         "scripts/ship_second_rgb_trunk.py --share S first.")
+    part = {"text_alignment_size": config["text_alignment_size"], "text_alignment_trunk": trunk,
+            "text_alignment_tuned_layers": config.get("text_alignment_tuned_layers", 0)}
+    try:  # the config's own rules, checked before anything is written
+        AIOConfig(image_tokenizer="osnet", encoder_config=config["encoder_config"],
+                  second_rgb_trunk_share=shapes.get("second_rgb_trunk_share", 0.0), **part)
+    except ValueError as error:
+        raise ValueError(f"{aligned}'s text-aligned part cannot join {trainable} ({error}); a part that reads the "
+                         "second RGB trunk needs scripts/ship_second_rgb_trunk.py --share S first.") from error
     with safe_open(str(trainable), "pt") as handle:
         metadata = handle.metadata()
     weights = {k: v for k, v in load_file(str(trainable)).items() if not k.startswith(prefixes)}
@@ -408,8 +548,10 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     shapes["text_alignment_hidden"] = config["text_alignment_hidden"]
     shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
     shapes["text_alignment_trunk"] = trunk
-    shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) | {
-        "text_alignment_image", "text_alignment_text", "alignment_shares"})
+    shapes["text_alignment_tuned_layers"] = part["text_alignment_tuned_layers"]
+    modules = {"text_alignment_image", "text_alignment_text", "alignment_shares"}
+    shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) - {"text_alignment_rgb_trunk"}
+                                       | modules | ({"text_alignment_rgb_trunk"} if trunk == "tuned" else set()))
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
     summary_file = trainable.parent / "training_summary.json"
     if (aligned / "text_alignment_summary.json").exists() and summary_file.exists():
@@ -427,5 +569,5 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
 
 
 __all__ = ["SHARE_GRID", "text_alignment_inputs", "photo_inputs", "train_alignment_heads", "aligned_vectors", "joined",
-           "choose_alignment_shares", "composed_queries", "choose_shares_on", "add_text_alignment", "align_text_heads", "held_out_people",
+           "choose_alignment_shares", "composed_queries", "choose_shares_on", "merged_inputs", "install_tuned_towers", "run_tuned_alignment", "add_text_alignment", "align_text_heads", "held_out_people",
            "rechoose_shares", "run_text_alignment", "ship_text_alignment"]

@@ -53,7 +53,16 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
     assert "(1 self-attention layer over the words, then a GELU layer" in text_alignment_line(
         {"text_alignment_size": 256, "text_alignment_layers": 1}, summary)
     layered = text_alignment_reproduce_lines({"text_alignment_heads": {**TEXT_HEADS, "layers": 1}})
-    assert "--hidden 1024 --layers 1 --seed 42" in layered
+    assert "--hidden 1024 --layers 1 --seed 42 --no-refit" in layered  # a record from before the refit
+    refit = {**TEXT_HEADS, "refit": {"captions": 16119, "identities": 2279, "seconds": 1184}}
+    refit_line = text_alignment_line({"text_alignment_size": 256}, {"text_alignment_heads": refit})
+    assert "trained again from the start, shares kept, on every caption: 16,119 of 2,279 identities" in refit_line
+    assert text_alignment_reproduce_lines({"text_alignment_heads": refit}).splitlines()[0].endswith("--seed 42")
+    assert any("2,279 identities" in line for line in limitations(tmp_path, {"text_alignment_heads": refit}))
+    tuned = {"text_alignment_heads": {**refit, "tuned_layers": 2}}
+    assert "--hidden 1024 --tuned-layers 2 --seed 42" in text_alignment_reproduce_lines(tuned)
+    assert "top 2 layers are fine-tuned copies" in text_alignment_line(
+        {"text_alignment_size": 256, "text_alignment_tuned_layers": 2}, tuned)
 
 
 def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_from_the_run():

@@ -13,8 +13,9 @@ from safetensors.torch import load_file, save_file
 from modeling_aio import AIOImageProcessor, AIOModel, AIOProcessor
 from modeling_aio.training.data import TrainingItem
 from modeling_aio.training.text_alignment import (
-    SHARE_GRID, add_text_alignment, align_text_heads, joined, ship_text_alignment, text_alignment_inputs,
-    train_alignment_heads,
+    SHARE_GRID, add_text_alignment, align_text_heads, install_tuned_towers, joined, merged_inputs,
+    ship_text_alignment,
+    text_alignment_inputs, train_alignment_heads,
 )
 
 from conftest import random_image, tiny_config
@@ -173,8 +174,36 @@ def test_the_stage_chooses_shares_on_held_out_people(aligned_model, osnet_proces
     assert aligned_model.alignment_shares.tolist() == pytest.approx([shares[kind] for kind in kinds])
     assert record["held_identities"] == 4 and record["rgb_held_identities"] == 2
     assert "text+ir_rank1_map" in shares and "text+sketch_rank1_map" in shares
+    assert record["refit"]["identities"] == len({item.label for item in captioned_items})
+    assert record["refit"]["captions"] == sum(len(item.captions) for item in captioned_items)
     with pytest.raises(ValueError, match="held-out captions"):
         align_text_heads(aligned_model, osnet_processor, train, held[:1], epochs=1)
+
+
+def test_the_refit_starts_again_and_keeps_the_shares(aligned_model, osnet_processor, captioned_items):
+    train, held = captioned_items[:8], captioned_items[8:]
+    shares, heads = [], []
+    for refit in (False, True):
+        torch.manual_seed(0)
+        for module in (aligned_model.text_alignment_image, aligned_model.text_alignment_text):
+            for layer in module.modules():
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+        record = align_text_heads(aligned_model, osnet_processor, train, held, epochs=2, log_every=1, refit=refit)
+        shares.append(aligned_model.alignment_shares.clone())
+        heads.append({k: v.clone() for k, v in aligned_model.text_alignment_text.state_dict().items()})
+        assert ("refit" in record) == refit
+    assert torch.equal(shares[0], shares[1])  # the shares come from the first fit in both
+    assert any(not torch.equal(heads[0][k], heads[1][k]) for k in heads[0])  # the refit saw the held captions
+
+
+def test_merged_inputs_point_captions_at_their_own_photos():
+    first = {"maps": torch.zeros(3, 1), "caption_photo": torch.tensor([0, 2]), "photo_labels": torch.tensor([1, 1, 2])}
+    second = {"maps": torch.ones(2, 1), "caption_photo": torch.tensor([1]), "photo_labels": torch.tensor([7, 8])}
+    merged = merged_inputs(first, second)
+    assert merged["caption_photo"].tolist() == [0, 2, 4]
+    assert merged["photo_labels"][merged["caption_photo"]].tolist() == [1, 2, 8]
+    assert merged["maps"][4].item() == 1.0
 
 
 def test_joined_matches_the_model_join():
@@ -233,3 +262,123 @@ def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_p
     cosines = export_onnx(aligned_model, tmp_path / "onnx")
     assert {path.name for path in cosines} == {"image_rgb.onnx", "image_ir.onnx", "image_sketch.onnx", "text.onnx"}
     assert min(cosines.values()) >= MIN_COSINE
+
+
+TINY_BERT = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 vocab_size=40, max_position_embeddings=16, type_vocab_size=2)
+
+
+def test_the_tuned_part_reads_a_caption_as_minilm_does_and_takes_the_experiment_towers(tmp_path, osnet_processor):
+    """A model with its own trunk and a tuned top layer computes, after `install_tuned_towers`, exactly what the
+    experiment's towers compute, as long as its text embeddings and lower layers are MiniLM's (as built)."""
+    from modeling_aio.experiments.text_finetune import ImageTower, TextTower, Variant, save_towers
+
+    torch.manual_seed(0)
+    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
+    model = add_text_alignment(base, size=8, hidden=16, trunk="tuned", tuned_layers=1)
+    assert model.config.text_alignment_channels == 256 and hasattr(model, "text_alignment_rgb_trunk")
+    assert torch.equal(model.text_alignment_rgb_trunk.conv1.conv.weight, model.second_rgb_trunk.conv1.conv.weight)
+    assert torch.equal(model.text_alignment_text.tuned_layers[0].output.dense.weight,
+                       model.encoder.layers.layer[1].output.dense.weight)
+    image, text = ImageTower((32, 128, 192, 256), hidden=16, size=8).eval(), TextTower(
+        {**TINY_BERT, "vocab_size": model.config.vocab_size}, hidden=16, size=8).eval()
+    # the towers' MiniLM is the model's: its embeddings (as build_checkpoint.init_text_tokenizer sets them) and layer 0
+    embeddings = text.encoder.embeddings
+    tokenizer = model.embeddings.text_tokenizer
+    embeddings.word_embeddings.weight.data.copy_(tokenizer.word_embeddings.weight)
+    embeddings.position_embeddings.weight.data.copy_(tokenizer.position_embeddings[0])
+    embeddings.token_type_embeddings.weight.data.zero_()
+    embeddings.LayerNorm.load_state_dict(tokenizer.layer_norm.state_dict())
+    embeddings.LayerNorm.eps = tokenizer.layer_norm.eps  # MiniLM's 1e-12 against 1e-5: ~1e-4 on a unit vector
+    text.encoder.encoder.layer[0].load_state_dict(model.encoder.layers.layer[0].state_dict())
+    for parameter in [*image.parameters(), *text.encoder.encoder.layer[1].parameters(), *text.output.parameters()]:
+        parameter.data.add_(0.01 * torch.randn_like(parameter))  # "trained": differs from the model's start
+    saved = [image, text.encoder.encoder.layer[1], text.norm, text.expand, text.output]
+    for tensor in [t for module in saved for t in module.state_dict().values()]:
+        if tensor.is_floating_point():
+            tensor.copy_(tensor.half().float())  # the towers file holds these in fp16
+    towers = tmp_path / "towers.safetensors"
+    save_towers(image, text, Variant("0267-top1", True, 1), towers, {"rank-1": 1.0})
+    assert install_tuned_towers(model, towers)["variant"]["text_layers_trained"] == 1
+
+    photos = [random_image(n, (20, 40)) for n in range(2)]
+    inputs = osnet_processor(rgb=photos, text=["a man in a red shirt", "blue jacket"], return_tensors="pt")
+    with torch.no_grad():
+        model_image = model(pixel_values_rgb=inputs["pixel_values_rgb"]).aligned_embeds
+        model_text = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).aligned_embeds
+        tower_image = F.normalize(image(inputs["pixel_values_rgb"]), dim=-1)
+        tower_text = F.normalize(text(inputs["input_ids"], inputs["attention_mask"].bool()), dim=-1)
+    assert torch.allclose(model_image, tower_image, atol=1e-5)
+    assert torch.allclose(model_text, tower_text, atol=1e-5)
+
+    other = add_text_alignment(base, size=8, hidden=16, trunk="tuned", tuned_layers=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        install_tuned_towers(other, towers)  # a file of one tuned layer, a model of two
+    with pytest.raises(ValueError, match="own trunk"):
+        install_tuned_towers(add_text_alignment(base, size=8, hidden=16, trunk="second_rgb"), towers)
+
+
+def test_tuned_layers_need_a_part_and_at_most_the_encoder_layers():
+    with pytest.raises(ValueError, match="text_alignment_tuned_layers"):
+        tiny_config(encoder_config=TINY_BERT, text_alignment_tuned_layers=1, **OSNET)
+    with pytest.raises(ValueError, match="at most the encoder's 2 layers"):
+        tiny_config(encoder_config=TINY_BERT, text_alignment_size=8, text_alignment_tuned_layers=3, **OSNET)
+
+
+def test_a_tuned_part_ships_its_trunk_and_layers_and_builds_back(tmp_path, osnet_processor):
+    torch.manual_seed(0)
+    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
+    tuned = add_text_alignment(base, size=8, hidden=16, trunk="tuned", tuned_layers=1)
+    tuned.alignment_shares.copy_(torch.tensor([0.1, 0.9, 0.5, 0.6]))
+    with torch.no_grad():
+        tuned.text_alignment_rgb_trunk.conv1.conv.weight.mul_(1.5)  # "trained" away from 0267
+    tuned.save_pretrained(tmp_path / "tuned")
+    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
+    trainable.parent.mkdir()
+    save_file({"projection.weight": base.projection.weight.half()}, str(trainable))
+    trainable.with_suffix(".json").write_text(json.dumps({"trained_modules": ["projection"],
+                                                          "second_rgb_trunk_share": 0.3}))
+    ship_text_alignment(tmp_path / "tuned", trainable)
+    weights = load_file(str(trainable))
+    shapes = json.loads(trainable.with_suffix(".json").read_text())
+    assert shapes["text_alignment_trunk"] == "tuned" and shapes["text_alignment_tuned_layers"] == 1
+    assert "text_alignment_rgb_trunk" in shapes["trained_modules"]
+    assert any(k.startswith("text_alignment_text.tuned_layers.0.") for k in weights)
+    # what a build does with them: a model of those shapes, the trained tensors over it
+    rebuilt = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET, **{
+        k: v for k, v in shapes.items() if k != "trained_modules"})).eval()
+    rebuilt.load_state_dict({**base.state_dict(), **{k: v.float() for k, v in weights.items()}}, strict=False)
+    inputs = osnet_processor(rgb=[random_image(1, (20, 40))], text=["a red shirt"], return_tensors="pt")
+    with torch.no_grad():
+        for query in ({"pixel_values_rgb": inputs["pixel_values_rgb"]},
+                      {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}):
+            assert torch.allclose(rebuilt(**query).embeds, tuned(**query).embeds, atol=2e-3)  # fp16 weights
+
+
+def test_a_file_without_towers_is_refused_before_any_work(tmp_path):
+    from modeling_aio.training.text_alignment import run_tuned_alignment
+
+    stray = tmp_path / "stray.safetensors"
+    save_file({"x": torch.zeros(1)}, str(stray))
+    with pytest.raises(ValueError, match="not a towers file"):
+        run_tuned_alignment(tmp_path / "no-checkpoint", stray, tmp_path / "out", tmp_path / "no-split.json")
+
+
+def test_tuned_layers_train_on_cached_lower_layer_states_and_freeze_again(osnet_processor, captioned_items):
+    """`--tuned-layers` on the CPU path: the cache holds the caption's pass below the tuned layers, and the stage
+    trains the tuned copies (at their own learning rate) with the heads, while the shared encoder stays as it was."""
+    torch.manual_seed(0)
+    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
+    model = add_text_alignment(base, size=8, hidden=16, trunk="second_rgb", tuned_layers=1)
+    cache = text_alignment_inputs(model, osnet_processor, captioned_items, batch_size=8)
+    ids = osnet_processor(text=captioned_items[0].captions[:1], padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        lower = model.encoder.lower_layers(model.embeddings.text_tokenizer(ids["input_ids"]), ids["attention_mask"], 1)
+    assert torch.allclose(cache["states"][0].float(), lower[0], atol=1e-2)  # fp16 cache of layer 0's outputs
+    tuned_before = {k: v.clone() for k, v in model.text_alignment_text.tuned_layers.state_dict().items()}
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    train_alignment_heads(model, cache, epochs=2, batch_size=16, bf16=False, log_every=10, tuned_learning_rate=1e-2)
+    tuned_after = model.text_alignment_text.tuned_layers.state_dict()
+    assert any(not torch.equal(tuned_before[k], v) for k, v in tuned_after.items())
+    assert all(torch.equal(encoder_before[k], v) for k, v in model.encoder.state_dict().items())
+    assert not any(p.requires_grad for p in model.text_alignment_text.tuned_layers.parameters())
