@@ -278,9 +278,10 @@ class AIOModel(AIOPreTrainedModel):
 
     def second_rgb_outputs(self, modality_inputs: dict[str, torch.Tensor], feature_maps: dict[str, torch.Tensor]
                            ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """Runs the second RGB trunk on the query's RGB image, if the model has one: returns the feature maps that
-        `encode_tokens` reads (the RGB map replaced by the second trunk's when `config.text_alignment_trunk` is
-        `"second_rgb"`) and the second trunk's embedding (None without an RGB image or a second trunk)."""
+        """Runs the RGB trunks beside the shared one on the query's RGB image, those the model has: returns the
+        feature maps that `encode_tokens` reads (the RGB map replaced by the one the text-aligned image head reads,
+        when `config.text_alignment_trunk` is `"second_rgb"` or `"tuned"`) and the second trunk's embedding (None
+        without an RGB image or a second trunk)."""
         if hasattr(self, "text_alignment_rgb_trunk") and "rgb" in modality_inputs:
             feature_maps = {**feature_maps, "rgb": self.text_alignment_rgb_trunk(modality_inputs["rgb"])[0]}
         if not hasattr(self, "second_rgb_trunk") or "rgb" not in modality_inputs:

@@ -1,8 +1,8 @@
 """The text-aligned part of AIO's search vector: the image head (on the shared OSNet trunk's feature map), the
 text head (on the frozen encoder's outputs at a caption's words, with optional context layers) and the kinds of
 query that weigh the part. `AIOModel` joins the part to its ReID embedding; `modeling_aio.training.text_alignment`
-trains both heads. Imports only torch, `configuration_aio` and (for tuned encoder layers) transformers, so it travels with the
-remote-code checkpoint.
+trains both heads. Imports only torch, `configuration_aio` and (for tuned encoder layers) transformers, so it
+travels with the remote-code checkpoint.
 """
 
 from __future__ import annotations

@@ -301,8 +301,14 @@ def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int =
     missing, unexpected = grown.load_state_dict(kept, strict=False)
     if unexpected or any(not key.startswith(new) for key in missing):
         raise RuntimeError(f"unexpected state-dict difference: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    if trunk == "tuned":
-        grown.text_alignment_rgb_trunk.load_state_dict(grown.second_rgb_trunk.state_dict())
+    if trunk == "tuned":  # 0267: the second RGB trunk's copy, else the shipped weights'
+        if hasattr(grown, "second_rgb_trunk"):
+            start = grown.second_rgb_trunk.state_dict()
+        else:
+            from ..checkpoint.build import pretrained_osnet_state
+
+            start, _ = pretrained_osnet_state("osnet-0267", 1)
+        grown.text_alignment_rgb_trunk.load_state_dict(start)
     encoder_layers = grown.encoder.layers.layer
     for copy, layer in zip(grown.text_alignment_text.tuned_layers, encoder_layers[len(encoder_layers) - tuned_layers:]):
         copy.load_state_dict(layer.state_dict())

@@ -382,3 +382,13 @@ def test_tuned_layers_train_on_cached_lower_layer_states_and_freeze_again(osnet_
     assert any(not torch.equal(tuned_before[k], v) for k, v in tuned_after.items())
     assert all(torch.equal(encoder_before[k], v) for k, v in model.encoder.state_dict().items())
     assert not any(p.requires_grad for p in model.text_alignment_text.tuned_layers.parameters())
+
+
+def test_a_tuned_trunk_starts_as_0267_without_a_second_rgb_trunk():
+    from modeling_aio.checkpoint.build import pretrained_osnet_state
+
+    torch.manual_seed(0)
+    model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, trunk="tuned")
+    start, _ = pretrained_osnet_state("osnet-0267", 1)
+    assert all(torch.equal(model.text_alignment_rgb_trunk.state_dict()[k], v.to(torch.float32) if v.is_floating_point()
+                           else v) for k, v in start.items())
