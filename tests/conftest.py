@@ -57,6 +57,19 @@ def tiny_config(**overrides) -> AIOConfig:
     return AIOConfig(**kwargs)
 
 
+#: A tiny model on the OSNet image tokenizer (256x128 crops), as the shipped model's heads read OSNet feature maps.
+OSNET = dict(image_tokenizer="osnet", image_size=(256, 128), patch_size=16, embedding_size=256,
+             osnet_embedding_skip=True, text_embedding_skip=True)
+#: A tiny BERT encoder: MiniLM's kind, for the parts that copy or run encoder layers of their own.
+TINY_BERT = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 vocab_size=40, max_position_embeddings=16, type_vocab_size=2)
+
+
+@pytest.fixture
+def osnet_processor(tokenizer) -> AIOProcessor:
+    return AIOProcessor(AIOImageProcessor(size={"height": 256, "width": 128}), tokenizer, max_text_length=16)
+
+
 @pytest.fixture
 def config() -> AIOConfig:
     torch.manual_seed(0)
