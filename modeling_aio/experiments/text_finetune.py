@@ -150,7 +150,10 @@ def pack_bundle(out: Path, checkpoint: Path, minilm: Path, split_file: Path, tex
 
 
 class ImageTower(nn.Module):
-    """0267 and the shipped image head's design (1x1 convolution, BatchNorm, ReLU, global max and mean, linear)."""
+    """0267 and the shipped image head's design (1x1 convolution, BatchNorm, ReLU, global max and mean, linear).
+    The towers restate the heads of `text_alignment_aio` rather than import them: that module imports the config,
+    which an accelerator machine's older transformers cannot load; a test checks that a model holding these towers
+    (`training.tuned_alignment.install_tuned_towers`) computes what they compute."""
 
     def __init__(self, channels: tuple[int, ...], hidden: int = 1024, size: int = 256):
         super().__init__()
