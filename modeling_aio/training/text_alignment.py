@@ -40,8 +40,8 @@ def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_siz
     map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, what the
     text head reads (`AIOModel.text_alignment_states`; fp16, padded to `max_text_length`), its mask and the unit
     ReID part of the text query; the photo each caption describes (`caption_photo`) and every photo's identity
-    (`photo_labels`). A tuned part's trunk and layers are frozen inputs here too: they train in
-    `experiments.text_finetune`, on photos, where an accelerator is."""
+    (`photo_labels`). A tuned trunk is a frozen input here (it trains on photos, in `experiments.text_finetune`);
+    tuned encoder layers are not: the cache holds the pass below them, and they train with the heads."""
     was_training = model.training
     model.eval()
     text_index = MODALITIES.index("text")
