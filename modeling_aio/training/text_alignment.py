@@ -32,6 +32,10 @@ from .data import TrainingItem
 SHARE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995,
                                  0.998, 0.999, 1.0)
 
+#: Where a model keeps its text-aligned part: both heads, a tuned part's own trunk, and the shares.
+PART_PREFIXES: tuple[str, ...] = ("text_alignment_image.", "text_alignment_text.", "text_alignment_rgb_trunk.",
+                                  "alignment_shares")
+
 
 @torch.no_grad()
 def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_size: int = 64,
@@ -296,10 +300,9 @@ def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int =
         **model.config.to_dict(), "text_alignment_size": size, "text_alignment_hidden": hidden,
         "text_alignment_layers": layers, "text_alignment_trunk": trunk, "text_alignment_tuned_layers": tuned_layers})
     grown = AIOModel(config).eval()
-    new = ("text_alignment_image.", "text_alignment_text.", "alignment_shares", "text_alignment_rgb_trunk.")
-    kept = {key: value for key, value in model.state_dict().items() if not key.startswith(new)}
+    kept = {key: value for key, value in model.state_dict().items() if not key.startswith(PART_PREFIXES)}
     missing, unexpected = grown.load_state_dict(kept, strict=False)
-    if unexpected or any(not key.startswith(new) for key in missing):
+    if unexpected or any(not key.startswith(PART_PREFIXES) for key in missing):
         raise RuntimeError(f"unexpected state-dict difference: missing {missing[:3]}, unexpected {unexpected[:3]}")
     if trunk == "tuned":  # 0267: the second RGB trunk's copy, else the shipped weights'
         if hasattr(grown, "second_rgb_trunk"):
@@ -435,16 +438,14 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
+    from ..configuration_aio import AIOConfig
     from ..search.storage import atomic_write
 
-    from ..configuration_aio import AIOConfig
-
-    prefixes = ("text_alignment_image.", "text_alignment_text.", "alignment_shares", "text_alignment_rgb_trunk.")
     found = load_file(str(aligned / "model.safetensors"))
     heads = {k: (v.float() if k == "alignment_shares" else v.half()).contiguous() for k, v in found.items()
-             if k.startswith(prefixes) and not k.endswith("num_batches_tracked")}
+             if k.startswith(PART_PREFIXES) and not k.endswith("num_batches_tracked")}
     if "alignment_shares" not in heads:
-        raise ValueError(f"{aligned}/model.safetensors has no text-aligned part ({prefixes[0]}*).")
+        raise ValueError(f"{aligned}/model.safetensors has no text-aligned part ({PART_PREFIXES[0]}*).")
     config = json.loads((aligned / "config.json").read_text())
     shape_file = trainable.with_suffix(".json")
     shapes = json.loads(shape_file.read_text())
@@ -459,7 +460,7 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
                          "second RGB trunk needs scripts/ship_second_rgb_trunk.py --share S first.") from error
     with safe_open(str(trainable), "pt") as handle:
         metadata = handle.metadata()
-    weights = {k: v for k, v in load_file(str(trainable)).items() if not k.startswith(prefixes)}
+    weights = {k: v for k, v in load_file(str(trainable)).items() if not k.startswith(PART_PREFIXES)}
     temporary = trainable.with_name(trainable.name + ".tmp")
     save_file({**weights, **heads}, str(temporary),
               metadata={**(metadata or {}), "text_alignment": "scripts/train_text_alignment.py"})
@@ -488,6 +489,6 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     return len(heads)
 
 
-__all__ = ["SHARE_GRID", "text_alignment_inputs", "photo_inputs", "train_alignment_heads", "aligned_vectors", "joined",
+__all__ = ["SHARE_GRID", "PART_PREFIXES", "text_alignment_inputs", "photo_inputs", "train_alignment_heads", "aligned_vectors", "joined",
            "choose_alignment_shares", "composed_queries", "choose_shares_on", "merged_inputs", "add_text_alignment", "align_text_heads", "held_out_people",
            "rechoose_shares", "run_text_alignment", "ship_text_alignment"]

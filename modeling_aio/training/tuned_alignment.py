@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .text_alignment import add_text_alignment, choose_shares_on, held_out_people
+from .text_alignment import PART_PREFIXES, add_text_alignment, choose_shares_on, held_out_people
 
 
 def install_tuned_towers(model, towers: Path) -> dict:
@@ -44,7 +44,7 @@ def install_tuned_towers(model, towers: Path) -> dict:
         metadata = handle.metadata() or {}
         loaded = {model_key(key): handle.get_tensor(key) for key in handle.keys()}
     own = {k: v for k, v in model.state_dict().items()
-           if k.startswith(("text_alignment_rgb_trunk.", "text_alignment_image.", "text_alignment_text."))
+           if k.startswith(PART_PREFIXES) and k != "alignment_shares"  # a towers file holds no shares
            and not k.endswith("num_batches_tracked")}
     loaded = {k: v for k, v in loaded.items() if not k.endswith("num_batches_tracked")}
     stray, absent = sorted(set(loaded) - set(own)), sorted(set(own) - set(loaded))
