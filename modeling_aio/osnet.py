@@ -116,9 +116,30 @@ class OSNet(nn.Module):
         self.global_avgpool = nn.Conv2d(c3, c3, feature_size, groups=c3)
         self.fc = nn.Sequential(nn.Linear(c3, self.embedding_size), nn.BatchNorm1d(self.embedding_size), nn.PReLU())
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    #: The stages a feature map passes through after the stem, in order: `features_before` / `feature_map_from`
+    #: split the trunk at one of them, so that a caller can cache what the stages below compute.
+    stages: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
+
+    def _stage_index(self, stage: str) -> int:
+        if stage not in self.stages:
+            raise ValueError(f"OSNet stage {stage!r}: expected one of {', '.join(self.stages)}.")
+        return self.stages.index(stage)
+
+    def features_before(self, pixel_values: torch.Tensor, stage: str) -> torch.Tensor:
+        """What `stage` reads: the stem and every stage below it applied to `pixel_values`."""
         x = self.maxpool(self.conv1(self.in_first(pixel_values)))
-        feature_map = self.conv5(self.conv4(self.conv3(self.conv2(x))))
+        for name in self.stages[:self._stage_index(stage)]:
+            x = getattr(self, name)(x)
+        return x
+
+    def feature_map_from(self, features: torch.Tensor, stage: str) -> torch.Tensor:
+        """The stride-16 feature map from what `stage` reads (`features_before`): `stage` and those above it."""
+        for name in self.stages[self._stage_index(stage):]:
+            features = getattr(self, name)(features)
+        return features
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.feature_map_from(self.features_before(pixel_values, "conv2"), "conv2")
         embedding = self.fc(self.global_avgpool(feature_map).flatten(1))
         return feature_map, embedding
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from modeling_aio.checkpoint.paths import REPO_ROOT, SPLIT_FILE
 from modeling_aio.configuration_aio import TEXT_ALIGNMENT_TRUNKS
+from modeling_aio.osnet import OSNet
 from modeling_aio.training.text_alignment import rechoose_shares, run_text_alignment, ship_text_alignment
 from modeling_aio.training.tuned_alignment import run_tuned_alignment
 
@@ -31,6 +32,9 @@ def main() -> None:
                         help="the text head reads a caption's own encoder pass whose top K layers it fine-tunes")
     parser.add_argument("--trunk", choices=TEXT_ALIGNMENT_TRUNKS, default="shared",
                         help="whose feature map the image head reads: the shared RGB trunk's or the second RGB trunk's")
+    parser.add_argument("--tune-trunk-from", choices=OSNet.stages, default=None,
+                        metavar="STAGE", help="with --trunk tuned: its stages from STAGE up train with the heads, on "
+                                              "cached outputs of the stages below")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="ship the heads trained without the people held out to choose the shares (by default they "
                              "train again on every captioned person once the shares are chosen)")
@@ -60,7 +64,7 @@ def main() -> None:
         return
     record = run_text_alignment(args.checkpoint, args.out, args.split_file, args.epochs, args.size, args.hidden,
                                 args.seed, args.max_identities, layers=args.layers, trunk=args.trunk,
-                                refit=args.refit, tuned_layers=args.tuned_layers)
+                                refit=args.refit, tuned_layers=args.tuned_layers, trunk_from=args.tune_trunk_from)
     print(f"wrote {args.out}: {record}")
 
 

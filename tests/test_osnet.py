@@ -111,6 +111,20 @@ def test_widened_trunk_computes_the_same_function_with_distinct_copies():
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in wide.state_dict().items())
 
 
+def test_trunk_split_at_a_stage_computes_the_whole_feature_map():
+    net = OSNet().eval()
+    net.load_state_dict(load_file(str(SHIPPED)))
+    pixels = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        whole, _ = net(pixels)
+        below = net.features_before(pixels, "conv4")
+        assert below.shape == (2, 192, 16, 8)  # what conv3 hands on: a cache of it is all conv4 and conv5 need
+        assert torch.allclose(net.feature_map_from(below, "conv4"), whole, atol=1e-5)
+        assert torch.allclose(net.feature_map_from(net.features_before(pixels, "conv2"), "conv2"), whole, atol=1e-5)
+    with pytest.raises(ValueError, match="stage 'conv9'"):
+        net.features_before(pixels, "conv9")
+
+
 def test_osnet_width_sets_trunk_and_adapter_widths():
     config = osnet_config(osnet_width=2, osnet_modality_trunks=("sketch",), osnet_embedding_skip=True)
     assert config.osnet_channels == (64, 256, 384, 512)

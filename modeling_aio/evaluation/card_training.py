@@ -50,8 +50,10 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
     tuned = shape.get("text_alignment_tuned_layers", 0)
     words = (f"its own pass through the encoder, whose top {tuned} layer{'s' if tuned > 1 else ''} are fine-tuned "
              "copies" if tuned else "the encoder's outputs at its words")
+    tuned_trunk = (f"0267 whose stages from {heads['trunk_from']} up train with the heads, on cached outputs of the "
+                   "stages below" if heads.get("trunk_from") else "0267 fine-tuned on captions")
     trunk = {"second_rgb": "the second RGB trunk's (0267's) feature map",
-             "tuned": "the feature map of a trunk of its own (0267 fine-tuned on captions)"}.get(
+             "tuned": f"the feature map of a trunk of its own ({tuned_trunk})"}.get(
         shape.get("text_alignment_trunk"), "the shared trunk's feature map")
     return (f"* text-aligned part (an addition to the paper): {shape['text_alignment_size']} more dimensions in every "
             f"search vector. An RGB image fills them from {trunk} (1x1 convolution, max and "
@@ -72,7 +74,8 @@ def text_alignment_reproduce_lines(summary: dict) -> str:
             f"{heads['epochs']} --size {heads['size']} --hidden {heads['hidden']}"
             f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''}"
             f"{' --tuned-layers ' + str(heads['tuned_layers']) if heads.get('tuned_layers') else ''}"
-            f"{' --trunk ' + heads['trunk'] if heads.get('trunk', 'shared') != 'shared' else ''} --seed {heads['seed']}"
+            f"{' --trunk ' + heads['trunk'] if heads.get('trunk', 'shared') != 'shared' else ''}"
+            f"{' --tune-trunk-from ' + heads['trunk_from'] if heads.get('trunk_from') else ''} --seed {heads['seed']}"
             f"{'' if heads.get('refit') else ' --no-refit'}\n"
             "python scripts/train_text_alignment.py --ship runs/text-alignment && python scripts/build_checkpoint.py\n")
 

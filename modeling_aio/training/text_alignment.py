@@ -39,13 +39,16 @@ PART_PREFIXES: tuple[str, ...] = ("text_alignment_image.", "text_alignment_text.
 
 @torch.no_grad()
 def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_size: int = 64,
-                          captions_required: bool = True) -> dict[str, torch.Tensor]:
+                          captions_required: bool = True, trunk_from: str | None = None) -> dict[str, torch.Tensor]:
     """What both heads read, computed once with the frozen rest of `model` (an `AIOModel`): per photo, the feature
     map the image head reads (fp16; `config.text_alignment_trunk`) and its unit ReID part; per caption, what the
     text head reads (`AIOModel.text_alignment_states`; fp16, padded to `max_text_length`), its mask and the unit
     ReID part of the text query; the photo each caption describes (`caption_photo`) and every photo's identity
-    (`photo_labels`). A tuned trunk is a frozen input here (it trains on photos, in `experiments.text_finetune`);
-    tuned encoder layers are not: the cache holds the pass below them, and they train with the heads."""
+    (`photo_labels`). Tuned encoder layers are not frozen inputs: the cache holds the pass below them, and they
+    train with the heads. Likewise a tuned trunk's top stages, with `trunk_from` (an `OSNet.stages` name): the
+    cache then holds, instead of the feature map, what that stage of `text_alignment_rgb_trunk` reads."""
+    if trunk_from is not None:
+        _tuned_trunk(model)  # fails early on a model without one
     was_training = model.training
     model.eval()
     text_index = MODALITIES.index("text")
@@ -56,8 +59,11 @@ def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_siz
         pixels = processor(rgb=[Image.open(item.image).convert("RGB") for item in chunk],
                            return_tensors="pt")["pixel_values_rgb"]
         tokens, image_globals, feature_maps = model.embeddings.tokenize({"rgb": pixels})
-        feature_maps, _ = model.second_rgb_outputs({"rgb": pixels}, feature_maps)
-        parts["maps"].append(feature_maps["rgb"].half())
+        if trunk_from is None:
+            feature_maps, _ = model.second_rgb_outputs({"rgb": pixels}, feature_maps)
+            parts["maps"].append(feature_maps["rgb"].half())
+        else:
+            parts["maps"].append(model.text_alignment_rgb_trunk.features_before(pixels, trunk_from).half())
         parts["photo_reid"].append(F.normalize(model.encode_tokens(tokens, None, image_globals).features, dim=-1))
         captions = [(n, caption) for n, item in enumerate(chunk) for caption in item.captions]
         if not captions:
@@ -90,6 +96,13 @@ def photo_inputs(model, processor, items: list[TrainingItem]) -> dict[str, torch
                                  captions_required=False)
 
 
+def _tuned_trunk(model) -> torch.nn.Module:
+    if getattr(model.config, "text_alignment_trunk", None) != "tuned":
+        raise ValueError("training a trunk's top stages (`trunk_from`) needs a text-aligned part with a trunk of its "
+                         "own (`text_alignment_trunk='tuned'`, `--trunk tuned`).")
+    return model.text_alignment_rgb_trunk
+
+
 def _heads(model) -> tuple[torch.nn.Module, torch.nn.Module]:
     if not getattr(model.config, "text_alignment_size", 0):
         raise ValueError("the model has no text-aligned part (build it with `text_alignment_size` > 0).")
@@ -99,16 +112,24 @@ def _heads(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 20, batch_size: int = 256,
                           learning_rate: float = 1e-3, temperature: float = 0.03, identity_weight: float = 1.0,
                           identity_scale: float = 20.0, label_smoothing: float = 0.1, bf16: bool = True,
-                          seed: int = 0, log_every: int = 50,
-                          tuned_learning_rate: float = 3e-5) -> list[dict[str, float]]:
+                          seed: int = 0, log_every: int = 50, tuned_learning_rate: float = 3e-5,
+                          trunk_from: str | None = None, trunk_learning_rate: float = 1e-4) -> list[dict[str, float]]:
     """Trains `model`'s two text-alignment heads (an `AIOModel`) on cached inputs (`text_alignment_inputs`):
     AdamW with warm-up and cosine decay, batches of captions with the photo each describes (its feature map
     mirrored at random), symmetric InfoNCE with identity-level positives plus an identity cross-entropy of both
     sides through one cosine classifier over the cached identities (dropped afterwards). The text head's tuned
-    encoder layers (`text_alignment_tuned_layers`), pretrained, learn at `tuned_learning_rate`. Returns the loss
-    log."""
+    encoder layers (`text_alignment_tuned_layers`), pretrained, learn at `tuned_learning_rate`; with `trunk_from`
+    (the cache made with the same), the tuned trunk's stages from that one up learn at `trunk_learning_rate` (their
+    BatchNorm statistics too). Returns the loss log."""
     image_head, text_head = _heads(model)
     text_head.tuned_layers.requires_grad_(True)  # frozen everywhere but here
+    trunk_stages = torch.nn.ModuleList()
+    if trunk_from is not None:
+        trunk = _tuned_trunk(model)
+        if trunk_from not in trunk.stages:
+            raise ValueError(f"trunk_from {trunk_from!r}: expected one of {', '.join(trunk.stages)}.")
+        trunk_stages.extend(getattr(trunk, name) for name in trunk.stages[trunk.stages.index(trunk_from):])
+        trunk_stages.requires_grad_(True)
     labels_of_photo = cache["photo_labels"]
     identities, photo_classes = labels_of_photo.unique(return_inverse=True)
     if len(identities) < 2:
@@ -123,6 +144,8 @@ def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 2
     groups = [{"params": parameters + [classifier], "lr": learning_rate}]
     if tuned:
         groups.append({"params": tuned, "lr": tuned_learning_rate})
+    if len(trunk_stages):
+        groups.append({"params": list(trunk_stages.parameters()), "lr": trunk_learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     captions = len(caption_classes)
     batch_size = min(batch_size, captions)
@@ -133,6 +156,7 @@ def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 2
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total)))
     image_head.train()
     text_head.train()
+    trunk_stages.train()
     logged, started, step = [], time.time(), 0
     with torch.enable_grad():
         for epoch in range(epochs):
@@ -143,6 +167,8 @@ def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 2
                 if bool(torch.rand(1, generator=generator) < 0.5):
                     maps = maps.flip(-1)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and maps.device.type == "cpu"):
+                    if trunk_from is not None:
+                        maps = model.text_alignment_rgb_trunk.feature_map_from(maps, trunk_from)
                     image = image_head(maps)
                     text = text_head(cache["states"][rows].float(), cache["masks"][rows])
                 image, text = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
@@ -165,6 +191,7 @@ def train_alignment_heads(model, cache: dict[str, torch.Tensor], epochs: int = 2
     image_head.eval()
     text_head.eval()
     text_head.tuned_layers.requires_grad_(False)
+    trunk_stages.eval().requires_grad_(False)
     return logged
 
 
@@ -320,26 +347,29 @@ def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int =
 
 def align_text_heads(model, processor, items: list[TrainingItem], held_items: list[TrainingItem],
                      rgb_held_items: list[TrainingItem] = (), epochs: int = 20, seed: int = 0,
-                     log_every: int = 50, refit: bool = True) -> dict:
+                     log_every: int = 50, refit: bool = True, trunk_from: str | None = None) -> dict:
     """The whole stage on an `AIOModel` with a text-aligned part: caches the frozen inputs of the captioned
     `items`, trains both heads on them, then chooses the shares on `held_items` (captioned people the heads never
     saw) and `rgb_held_items` (uncaptioned people, RGB -> RGB). With `refit`, the heads then start again and train
     on the captions of `items` and `held_items` together, the shares kept: the shipped heads see every captioned
-    person, and only the share choice needs people they did not see. Returns the stage's record (losses, shares,
-    timings)."""
+    person, and only the share choice needs people they did not see. With `trunk_from`, the tuned trunk's stages
+    from that one up train with the heads (`train_alignment_heads`) and start again with them for the refit.
+    Returns the stage's record (losses, shares, timings)."""
     started = time.time()
     captioned = [item for item in items if item.captions]
     held = [item for item in held_items if item.captions]
     if len({item.label for item in held}) < 2:
         raise ValueError("align_text_heads needs held-out captions of at least two identities to choose the shares.")
     image_head, text_head = _heads(model)
-    initial = {name: {k: v.clone() for k, v in head.state_dict().items()}
-               for name, head in (("image", image_head), ("text", text_head))}
-    cache = text_alignment_inputs(model, processor, captioned)
+    trained = {"image": image_head, "text": text_head}
+    if trunk_from is not None:
+        trained["trunk"] = _tuned_trunk(model)
+    initial = {name: {k: v.clone() for k, v in part.state_dict().items()} for name, part in trained.items()}
+    cache = text_alignment_inputs(model, processor, captioned, trunk_from=trunk_from)
     cached_at = time.time()
-    log = train_alignment_heads(model, cache, epochs=epochs, seed=seed, log_every=log_every)
+    log = train_alignment_heads(model, cache, epochs=epochs, seed=seed, log_every=log_every, trunk_from=trunk_from)
     trained_at = time.time()
-    held_cache = text_alignment_inputs(model, processor, held)
+    held_cache = text_alignment_inputs(model, processor, held)  # feature maps of the trunk as trained
     shares = choose_shares_on(model, processor, held, rgb_held_items, seed, held=held_cache)
     record = {"epochs": epochs, "seed": seed, "captions": int(sum(len(i.captions) for i in captioned)),
               "identities": len({i.label for i in captioned}), "held_identities": len({i.label for i in held}),
@@ -348,10 +378,12 @@ def align_text_heads(model, processor, items: list[TrainingItem], held_items: li
               "training_seconds": round(trained_at - cached_at)}
     if refit:
         refit_started = time.time()
-        image_head.load_state_dict(initial["image"])
-        text_head.load_state_dict(initial["text"])
+        for name, part in trained.items():
+            part.load_state_dict(initial[name])
+        if trunk_from is not None:  # the held photos as the training cache holds them (the stages below are frozen)
+            held_cache = text_alignment_inputs(model, processor, held, trunk_from=trunk_from)
         log = train_alignment_heads(model, merged_inputs(cache, held_cache), epochs=epochs, seed=seed,
-                                    log_every=log_every)
+                                    log_every=log_every, trunk_from=trunk_from)
         record["refit"] = {"captions": record["captions"] + int(sum(len(i.captions) for i in held)),
                            "identities": len({i.label for i in captioned + held}), "loss": [log[0], log[-1]],
                            "seconds": round(time.time() - refit_started)}
@@ -402,11 +434,13 @@ def rechoose_shares(aligned: Path, split_file: Path, seed: int = 42, max_identit
 def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: int = 20, size: int = 256,
                        hidden: int = 1024, seed: int = 42, max_identities: int | None = 4000,
                        fusion_holdout: float = 0.15, rgb_identities: int = 300, layers: int = 0,
-                       trunk: str = "shared", refit: bool = True, tuned_layers: int = 0) -> dict:
+                       trunk: str = "shared", refit: bool = True, tuned_layers: int = 0,
+                       trunk_from: str | None = None) -> dict:
     """Adds a text-aligned part to `checkpoint`, runs `align_text_heads` on the `../shared` recipe (every caption
     of the training identities; `split_file`'s and the cross-domain source's people left out, as `scripts/train.py`
     leaves them) with the same held-out people as the main run's calibration (with `refit`, the heads then train
-    again on those people's captions too), and saves the result (weights, config, processor,
+    again on those people's captions too; with `trunk_from`, a tuned trunk's stages from that one up train with
+    them), and saves the result (weights, config, processor,
     `text_alignment_summary.json`) to `out`."""
     import json
 
@@ -418,9 +452,10 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     items, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = add_text_alignment(AIOModel.from_pretrained(checkpoint), size, hidden, layers, trunk, tuned_layers)
-    record = align_text_heads(model, processor, items, held_items, rgb_held, epochs=epochs, seed=seed, refit=refit)
+    record = align_text_heads(model, processor, items, held_items, rgb_held, epochs=epochs, seed=seed, refit=refit,
+                              trunk_from=trunk_from)
     record = {"script": "scripts/train_text_alignment.py", "size": size, "hidden": hidden, "layers": layers,
-              "trunk": trunk, "tuned_layers": tuned_layers,
+              "trunk": trunk, "tuned_layers": tuned_layers, "trunk_from": trunk_from,
               "max_identities": max_identities, "fusion_holdout": fusion_holdout, **record}
     model.save_pretrained(out)
     processor.save_pretrained(out)

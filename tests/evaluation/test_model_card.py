@@ -63,6 +63,10 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
     assert "--hidden 1024 --tuned-layers 2 --seed 42" in text_alignment_reproduce_lines(tuned)
     assert "top 2 layers are fine-tuned copies" in text_alignment_line(
         {"text_alignment_size": 256, "text_alignment_tuned_layers": 2}, tuned)
+    stages = {"text_alignment_heads": {**refit, "tuned_layers": 2, "trunk": "tuned", "trunk_from": "conv4"}}
+    assert "--tuned-layers 2 --trunk tuned --tune-trunk-from conv4 --seed 42" in text_alignment_reproduce_lines(stages)
+    assert "0267 whose stages from conv4 up train with the heads" in text_alignment_line(
+        {"text_alignment_size": 256, "text_alignment_trunk": "tuned"}, stages)
 
 
 def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_from_the_run():

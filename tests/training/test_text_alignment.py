@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from modeling_aio import AIOModel
 from modeling_aio.training.data import TrainingItem
 from modeling_aio.training.text_alignment import (
-    SHARE_GRID, add_text_alignment, align_text_heads, joined, merged_inputs, ship_text_alignment,
-    text_alignment_inputs, train_alignment_heads,
+    SHARE_GRID, add_text_alignment, align_text_heads, choose_alignment_shares, joined, merged_inputs,
+    ship_text_alignment, text_alignment_inputs, train_alignment_heads,
 )
 
 from conftest import OSNET, TINY_BERT, random_image, tiny_config
@@ -240,15 +240,19 @@ def test_ship_adds_the_part_to_the_trainable_weights(aligned_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layers", [0, 1])
-def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_path, layers):
-    """Both heads (with and without context layers), the shares and the join survive ONNX export (text with
-    padding, RGB, sketch); export_onnx itself refuses a graph below MIN_COSINE against PyTorch."""
+@pytest.mark.parametrize("variant", ["plain", "context", "tuned"])
+def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_path, variant):
+    """Both heads (plain, with context layers, or over a trunk and encoder layers of their own), the shares and the
+    join survive ONNX export (text with padding, RGB, sketch); export_onnx itself refuses a graph below MIN_COSINE
+    against PyTorch."""
     from modeling_aio.export import MIN_COSINE, export_onnx
 
-    if layers:
-        torch.manual_seed(1)
-        aligned_model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, layers=layers)
+    torch.manual_seed(1)
+    if variant == "context":
+        aligned_model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, layers=1)
+    elif variant == "tuned":
+        base = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET)).eval()
+        aligned_model = add_text_alignment(base, size=8, hidden=16, trunk="tuned", tuned_layers=1)
     aligned_model.alignment_shares.copy_(torch.tensor([0.2, 0.7, 0.3, 0.4]))
     cosines = export_onnx(aligned_model, tmp_path / "onnx")
     assert {path.name for path in cosines} == {"image_rgb.onnx", "image_ir.onnx", "image_sketch.onnx", "text.onnx"}
@@ -320,3 +324,46 @@ def test_a_tuned_trunk_starts_as_0267_without_a_second_rgb_trunk():
     start, _ = pretrained_osnet_state("osnet-0267", 1)
     assert all(torch.equal(model.text_alignment_rgb_trunk.state_dict()[k], v.to(torch.float32) if v.is_floating_point()
                            else v) for k, v in start.items())
+
+
+def test_a_tuned_trunks_top_stages_train_on_cached_lower_maps_and_start_again_for_the_refit(
+        osnet_processor, captioned_items):
+    """`--tune-trunk-from conv4`: the cache holds what conv4 reads, conv4 and conv5 train with the heads (the
+    stages below stay 0267's), the shares are chosen on feature maps of the trunk as trained, and the refit starts
+    the trunk again from 0267."""
+    torch.manual_seed(0)
+    model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, trunk="tuned")
+    trunk = model.text_alignment_rgb_trunk
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    cache = text_alignment_inputs(model, osnet_processor, captioned_items[:8], batch_size=8, trunk_from="conv4")
+    assert cache["maps"].shape[1:] == (trunk.channels[2], 16, 8)
+    train_alignment_heads(model, cache, epochs=2, batch_size=16, bf16=False, log_every=10, trunk_from="conv4",
+                          trunk_learning_rate=1e-2)
+    after = trunk.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("conv4."))
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("conv5."))
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith(("conv1.", "conv2.", "conv3.")))
+    assert not any(p.requires_grad for p in trunk.parameters()) and not trunk.training
+    with pytest.raises(ValueError, match="conv9"):
+        train_alignment_heads(model, cache, epochs=1, trunk_from="conv9")
+    shared = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16)
+    with pytest.raises(ValueError, match="trunk of its own"):
+        text_alignment_inputs(shared, osnet_processor, captioned_items[:2], trunk_from="conv4")
+
+    trunk.load_state_dict(before)
+    trained = {}
+
+    def keep_first_fit(model, held, *args, **kwargs):  # the trunk as the shares see it, before the refit
+        trained.update({k: v.clone() for k, v in model.text_alignment_rgb_trunk.state_dict().items()})
+        return choose_alignment_shares(model, held, *args, **kwargs)
+
+    from unittest import mock
+
+    with mock.patch("modeling_aio.training.text_alignment.choose_alignment_shares", keep_first_fit):
+        record = align_text_heads(model, osnet_processor, captioned_items[:8], captioned_items[8:], epochs=2,
+                                  log_every=1, trunk_from="conv4")
+    assert "refit" in record
+    assert any(not torch.equal(trained[k], before[k]) for k in trained if k.startswith("conv4."))
+    refitted = trunk.state_dict()  # trained again from 0267 on more captions: not the first fit's trunk
+    assert any(not torch.equal(trained[k], refitted[k]) for k in refitted if k.startswith("conv4."))
+    assert all(torch.equal(before[k], refitted[k]) for k in refitted if k.startswith("conv3."))
