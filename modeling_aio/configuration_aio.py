@@ -45,6 +45,8 @@ DINOV2_SMALL_KWARGS: dict = {
 OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0.5, the layout of `osnet.OSNet`
 #: The trunks whose feature map the text-aligned image head can read (`AIOConfig.text_alignment_trunk`).
 TEXT_ALIGNMENT_TRUNKS: tuple[str, ...] = ("shared", "second_rgb", "tuned")
+#: OSNet's stages above the stem (`osnet.OSNet.stages`), where a tuned trunk may branch from the second RGB trunk.
+OSNET_STAGES: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
 SECOND_RGB_TRUNK_EMBEDDING = 256  # 0267's ReID embedding, the second RGB trunk's part of the search vector
 
 
@@ -105,6 +107,10 @@ class AIOConfig(PreTrainedConfig):
             encoder (MiniLM's word embeddings and layers, as MiniLM reads a sentence), whose top k layers are copies
             fine-tuned on captions (`AIOTextAlignmentTextHead.tuned_layers`); the shared encoder stays frozen for
             every other use. 0: the head reads the shared encoder's outputs at the caption's positions.
+        text_alignment_trunk_from (`str` or None): with `text_alignment_trunk="tuned"` and a second RGB trunk, the
+            tuned trunk holds only its stages from this one up (`OSNET_STAGES`) and reads what the second RGB
+            trunk's stages below compute: a trunk whose lower stages stayed 0267's (`scripts/train_text_alignment.py
+            --tune-trunk-from`) then costs a photo only its top stages, not a third trunk. None: a whole trunk.
         second_rgb_trunk_share (`float`): share, in [0, 1), of a second RGB trunk in the similarity of an RGB query
             to an RGB photo (0: none). The trunk is 0267 (OSNet x0.5, frozen, trained on other data than the shared
             trunk), and its 256-d embedding fills 256 more dimensions of the search vector. Two trunks that learnt
@@ -149,6 +155,7 @@ class AIOConfig(PreTrainedConfig):
     text_alignment_layers: int = 0
     text_alignment_trunk: str = "shared"
     text_alignment_tuned_layers: int = 0
+    text_alignment_trunk_from: str | None = None
     second_rgb_trunk_share: float = 0.0
     stem_width: int = 64
     embedding_size: int = 512
@@ -202,6 +209,11 @@ class AIOConfig(PreTrainedConfig):
                              f"{self.text_alignment_trunk!r}.")
         if self.text_alignment_trunk == "second_rgb" and not share:
             raise ValueError("`text_alignment_trunk='second_rgb'` needs a second RGB trunk (`second_rgb_trunk_share` > 0).")
+        branch = self.text_alignment_trunk_from
+        if branch is not None and (branch not in OSNET_STAGES or self.text_alignment_trunk != "tuned" or not share):
+            raise ValueError(f"`text_alignment_trunk_from` {branch!r} must be one of {OSNET_STAGES} and needs "
+                             "`text_alignment_trunk='tuned'` and a second RGB trunk (`second_rgb_trunk_share` > 0) "
+                             "to branch from.")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]

@@ -24,7 +24,7 @@ from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supe
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, OSNET_0267_CHANNELS, AIOConfig
 from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, query_inputs
 from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
-from .osnet import OSNet
+from .osnet import OSNet, OSNetTop
 from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-exported)
     ALIGNMENT_QUERY_KINDS, AIOTextAlignmentImageHead, AIOTextAlignmentTextHead, bidirectional_layer_mask,
 )
@@ -231,7 +231,9 @@ class AIOModel(AIOPreTrainedModel):
         if config.second_rgb_trunk_share:
             self.second_rgb_trunk = OSNet(channels=OSNET_0267_CHANNELS)
         if config.text_alignment_size and config.text_alignment_trunk == "tuned":
-            self.text_alignment_rgb_trunk = OSNet(channels=OSNET_0267_CHANNELS)
+            branch = config.text_alignment_trunk_from  # None: a whole trunk; else its top stages
+            self.text_alignment_rgb_trunk = (OSNet(channels=OSNET_0267_CHANNELS) if branch is None
+                                             else OSNetTop(branch, OSNET_0267_CHANNELS))
         self.post_init()
         self.freeze_encoder()
 
@@ -281,12 +283,20 @@ class AIOModel(AIOPreTrainedModel):
         """Runs the RGB trunks beside the shared one on the query's RGB image, those the model has: returns the
         feature maps that `encode_tokens` reads (the RGB map replaced by the one the text-aligned image head reads,
         when `config.text_alignment_trunk` is `"second_rgb"` or `"tuned"`) and the second trunk's embedding (None
-        without an RGB image or a second trunk)."""
-        if hasattr(self, "text_alignment_rgb_trunk") and "rgb" in modality_inputs:
+        without an RGB image or a second trunk). A tuned trunk that branches (`text_alignment_trunk_from`) reads the
+        second trunk's lower stages, computed once for both."""
+        branch = self.config.text_alignment_trunk_from
+        if hasattr(self, "text_alignment_rgb_trunk") and "rgb" in modality_inputs and branch is None:
             feature_maps = {**feature_maps, "rgb": self.text_alignment_rgb_trunk(modality_inputs["rgb"])[0]}
         if not hasattr(self, "second_rgb_trunk") or "rgb" not in modality_inputs:
             return feature_maps, None
-        second_map, second_embedding = self.second_rgb_trunk(modality_inputs["rgb"])
+        if branch is None:
+            second_map, second_embedding = self.second_rgb_trunk(modality_inputs["rgb"])
+        else:
+            below = self.second_rgb_trunk.features_before(modality_inputs["rgb"], branch)
+            second_map = self.second_rgb_trunk.feature_map_from(below, branch)
+            second_embedding = self.second_rgb_trunk.embedding_of(second_map)
+            feature_maps = {**feature_maps, "rgb": self.text_alignment_rgb_trunk(below)}
         if self.config.text_alignment_trunk == "second_rgb":
             feature_maps = {**feature_maps, "rgb": second_map}
         return feature_maps, second_embedding

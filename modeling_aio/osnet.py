@@ -138,10 +138,13 @@ class OSNet(nn.Module):
             features = getattr(self, name)(features)
         return features
 
+    def embedding_of(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The 256-d ReID embedding of a feature map (`forward`'s second output)."""
+        return self.fc(self.global_avgpool(feature_map).flatten(1))
+
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature_map = self.feature_map_from(self.features_before(pixel_values, "conv2"), "conv2")
-        embedding = self.fc(self.global_avgpool(feature_map).flatten(1))
-        return feature_map, embedding
+        return feature_map, self.embedding_of(feature_map)
 
     def widened(self, factor: int = 2, seed: int = 0) -> OSNet:
         """A copy `factor` times as wide (x0.5 -> x1.0 for 2) that computes the same embedding and, channel for
@@ -180,4 +183,24 @@ class OSNet(nn.Module):
         return wide.train(self.training)
 
 
-__all__ = ["OSNet"]
+class OSNetTop(nn.Module):
+    """An OSNet's stages from `first_stage` up, alone: a trunk that branches from another OSNet's lower stages
+    (`features_before`) and so costs a photo only what it adds. Module names are OSNet's, so its state dict is the
+    whole trunk's minus the stem and lower stages."""
+
+    def __init__(self, first_stage: str, channels: tuple[int, int, int, int] = OSNet.channels):
+        super().__init__()
+        whole = OSNet(channels=channels)
+        self.first_stage = first_stage
+        self.stages = whole.stages[whole._stage_index(first_stage):]
+        for name in self.stages:
+            setattr(self, name, getattr(whole, name))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The stride-16 feature map from what `first_stage` reads."""
+        for name in self.stages:
+            features = getattr(self, name)(features)
+        return features
+
+
+__all__ = ["OSNet", "OSNetTop"]

@@ -52,6 +52,9 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
              "copies" if tuned else "the encoder's outputs at its words")
     tuned_trunk = (f"0267 whose stages from {heads['trunk_from']} up train with the heads, on cached outputs of the "
                    "stages below" if heads.get("trunk_from") else "0267 fine-tuned on captions")
+    if shape.get("text_alignment_trunk_from"):
+        tuned_trunk += (f"; it ships as those stages alone, reading the second RGB trunk's stages below "
+                        f"{shape['text_alignment_trunk_from']}, so a photo runs them once for both")
     trunk = {"second_rgb": "the second RGB trunk's (0267's) feature map",
              "tuned": f"the feature map of a trunk of its own ({tuned_trunk})"}.get(
         shape.get("text_alignment_trunk"), "the shared trunk's feature map")

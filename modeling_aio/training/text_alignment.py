@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..configuration_aio import MODALITIES
+from ..configuration_aio import MODALITIES, OSNET_STAGES
 from ..evaluation.metrics import rank_metrics
 from ..losses import cosine_identity_cross_entropy, symmetric_info_nce
 from ..text_alignment_aio import ALIGNMENT_QUERY_KINDS
@@ -325,7 +325,8 @@ def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int =
 
     config = model.config.__class__.from_dict({
         **model.config.to_dict(), "text_alignment_size": size, "text_alignment_hidden": hidden,
-        "text_alignment_layers": layers, "text_alignment_trunk": trunk, "text_alignment_tuned_layers": tuned_layers})
+        "text_alignment_layers": layers, "text_alignment_trunk": trunk, "text_alignment_tuned_layers": tuned_layers,
+        "text_alignment_trunk_from": None})  # a whole trunk trains; `ship_text_alignment` branches it
     grown = AIOModel(config).eval()
     kept = {key: value for key, value in model.state_dict().items() if not key.startswith(PART_PREFIXES)}
     missing, unexpected = grown.load_state_dict(kept, strict=False)
@@ -463,11 +464,23 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     return record
 
 
+def _branches_from_second_trunk(state: dict[str, torch.Tensor], stage: str) -> bool:
+    """Whether a tuned trunk (`text_alignment_rgb_trunk.*` of `state`) equals the second RGB trunk in every stage
+    below `stage`, stem included, so that it can branch from it (`AIOConfig.text_alignment_trunk_from`)."""
+    below = ("in_first.", "conv1.", *(f"{name}." for name in OSNET_STAGES[:OSNET_STAGES.index(stage)]))
+    tuned = {k[len("text_alignment_rgb_trunk."):]: v for k, v in state.items()
+             if k.startswith("text_alignment_rgb_trunk.") and k[len("text_alignment_rgb_trunk."):].startswith(below)}
+    return bool(tuned) and all(torch.equal(v, state.get(f"second_rgb_trunk.{k}", torch.empty(0)))
+                               for k, v in tuned.items())
+
+
 def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     """Adds the aligned checkpoint's two heads (fp16; a tuned part's own trunk and layers with them) and its shares
-    (fp32, one per kind of query, as chosen) to the shipped trainable weights, the part's size and modules to their shape file, and its summary to
-    `training_summary.json` (as `text_alignment_heads`, each share with its held-out Rank-1 / mAP only), each file
-    written whole; returns how many tensors were added."""
+    (fp32, one per kind of query, as chosen) to the shipped trainable weights, the part's size and modules to their
+    shape file, and its summary to `training_summary.json` (as `text_alignment_heads`, each share with its held-out
+    Rank-1 / mAP only), each file written whole; returns how many tensors were added. A tuned trunk trained from a
+    stage up (`--tune-trunk-from`) whose stages below are still the second RGB trunk's ships those top stages only,
+    as a branch of the second trunk (`AIOConfig.text_alignment_trunk_from`): the same vectors for less compute."""
     import json
 
     from safetensors import safe_open
@@ -485,8 +498,16 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     shape_file = trainable.with_suffix(".json")
     shapes = json.loads(shape_file.read_text())
     trunk = config.get("text_alignment_trunk", "shared")
+    summary_path = aligned / "text_alignment_summary.json"
+    branch = json.loads(summary_path.read_text()).get("trunk_from") if summary_path.exists() else None
+    if branch is not None and not _branches_from_second_trunk(found, branch):
+        branch = None  # its lower stages are not the second trunk's: it ships whole
+    if branch is not None:  # only the stages that trained; the second trunk computes those below
+        top = tuple(f"text_alignment_rgb_trunk.{name}." for name in OSNET_STAGES[OSNET_STAGES.index(branch):])
+        heads = {k: v for k, v in heads.items() if not k.startswith("text_alignment_rgb_trunk.") or k.startswith(top)}
     part = {"text_alignment_size": config["text_alignment_size"], "text_alignment_trunk": trunk,
-            "text_alignment_tuned_layers": config.get("text_alignment_tuned_layers", 0)}
+            "text_alignment_tuned_layers": config.get("text_alignment_tuned_layers", 0),
+            "text_alignment_trunk_from": branch}
     try:  # the config's own rules, checked before anything is written
         AIOConfig(image_tokenizer="osnet", encoder_config=config["encoder_config"],
                   second_rgb_trunk_share=shapes.get("second_rgb_trunk_share", 0.0), **part)
@@ -505,6 +526,9 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
     shapes["text_alignment_trunk"] = trunk
     shapes["text_alignment_tuned_layers"] = part["text_alignment_tuned_layers"]
+    shapes.pop("text_alignment_trunk_from", None)
+    if branch is not None:
+        shapes["text_alignment_trunk_from"] = branch
     modules = {"text_alignment_image", "text_alignment_text", "alignment_shares"}
     shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) - {"text_alignment_rgb_trunk"}
                                        | modules | ({"text_alignment_rgb_trunk"} if trunk == "tuned" else set()))

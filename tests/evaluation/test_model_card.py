@@ -67,6 +67,8 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
     assert "--tuned-layers 2 --trunk tuned --tune-trunk-from conv4 --seed 42" in text_alignment_reproduce_lines(stages)
     assert "0267 whose stages from conv4 up train with the heads" in text_alignment_line(
         {"text_alignment_size": 256, "text_alignment_trunk": "tuned"}, stages)
+    assert "reading the second RGB trunk's stages below conv4" in text_alignment_line(
+        {"text_alignment_size": 256, "text_alignment_trunk": "tuned", "text_alignment_trunk_from": "conv4"}, stages)
 
 
 def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_from_the_run():

@@ -250,9 +250,11 @@ def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_p
     torch.manual_seed(1)
     if variant == "context":
         aligned_model = add_text_alignment(AIOModel(tiny_config(**OSNET)).eval(), size=8, hidden=16, layers=1)
-    elif variant == "tuned":
-        base = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET)).eval()
-        aligned_model = add_text_alignment(base, size=8, hidden=16, trunk="tuned", tuned_layers=1)
+    elif variant == "tuned":  # encoder layers of its own, and a trunk that branches from the second RGB trunk
+        aligned_model = AIOModel(tiny_config(
+            encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, text_alignment_size=8, text_alignment_hidden=16,
+            text_alignment_trunk="tuned", text_alignment_trunk_from="conv4", text_alignment_tuned_layers=1,
+            **OSNET)).eval()
     aligned_model.alignment_shares.copy_(torch.tensor([0.2, 0.7, 0.3, 0.4]))
     cosines = export_onnx(aligned_model, tmp_path / "onnx")
     assert {path.name for path in cosines} == {"image_rgb.onnx", "image_ir.onnx", "image_sketch.onnx", "text.onnx"}
@@ -294,6 +296,56 @@ def test_a_tuned_part_ships_its_trunk_and_layers_and_builds_back(tmp_path, osnet
         for query in ({"pixel_values_rgb": inputs["pixel_values_rgb"]},
                       {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}):
             assert torch.allclose(rebuilt(**query).embeds, tuned(**query).embeds, atol=2e-3)  # fp16 weights
+
+
+@pytest.mark.parametrize("changed", ["conv4", "conv2"])
+def test_a_trunk_tuned_from_a_stage_ships_as_a_branch_of_the_second_trunk(tmp_path, osnet_processor, changed):
+    """`--tune-trunk-from conv4`: when the trunk's stages below conv4 are still the second trunk's, only conv4 and
+    conv5 ship and the built model branches them from the second trunk's conv3 (same vectors, one trunk less);
+    when a lower stage changed (conv2), the trunk ships whole."""
+    torch.manual_seed(0)
+    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
+    tuned = add_text_alignment(base, size=8, hidden=16, trunk="tuned")
+    tuned.alignment_shares.copy_(torch.tensor([0.1, 0.9, 0.5, 0.6]))
+    with torch.no_grad():
+        getattr(tuned.text_alignment_rgb_trunk, changed)[0].conv1.conv.weight.mul_(1.5)  # "trained"
+    tuned.save_pretrained(tmp_path / "tuned")
+    (tmp_path / "tuned" / "text_alignment_summary.json").write_text(json.dumps({"trunk_from": "conv4"}))
+    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
+    trainable.parent.mkdir()
+    save_file({"projection.weight": base.projection.weight.half()}, str(trainable))
+    trainable.with_suffix(".json").write_text(json.dumps({"trained_modules": ["projection"],
+                                                          "second_rgb_trunk_share": 0.3}))
+    ship_text_alignment(tmp_path / "tuned", trainable)
+    weights = load_file(str(trainable))
+    shapes = json.loads(trainable.with_suffix(".json").read_text())
+    trunk_keys = {k.split(".")[1] for k in weights if k.startswith("text_alignment_rgb_trunk.")}
+    if changed == "conv4":
+        assert shapes["text_alignment_trunk_from"] == "conv4" and trunk_keys == {"conv4", "conv5"}
+    else:
+        assert "text_alignment_trunk_from" not in shapes and {"conv1", "conv2", "fc"} <= trunk_keys
+    rebuilt = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET, **{
+        k: v for k, v in shapes.items() if k != "trained_modules"})).eval()
+    missing, _ = rebuilt.load_state_dict({**base.state_dict(), **{k: v.float() for k, v in weights.items()}},
+                                         strict=False)
+    assert not [k for k in missing if k.startswith("text_alignment_rgb_trunk.")]
+    inputs = osnet_processor(rgb=[random_image(1, (20, 40))], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(pixel_values_rgb=inputs["pixel_values_rgb"]).embeds,
+                              tuned(pixel_values_rgb=inputs["pixel_values_rgb"]).embeds, atol=2e-3)
+
+
+def test_a_branch_needs_a_tuned_trunk_a_second_trunk_and_a_stage():
+    from modeling_aio.configuration_aio import OSNET_STAGES
+    from modeling_aio.osnet import OSNet
+
+    assert OSNET_STAGES == OSNet.stages
+    for wrong in ({"text_alignment_trunk_from": "conv9", "second_rgb_trunk_share": 0.3},
+                  {"text_alignment_trunk_from": "conv4"},
+                  {"text_alignment_trunk_from": "conv4", "second_rgb_trunk_share": 0.3,
+                   "text_alignment_trunk": "shared"}):
+        with pytest.raises(ValueError, match="text_alignment_trunk_from"):
+            tiny_config(**{"text_alignment_size": 8, "text_alignment_trunk": "tuned", **wrong}, **OSNET)
 
 
 def test_tuned_layers_train_on_cached_lower_layer_states_and_freeze_again(osnet_processor, captioned_items):
