@@ -90,16 +90,19 @@ def text_alignment_inputs(model, processor, items: list[TrainingItem], batch_siz
     return cache
 
 
-def photo_inputs(model, processor, items: list[TrainingItem]) -> dict[str, torch.Tensor]:
+def photo_inputs(model, processor, items: list[TrainingItem], trunk_from: str | None = None
+                 ) -> dict[str, torch.Tensor]:
     """`text_alignment_inputs` of the items' photos alone (captions ignored): RGB -> RGB and distractors."""
     return text_alignment_inputs(model, processor, [TrainingItem(i.image, i.label, [], None) for i in items],
-                                 captions_required=False)
+                                 captions_required=False, trunk_from=trunk_from)
 
 
 def _tuned_trunk(model) -> torch.nn.Module:
-    if getattr(model.config, "text_alignment_trunk", None) != "tuned":
-        raise ValueError("training a trunk's top stages (`trunk_from`) needs a text-aligned part with a trunk of its "
-                         "own (`text_alignment_trunk='tuned'`, `--trunk tuned`).")
+    """The text-aligned part's own whole trunk, whose top stages `trunk_from` trains."""
+    if getattr(model.config, "text_alignment_trunk", None) != "tuned" or model.config.text_alignment_trunk_from:
+        raise ValueError("training a trunk's top stages (`trunk_from`) needs a text-aligned part with a whole trunk "
+                         "of its own (`text_alignment_trunk='tuned'`, `--trunk tuned`; `add_text_alignment` makes "
+                         "one, also from a model whose trunk branches).")
     return model.text_alignment_rgb_trunk
 
 
@@ -382,7 +385,7 @@ def align_text_heads(model, processor, items: list[TrainingItem], held_items: li
         for name, part in trained.items():
             part.load_state_dict(initial[name])
         if trunk_from is not None:  # the held photos as the training cache holds them (the stages below are frozen)
-            held_cache = text_alignment_inputs(model, processor, held, trunk_from=trunk_from)
+            held_cache = {**held_cache, "maps": photo_inputs(model, processor, held, trunk_from)["maps"]}
         log = train_alignment_heads(model, merged_inputs(cache, held_cache), epochs=epochs, seed=seed,
                                     log_every=log_every, trunk_from=trunk_from)
         record["refit"] = {"captions": record["captions"] + int(sum(len(i.captions) for i in held)),
@@ -468,10 +471,10 @@ def _branches_from_second_trunk(state: dict[str, torch.Tensor], stage: str) -> b
     """Whether a tuned trunk (`text_alignment_rgb_trunk.*` of `state`) equals the second RGB trunk in every stage
     below `stage`, stem included, so that it can branch from it (`AIOConfig.text_alignment_trunk_from`)."""
     below = ("in_first.", "conv1.", *(f"{name}." for name in OSNET_STAGES[:OSNET_STAGES.index(stage)]))
-    tuned = {k[len("text_alignment_rgb_trunk."):]: v for k, v in state.items()
-             if k.startswith("text_alignment_rgb_trunk.") and k[len("text_alignment_rgb_trunk."):].startswith(below)}
-    return bool(tuned) and all(torch.equal(v, state.get(f"second_rgb_trunk.{k}", torch.empty(0)))
-                               for k, v in tuned.items())
+    prefix = "text_alignment_rgb_trunk."
+    lower = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):].startswith(below)}
+    return bool(lower) and all(torch.equal(v, state.get(f"second_rgb_trunk.{k}", torch.empty(0)))
+                               for k, v in lower.items())
 
 
 def ship_text_alignment(aligned: Path, trainable: Path) -> int:

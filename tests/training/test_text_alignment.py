@@ -346,6 +346,11 @@ def test_a_branch_needs_a_tuned_trunk_a_second_trunk_and_a_stage():
                    "text_alignment_trunk": "shared"}):
         with pytest.raises(ValueError, match="text_alignment_trunk_from"):
             tiny_config(**{"text_alignment_size": 8, "text_alignment_trunk": "tuned", **wrong}, **OSNET)
+    branched = AIOModel(tiny_config(text_alignment_size=8, text_alignment_hidden=16, text_alignment_trunk="tuned",
+                                    text_alignment_trunk_from="conv4", second_rgb_trunk_share=0.3, **OSNET))
+    with pytest.raises(ValueError, match="whole trunk"):  # its lower stages are the second trunk's: not trained here
+        train_alignment_heads(branched, {}, trunk_from="conv4")
+    assert add_text_alignment(branched, size=8, hidden=16, trunk="tuned").text_alignment_rgb_trunk.stages[0] == "conv2"
 
 
 def test_tuned_layers_train_on_cached_lower_layer_states_and_freeze_again(osnet_processor, captioned_items):
