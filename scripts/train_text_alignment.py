@@ -14,7 +14,8 @@ from pathlib import Path
 from modeling_aio.checkpoint.paths import REPO_ROOT, SPLIT_FILE
 from modeling_aio.configuration_aio import TEXT_ALIGNMENT_TRUNKS
 from modeling_aio.osnet import OSNet
-from modeling_aio.training.text_alignment import rechoose_shares, run_text_alignment, ship_text_alignment
+from modeling_aio.training.ship_alignment import ship_text_alignment
+from modeling_aio.training.text_alignment import rechoose_shares, run_text_alignment
 from modeling_aio.training.tuned_alignment import run_tuned_alignment
 
 

@@ -1,5 +1,5 @@
 """The text-aligned part of the embedding (`AIOConfig.text_alignment_size`): training its two heads and choosing how
-much each kind of query weighs it.
+much each kind of query weighs it (shipping it into the trained weights: `ship_alignment`).
 
 Why: a caption names parts (shoes, a bag, a striped shirt) that a pooled ReID embedding, trained to tell people
 apart, does not keep where a linear map of a sentence can find them. The image head reads the shared trunk's
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..configuration_aio import MODALITIES, OSNET_STAGES
+from ..configuration_aio import MODALITIES
 from ..evaluation.metrics import rank_metrics
 from ..losses import cosine_identity_cross_entropy, symmetric_info_nce
 from ..text_alignment_aio import ALIGNMENT_QUERY_KINDS
@@ -329,7 +329,7 @@ def add_text_alignment(model, size: int = 256, hidden: int = 1024, layers: int =
     config = model.config.__class__.from_dict({
         **model.config.to_dict(), "text_alignment_size": size, "text_alignment_hidden": hidden,
         "text_alignment_layers": layers, "text_alignment_trunk": trunk, "text_alignment_tuned_layers": tuned_layers,
-        "text_alignment_trunk_from": None})  # a whole trunk trains; `ship_text_alignment` branches it
+        "text_alignment_trunk_from": None})  # a whole trunk trains; `ship_alignment` branches it
     grown = AIOModel(config).eval()
     kept = {key: value for key, value in model.state_dict().items() if not key.startswith(PART_PREFIXES)}
     missing, unexpected = grown.load_state_dict(kept, strict=False)
@@ -467,90 +467,7 @@ def run_text_alignment(checkpoint: Path, out: Path, split_file: Path, epochs: in
     return record
 
 
-def _branches_from_second_trunk(state: dict[str, torch.Tensor], stage: str) -> bool:
-    """Whether a tuned trunk (`text_alignment_rgb_trunk.*` of `state`) equals the second RGB trunk in every stage
-    below `stage`, stem included, so that it can branch from it (`AIOConfig.text_alignment_trunk_from`)."""
-    below = ("in_first.", "conv1.", *(f"{name}." for name in OSNET_STAGES[:OSNET_STAGES.index(stage)]))
-    prefix = "text_alignment_rgb_trunk."
-    lower = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):].startswith(below)}
-    return bool(lower) and all(torch.equal(v, state.get(f"second_rgb_trunk.{k}", torch.empty(0)))
-                               for k, v in lower.items())
-
-
-def ship_text_alignment(aligned: Path, trainable: Path) -> int:
-    """Adds the aligned checkpoint's two heads (fp16; a tuned part's own trunk and layers with them) and its shares
-    (fp32, one per kind of query, as chosen) to the shipped trainable weights, the part's size and modules to their
-    shape file, and its summary to `training_summary.json` (as `text_alignment_heads`, each share with its held-out
-    Rank-1 / mAP only), each file written whole; returns how many tensors were added. A tuned trunk trained from a
-    stage up (`--tune-trunk-from`) whose stages below are still the second RGB trunk's ships those top stages only,
-    as a branch of the second trunk (`AIOConfig.text_alignment_trunk_from`): the same vectors for less compute."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    from ..configuration_aio import AIOConfig
-    from ..search.storage import atomic_write
-
-    found = load_file(str(aligned / "model.safetensors"))
-    heads = {k: (v.float() if k == "alignment_shares" else v.half()).contiguous() for k, v in found.items()
-             if k.startswith(PART_PREFIXES) and not k.endswith("num_batches_tracked")}
-    if "alignment_shares" not in heads:
-        raise ValueError(f"{aligned}/model.safetensors has no text-aligned part ({PART_PREFIXES[0]}*).")
-    config = json.loads((aligned / "config.json").read_text())
-    shape_file = trainable.with_suffix(".json")
-    shapes = json.loads(shape_file.read_text())
-    trunk = config.get("text_alignment_trunk", "shared")
-    summary_path = aligned / "text_alignment_summary.json"
-    branch = json.loads(summary_path.read_text()).get("trunk_from") if summary_path.exists() else None
-    if branch is not None and not _branches_from_second_trunk(found, branch):
-        branch = None  # its lower stages are not the second trunk's: it ships whole
-    if branch is not None:  # only the stages that trained; the second trunk computes those below
-        top = tuple(f"text_alignment_rgb_trunk.{name}." for name in OSNET_STAGES[OSNET_STAGES.index(branch):])
-        heads = {k: v for k, v in heads.items() if not k.startswith("text_alignment_rgb_trunk.") or k.startswith(top)}
-    part = {"text_alignment_size": config["text_alignment_size"], "text_alignment_trunk": trunk,
-            "text_alignment_tuned_layers": config.get("text_alignment_tuned_layers", 0),
-            "text_alignment_trunk_from": branch}
-    try:  # the config's own rules, checked before anything is written
-        AIOConfig(image_tokenizer="osnet", encoder_config=config["encoder_config"],
-                  second_rgb_trunk_share=shapes.get("second_rgb_trunk_share", 0.0), **part)
-    except ValueError as error:
-        raise ValueError(f"{aligned}'s text-aligned part cannot join {trainable} ({error}); a part that reads the "
-                         "second RGB trunk needs scripts/ship_second_rgb_trunk.py --share S first.") from error
-    with safe_open(str(trainable), "pt") as handle:
-        metadata = handle.metadata()
-    weights = {k: v for k, v in load_file(str(trainable)).items() if not k.startswith(PART_PREFIXES)}
-    temporary = trainable.with_name(trainable.name + ".tmp")
-    save_file({**weights, **heads}, str(temporary),
-              metadata={**(metadata or {}), "text_alignment": "scripts/train_text_alignment.py"})
-    temporary.replace(trainable)
-    shapes["text_alignment_size"] = config["text_alignment_size"]
-    shapes["text_alignment_hidden"] = config["text_alignment_hidden"]
-    shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
-    shapes["text_alignment_trunk"] = trunk
-    shapes["text_alignment_tuned_layers"] = part["text_alignment_tuned_layers"]
-    shapes.pop("text_alignment_trunk_from", None)
-    if branch is not None:
-        shapes["text_alignment_trunk_from"] = branch
-    modules = {"text_alignment_image", "text_alignment_text", "alignment_shares"}
-    shapes["trained_modules"] = sorted(set(shapes.get("trained_modules", [])) - {"text_alignment_rgb_trunk"}
-                                       | modules | ({"text_alignment_rgb_trunk"} if trunk == "tuned" else set()))
-    atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
-    summary_file = trainable.parent / "training_summary.json"
-    if (aligned / "text_alignment_summary.json").exists() and summary_file.exists():
-        summary = json.loads(summary_file.read_text())
-        record = json.loads((aligned / "text_alignment_summary.json").read_text())
-        # the chosen shares and their held-out figures; the whole grid stays in the run's own summary
-        chosen = {k: v for k, v in record.get("shares", {}).items() if not k.endswith("_rank1_map")}
-        for kind in ALIGNMENT_QUERY_KINDS:
-            grid = record.get("shares", {}).get(f"{kind}_rank1_map", {})
-            if kind in chosen and str(chosen[kind]) in grid:
-                chosen[f"{kind}_rank1_map_at_share"] = grid[str(chosen[kind])]
-        summary["text_alignment_heads"] = {**record, "shares": chosen}
-        atomic_write(summary_file, (json.dumps(summary, indent=1) + "\n").encode())
-    return len(heads)
-
-
-__all__ = ["SHARE_GRID", "PART_PREFIXES", "text_alignment_inputs", "photo_inputs", "train_alignment_heads", "aligned_vectors", "joined",
-           "choose_alignment_shares", "composed_queries", "choose_shares_on", "merged_inputs", "add_text_alignment", "align_text_heads", "held_out_people",
-           "rechoose_shares", "run_text_alignment", "ship_text_alignment"]
+__all__ = ["SHARE_GRID", "PART_PREFIXES", "text_alignment_inputs", "photo_inputs", "train_alignment_heads",
+           "aligned_vectors", "joined", "choose_alignment_shares", "composed_queries", "choose_shares_on",
+           "merged_inputs", "add_text_alignment", "align_text_heads", "held_out_people", "rechoose_shares",
+           "run_text_alignment"]

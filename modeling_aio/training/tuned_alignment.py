@@ -1,6 +1,6 @@
 """A text-aligned part whose towers were fine-tuned elsewhere: `experiments.text_finetune` trains 0267 and MiniLM's
 top layers end to end where an accelerator is and writes them as a towers file; here they go into an `AIOModel`
-(`install_tuned_towers`), get their shares on held-out people and are saved for `ship_text_alignment`
+(`install_tuned_towers`), get their shares on held-out people and are saved for `ship_alignment.ship_text_alignment`
 (`run_tuned_alignment`, `scripts/train_text_alignment.py --tuned-towers`).
 """
 

@@ -39,7 +39,7 @@ def test_trained_weights_are_small_fp16_without_encoder_or_classifier():
     """Every trained tensor is fp16, except what was fitted or chosen rather than trained, kept in fp32 as it was
     measured: the thermal gate's regression (four tensors of at most a few hundred numbers,
     `experiments.thermal_binding.ship_ir_trunk`) and the text-aligned part's four shares
-    (`training.text_alignment.ship_text_alignment`, one per kind of query)."""
+    (`training.ship_alignment.ship_text_alignment`, one per kind of query)."""
     from safetensors import safe_open
 
     assert TRAINED.stat().st_size <= 40 * 2**20

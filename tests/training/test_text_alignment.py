@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from modeling_aio import AIOModel
 from modeling_aio.training.data import TrainingItem
 from modeling_aio.training.text_alignment import (
     SHARE_GRID, add_text_alignment, align_text_heads, choose_alignment_shares, joined, merged_inputs,
-    ship_text_alignment, text_alignment_inputs, train_alignment_heads,
+    text_alignment_inputs, train_alignment_heads,
 )
 
 from conftest import OSNET, TINY_BERT, random_image, tiny_config
@@ -203,42 +201,6 @@ def test_joined_matches_the_model_join():
     assert torch.allclose(vector.norm(dim=-1), torch.ones(3)) and vector.shape == (3, 9)
 
 
-def test_ship_adds_the_part_to_the_trainable_weights(aligned_model, tmp_path):
-    aligned_model.alignment_shares.copy_(torch.tensor([0.1, 0.8, 0.5, 0.6]))
-    aligned_model.save_pretrained(tmp_path / "aligned")
-    (tmp_path / "aligned" / "text_alignment_summary.json").write_text(json.dumps(
-        {"epochs": 2, "shares": {"rgb": 0.1, "rgb_rank1_map": {"0.0": [90.0, 80.0], "0.1": [91.0, 81.0]}}}))
-    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
-    trainable.parent.mkdir()
-    save_file({"projection.weight": torch.zeros(2, 2, dtype=torch.float16)}, str(trainable), metadata={"format": "pt"})
-    trainable.with_suffix(".json").write_text(json.dumps({"trained_modules": ["projection"]}))
-    (trainable.parent / "training_summary.json").write_text(json.dumps({"steps": 1}))
-    added = ship_text_alignment(tmp_path / "aligned", trainable)
-    weights = load_file(str(trainable))
-    assert added == len([k for k in weights if k != "projection.weight"])
-    assert weights["alignment_shares"].dtype == torch.float32
-    assert weights["alignment_shares"].tolist() == pytest.approx([0.1, 0.8, 0.5, 0.6])
-    assert all(v.dtype == torch.float16 for k, v in weights.items() if k != "alignment_shares")
-    shapes = json.loads(trainable.with_suffix(".json").read_text())
-    assert shapes["text_alignment_size"] == 8 and "text_alignment_text" in shapes["trained_modules"]
-    shipped = json.loads((trainable.parent / "training_summary.json").read_text())["text_alignment_heads"]
-    assert shipped == {"epochs": 2, "shares": {"rgb": 0.1, "rgb_rank1_map_at_share": [91.0, 81.0]}}
-    with pytest.raises(ValueError, match="no text-aligned part"):
-        AIOModel(tiny_config(**OSNET)).save_pretrained(tmp_path / "plain")
-        ship_text_alignment(tmp_path / "plain", trainable)
-    # a part read from the second RGB trunk ships only into weights that ship that trunk
-    second = add_text_alignment(AIOModel(tiny_config(second_rgb_trunk_share=0.3, **OSNET)), size=8, hidden=16,
-                                trunk="second_rgb")
-    second.save_pretrained(tmp_path / "second")
-    before = trainable.read_bytes()
-    with pytest.raises(ValueError, match="ship_second_rgb_trunk"):
-        ship_text_alignment(tmp_path / "second", trainable)
-    assert trainable.read_bytes() == before  # refused before anything was written
-    trainable.with_suffix(".json").write_text(json.dumps({"second_rgb_trunk_share": 0.3}))
-    ship_text_alignment(tmp_path / "second", trainable)
-    assert json.loads(trainable.with_suffix(".json").read_text())["text_alignment_trunk"] == "second_rgb"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["plain", "context", "tuned"])
 def test_the_text_aligned_model_exports_to_onnx_with_parity(aligned_model, tmp_path, variant):
@@ -266,73 +228,6 @@ def test_tuned_layers_need_a_part_and_at_most_the_encoder_layers():
         tiny_config(encoder_config=TINY_BERT, text_alignment_tuned_layers=1, **OSNET)
     with pytest.raises(ValueError, match="at most the encoder's 2 layers"):
         tiny_config(encoder_config=TINY_BERT, text_alignment_size=8, text_alignment_tuned_layers=3, **OSNET)
-
-
-def test_a_tuned_part_ships_its_trunk_and_layers_and_builds_back(tmp_path, osnet_processor):
-    torch.manual_seed(0)
-    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
-    tuned = add_text_alignment(base, size=8, hidden=16, trunk="tuned", tuned_layers=1)
-    tuned.alignment_shares.copy_(torch.tensor([0.1, 0.9, 0.5, 0.6]))
-    with torch.no_grad():
-        tuned.text_alignment_rgb_trunk.conv1.conv.weight.mul_(1.5)  # "trained" away from 0267
-    tuned.save_pretrained(tmp_path / "tuned")
-    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
-    trainable.parent.mkdir()
-    save_file({"projection.weight": base.projection.weight.half()}, str(trainable))
-    trainable.with_suffix(".json").write_text(json.dumps({"trained_modules": ["projection"],
-                                                          "second_rgb_trunk_share": 0.3}))
-    ship_text_alignment(tmp_path / "tuned", trainable)
-    weights = load_file(str(trainable))
-    shapes = json.loads(trainable.with_suffix(".json").read_text())
-    assert shapes["text_alignment_trunk"] == "tuned" and shapes["text_alignment_tuned_layers"] == 1
-    assert "text_alignment_rgb_trunk" in shapes["trained_modules"]
-    assert any(k.startswith("text_alignment_text.tuned_layers.0.") for k in weights)
-    # what a build does with them: a model of those shapes, the trained tensors over it
-    rebuilt = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET, **{
-        k: v for k, v in shapes.items() if k != "trained_modules"})).eval()
-    rebuilt.load_state_dict({**base.state_dict(), **{k: v.float() for k, v in weights.items()}}, strict=False)
-    inputs = osnet_processor(rgb=[random_image(1, (20, 40))], text=["a red shirt"], return_tensors="pt")
-    with torch.no_grad():
-        for query in ({"pixel_values_rgb": inputs["pixel_values_rgb"]},
-                      {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}):
-            assert torch.allclose(rebuilt(**query).embeds, tuned(**query).embeds, atol=2e-3)  # fp16 weights
-
-
-@pytest.mark.parametrize("changed", ["conv4", "conv2"])
-def test_a_trunk_tuned_from_a_stage_ships_as_a_branch_of_the_second_trunk(tmp_path, osnet_processor, changed):
-    """`--tune-trunk-from conv4`: when the trunk's stages below conv4 are still the second trunk's, only conv4 and
-    conv5 ship and the built model branches them from the second trunk's conv3 (same vectors, one trunk less);
-    when a lower stage changed (conv2), the trunk ships whole."""
-    torch.manual_seed(0)
-    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
-    tuned = add_text_alignment(base, size=8, hidden=16, trunk="tuned")
-    tuned.alignment_shares.copy_(torch.tensor([0.1, 0.9, 0.5, 0.6]))
-    with torch.no_grad():
-        getattr(tuned.text_alignment_rgb_trunk, changed)[0].conv1.conv.weight.mul_(1.5)  # "trained"
-    tuned.save_pretrained(tmp_path / "tuned")
-    (tmp_path / "tuned" / "text_alignment_summary.json").write_text(json.dumps({"trunk_from": "conv4"}))
-    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
-    trainable.parent.mkdir()
-    save_file({"projection.weight": base.projection.weight.half()}, str(trainable))
-    trainable.with_suffix(".json").write_text(json.dumps({"trained_modules": ["projection"],
-                                                          "second_rgb_trunk_share": 0.3}))
-    ship_text_alignment(tmp_path / "tuned", trainable)
-    weights = load_file(str(trainable))
-    shapes = json.loads(trainable.with_suffix(".json").read_text())
-    trunk_keys = {k.split(".")[1] for k in weights if k.startswith("text_alignment_rgb_trunk.")}
-    if changed == "conv4":
-        assert shapes["text_alignment_trunk_from"] == "conv4" and trunk_keys == {"conv4", "conv5"}
-    else:
-        assert "text_alignment_trunk_from" not in shapes and {"conv1", "conv2", "fc"} <= trunk_keys
-    rebuilt = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET, **{
-        k: v for k, v in shapes.items() if k != "trained_modules"})).eval()
-    missing, _ = rebuilt.load_state_dict({**base.state_dict(), **{k: v.float() for k, v in weights.items()}},
-                                         strict=False)
-    assert not [k for k in missing if k.startswith("text_alignment_rgb_trunk.")]
-    inputs = osnet_processor(rgb=[random_image(1, (20, 40))], return_tensors="pt")
-    with torch.no_grad():
-        assert torch.allclose(rebuilt(pixel_values_rgb=inputs["pixel_values_rgb"]).embeds,
-                              tuned(pixel_values_rgb=inputs["pixel_values_rgb"]).embeds, atol=2e-3)
 
 
 def test_a_branch_needs_a_tuned_trunk_a_second_trunk_and_a_stage():
