@@ -5,14 +5,16 @@
     python scripts/experiment_text_finetune.py pack --out .gpu/text-finetune --webp-quality 75
     python scripts/experiment_text_finetune.py run --bundle .gpu/text-finetune --out outputs/text_finetune.json
 
-Towers to ship: pack `--without-share-holdout`, run `--variant 0267-top2 --save-towers DIR`, then
-`scripts/train_text_alignment.py --tuned-towers DIR/0267-top2.safetensors` chooses the shares and saves a checkpoint.
+Towers to ship: run `--variant 0267-top2-ship --save-towers DIR` (it leaves out the share hold-out's people),
+then `scripts/train_text_alignment.py --tuned-towers DIR/0267-top2-ship.safetensors` chooses the shares and saves
+a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from modeling_aio.checkpoint.paths import REPO_ROOT, SHARED, SPLIT_FILE, TEXT_GALLERY_SPLIT_FILE
@@ -53,7 +55,7 @@ def main() -> None:
     if not variants:
         parser.error(f"--variant: none of {args.variant} is one of {[v.name for v in DEFAULT_VARIANTS]}")
     if args.epochs is not None:
-        variants = [Variant(v.name, v.train_image_trunk, v.text_layers_trained, args.epochs) for v in variants]
+        variants = [replace(v, epochs=args.epochs) for v in variants]
     run_variants(args.bundle, args.out, tuple(variants), args.budget_seconds, save_dir=args.save_towers,
                  score_every=args.score_every)
 

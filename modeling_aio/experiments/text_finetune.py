@@ -46,6 +46,7 @@ class Variant:
     train_image_trunk: bool
     text_layers_trained: int  # 0: MiniLM frozen; k: its top k layers learn; 6: all of it (embeddings stay frozen)
     epochs: int = 20
+    share_holdout: bool = True  # False: leave out the people train_text_alignment.py chooses the shares on
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.name):  # it names the towers' file
@@ -54,7 +55,8 @@ class Variant:
             raise ValueError(f"Variant {self.name}: text_layers_trained must be >= 0 and epochs >= 1.")
 
 
-DEFAULT_VARIANTS = (Variant("both-towers", True, 6), Variant("0267-top2", True, 2), Variant("heads-only", False, 0))
+DEFAULT_VARIANTS = (Variant("both-towers", True, 6), Variant("0267-top2", True, 2), Variant("heads-only", False, 0),
+                    Variant("0267-top2-ship", True, 2, epochs=15, share_holdout=False))
 
 
 def _full_gallery(text_gallery_split: Path, data: Path) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -80,7 +82,8 @@ def pack_bundle(out: Path, checkpoint: Path, minilm: Path, split_file: Path, tex
     the captions use, and 0267 as `checkpoint`'s second RGB trunk. `webp_quality`: re-encode the photos as WebP at
     that quality (about 0.6 of a JPEG's bytes at 75), so that the bundle travels within a size limit. Without
     `share_holdout`, the people `train_text_alignment.py` holds out to choose the shares stay out of the bundle, so
-    that towers trained on it can have their shares chosen on people they never saw."""
+    that towers trained on it can have their shares chosen on people they never saw; with it, `photo_share_holdout`
+    marks their photos, so that a variant can leave them out (`Variant.share_holdout`)."""
     from PIL import Image
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoTokenizer
@@ -124,10 +127,13 @@ def pack_bundle(out: Path, checkpoint: Path, minilm: Path, split_file: Path, tex
     if not image_state:
         raise ValueError(f"{checkpoint} has no second RGB trunk (0267) to fine-tune.")
     labels = torch.tensor([item.label for item in train] + [gallery_label[r["person_id"]] for r in gallery_rows])
+    held_labels = {item.label for item in held}
+    in_share_holdout = torch.tensor([item.label in held_labels for item in train] + [False] * len(gallery_rows))
     tensors = {
         "photo_bytes": torch.from_numpy(np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()),
         "photo_offsets": torch.from_numpy(offsets.astype(np.int64)),
         "photo_labels": labels,
+        "photo_share_holdout": in_share_holdout,
         "caption_ids": remap[tokens["input_ids"]].short(),  # padding is token 0, the mask is `ids != 0`
         "caption_photo": torch.tensor([n for _, n in captions]),
         **{f"text.{k}": v.half().contiguous() for k, v in text_state.items() if v.is_floating_point()},
@@ -254,6 +260,19 @@ def score(image: nn.Module, text: nn.Module, bundle: dict[str, torch.Tensor], ph
     return {"rank-1": round(float(metrics["rank-1"]), 2), "mAP": round(float(metrics["mAP"]), 2)}
 
 
+def training_captions(variant: Variant, bundle: dict[str, torch.Tensor], description: dict) -> torch.Tensor:
+    """The caption rows `variant` trains on: every training caption, less those of the share hold-out's people
+    when the variant leaves them out (the bundle must mark them, `photo_share_holdout`)."""
+    photo = bundle["caption_photo"]
+    keep = photo < description["train_photos"]
+    if not variant.share_holdout and description.get("share_holdout", True):
+        if "photo_share_holdout" not in bundle:
+            raise ValueError(f"Variant {variant.name} leaves out the share hold-out, but the bundle does not mark its "
+                             "photos (`photo_share_holdout`): pack it again.")
+        keep &= ~bundle["photo_share_holdout"][photo]
+    return torch.nonzero(keep).flatten()
+
+
 def train_variant(variant: Variant, bundle: dict[str, torch.Tensor], photos: torch.Tensor, description: dict,
                   device: torch.device, seed: int = 0, batch_size: int = 128, head_lr: float = 1e-3,
                   trunk_lr: float = 1e-4, text_lr: float = 3e-5, temperature: float = 0.03,
@@ -271,7 +290,7 @@ def train_variant(variant: Variant, bundle: dict[str, torch.Tensor], photos: tor
     for layer in layers[len(layers) - variant.text_layers_trained:] if variant.text_layers_trained else []:
         layer.requires_grad_(True)
     train_photos = description["train_photos"]
-    rows = torch.nonzero(bundle["caption_photo"] < train_photos).flatten()
+    rows = training_captions(variant, bundle, description)
     identities, classes = bundle["photo_labels"][:train_photos].unique(return_inverse=True)
     classifier = nn.Parameter(F.normalize(torch.randn(len(identities), 256, generator=generator), dim=-1).to(device))
     heads = [p for m in (image.expand, image.norm, image.output, text.norm, text.expand, text.output)
@@ -289,8 +308,11 @@ def train_variant(variant: Variant, bundle: dict[str, torch.Tensor], photos: tor
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total)))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    trained_on = {"train_identities": len(bundle["photo_labels"][bundle["caption_photo"][rows]].unique()),
+                  "train_captions": len(rows),
+                  "share_holdout": description.get("share_holdout") and variant.share_holdout}
     record = {**asdict(variant), "trainable_parameters": sum(p.numel() for g in groups for p in g["params"]),
-              "scores": [], "losses": []}
+              **trained_on, "scores": [], "losses": []}
     started = time.time()
     for epoch in range(variant.epochs):
         image.train()
@@ -321,8 +343,7 @@ def train_variant(variant: Variant, bundle: dict[str, torch.Tensor], photos: tor
             print(f"  {variant.name} epoch {epoch + 1}: loss {record['losses'][-1]}  {record['scores'][-1]}",
                   flush=True)
             if save_to is not None:
-                save_towers(image, text, variant, save_to, record["scores"][-1],
-                            {k: description.get(k) for k in ("train_identities", "train_captions", "share_holdout")})
+                save_towers(image, text, variant, save_to, record["scores"][-1], trained_on)
     record["seconds"] = round(time.time() - started)
     return record, image, text
 
@@ -379,6 +400,7 @@ def run_variants(bundle_dir: Path, out: Path, variants: tuple[Variant, ...] = DE
     return results
 
 
-__all__ = ["Variant", "DEFAULT_VARIANTS", "pack_bundle", "run_variants", "train_variant", "save_towers", "score",
+__all__ = ["Variant", "DEFAULT_VARIANTS", "pack_bundle", "run_variants", "train_variant", "training_captions",
+           "save_towers", "score",
            "decode_photos",
            "ImageTower", "TextTower"]

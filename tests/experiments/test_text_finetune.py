@@ -21,8 +21,9 @@ TINY_BERT = dict(model_type="bert", vocab_size=12, hidden_size=32, num_hidden_la
 CHANNELS = (16, 64, 64, 64)
 
 
-def tiny_bundle(folder: Path, train_photos: int = 8, gallery_photos: int = 6) -> Path:
-    """A bundle as `pack_bundle` writes it: photos of 4 training and 3 protocol identities, 2 captions each."""
+def tiny_bundle(folder: Path, train_photos: int = 8, gallery_photos: int = 6, mark_share_holdout: bool = True) -> Path:
+    """A bundle as `pack_bundle` writes it: photos of 4 training and 3 protocol identities, 2 captions each;
+    training identity 3 is the share hold-out's (`photo_share_holdout`, unless not `mark_share_holdout`)."""
     blobs = []
     for n in range(train_photos + gallery_photos):
         buffer = io.BytesIO()
@@ -36,10 +37,12 @@ def tiny_bundle(folder: Path, train_photos: int = 8, gallery_photos: int = 6) ->
     image = {f"image.{k}": v for k, v in OSNet(channels=CHANNELS).state_dict().items()}
     text = {f"text.{k}": v for k, v in TextTower(TINY_BERT, hidden=8, size=4).encoder.state_dict().items()
             if "position_ids" not in k}
+    held = torch.tensor([n < train_photos and n % 4 == 3 for n in range(train_photos + gallery_photos)])
+    marks = {"photo_share_holdout": held} if mark_share_holdout else {}
     folder.mkdir()
     save_file({"photo_bytes": torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8),
                "photo_offsets": offsets, "photo_labels": labels, "caption_ids": ids.short(), "caption_photo": photos,
-               **image, **text}, str(folder / "bundle.safetensors"))
+               **marks, **image, **text}, str(folder / "bundle.safetensors"))
     (folder / "bundle.json").write_text(json.dumps({
         "train_photos": train_photos, "gallery_photos": gallery_photos, "queries": 2 * gallery_photos,
         "minilm_config": TINY_BERT, "image_channels": list(CHANNELS)}))
@@ -72,7 +75,8 @@ def test_each_variant_trains_what_it_names_and_is_scored(tmp_path):
     with safe_open(str(tmp_path / "both.safetensors"), "pt") as saved:
         keys = set(saved.keys())
         assert json.loads(saved.metadata()["scores"]) == both["scores"][-1]
-        assert json.loads(saved.metadata()["data"])["train_identities"] is None  # the tiny bundle names none
+        assert json.loads(saved.metadata()["data"]) == {"train_identities": 4, "train_captions": 16,
+                                                         "share_holdout": None}  # the tiny bundle does not say
     assert any(k.startswith("image.trunk.") for k in keys) and "text.output.weight" in keys
     assert {k.split(".")[4] for k in keys if k.startswith("text.encoder.")} == {"0", "1"}  # both tuned layers
     with safe_open(str(tmp_path / "heads.safetensors"), "pt") as saved:
@@ -114,3 +118,32 @@ def test_the_full_gallery_matches_its_split():
     rows, queries = _full_gallery(TEXT_GALLERY_SPLIT_FILE, SHARED / "data")
     assert len(rows) == json.loads(TEXT_GALLERY_SPLIT_FILE.read_text())["gallery_photos"]
     assert len(queries) == 1228 and all(caption.strip() for caption, _ in queries)
+
+
+def test_a_variant_without_the_share_holdout_trains_on_the_other_people_only(tmp_path):
+    from safetensors.torch import load_file
+
+    from modeling_aio.experiments.text_finetune import training_captions
+
+    bundle_dir = tiny_bundle(tmp_path / "b")
+    bundle = load_file(str(bundle_dir / "bundle.safetensors"))
+    description = json.loads((bundle_dir / "bundle.json").read_text())
+    every = training_captions(Variant("all", False, 0), bundle, description)
+    kept = training_captions(Variant("ship", False, 0, share_holdout=False), bundle, description)
+    labels = bundle["photo_labels"][bundle["caption_photo"]]
+    assert len(every) == 16 and set(labels[every].tolist()) == {0, 1, 2, 3}
+    assert len(kept) == 12 and set(labels[kept].tolist()) == {0, 1, 2}
+
+
+def test_leaving_out_an_unmarked_share_holdout_is_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    from modeling_aio.experiments.text_finetune import training_captions
+
+    bundle_dir = tiny_bundle(tmp_path / "b", mark_share_holdout=False)
+    bundle = load_file(str(bundle_dir / "bundle.safetensors"))
+    description = json.loads((bundle_dir / "bundle.json").read_text())
+    with pytest.raises(ValueError, match="ship.*photo_share_holdout"):
+        training_captions(Variant("ship", False, 0, share_holdout=False), bundle, description)
+    packed_without = description | {"share_holdout": False}  # a bundle packed without them needs no marks
+    assert len(training_captions(Variant("ship", False, 0, share_holdout=False), bundle, packed_without)) == 16
