@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from modeling_aio.checkpoint.paths import REPO_ROOT, SHARED, SPLIT_FILE, TEXT_GALLERY_SPLIT_FILE
-from modeling_aio.experiments.text_finetune import DEFAULT_VARIANTS, Variant, pack_bundle, run_variants
+from modeling_aio.experiments.text_finetune import DEFAULT_VARIANTS, pack_bundle, run_variants
 
 
 def main() -> None:
@@ -39,6 +39,7 @@ def main() -> None:
     run.add_argument("--budget-seconds", type=float, default=420.0)
     run.add_argument("--variant", action="append", default=None, help="run only these (default: all)")
     run.add_argument("--score-every", type=int, default=5)
+    run.add_argument("--seed", type=int, default=0)
     run.add_argument("--save-towers", type=Path, default=None, metavar="DIR", help="write each variant's towers here")
     args = parser.parse_args()
     if args.verb == "pack":
@@ -57,7 +58,7 @@ def main() -> None:
     if args.epochs is not None:
         variants = [replace(v, epochs=args.epochs) for v in variants]
     run_variants(args.bundle, args.out, tuple(variants), args.budget_seconds, save_dir=args.save_towers,
-                 score_every=args.score_every)
+                 score_every=args.score_every, seed=args.seed)
 
 
 if __name__ == "__main__":

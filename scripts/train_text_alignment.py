@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--tuned-towers", type=Path, default=None, metavar="TOWERS",
                         help="install towers fine-tuned by scripts/experiment_text_finetune.py (its --save-towers file) "
                              "into --checkpoint and choose their shares, instead of training heads")
+    parser.add_argument("--towers-run", type=Path, default=None, metavar="RUN_JSON",
+                        help="with --tuned-towers: the run's JSON (experiment_text_finetune.py run --out), whose record "
+                             "of the towers' training goes into the summary and the model card")
     parser.add_argument("--rechoose-shares", type=Path, default=None, metavar="ALIGNED",
                         help="choose ALIGNED's shares again (same held-out people, current grid), heads unchanged")
     args = parser.parse_args()
@@ -56,7 +59,7 @@ def main() -> None:
         return
     if args.tuned_towers is not None:
         record = run_tuned_alignment(args.checkpoint, args.tuned_towers, args.out, args.split_file, args.seed,
-                                     args.max_identities)
+                                     args.max_identities, towers_run=args.towers_run)
         print(f"wrote {args.out}: shares {record['shares']}")
         return
     if args.ship is not None:

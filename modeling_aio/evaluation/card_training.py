@@ -35,9 +35,17 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
         return ""
     heads = summary.get("text_alignment_heads") or {}
     shares = heads.get("shares") or {}
-    trained = (f", trained {heads['epochs']} epochs on {heads['captions']:,} captions of {heads['identities']:,} "
-               f"identities (`{heads['script']}`, seed {heads['seed']}, {heads['seconds']} s on {heads['hardware']})"
-               if heads else "")
+    towers = heads.get("towers_run")
+    if towers:
+        webp = f", photos WebP-compressed at quality {towers['webp_quality']}" if towers.get("webp_quality") else ""
+        trained = (f", fine-tuned end to end with its trunk and the encoder's top {heads['tuned_layers']} layers, "
+                   f"{towers['epochs']} epochs on {towers['captions']:,} captions of {towers['identities']:,} "
+                   f"identities{webp} (`scripts/experiment_text_finetune.py run --variant {towers['variant_name']}`, "
+                   f"seed {towers['seed']}, {towers['seconds']} s on an {towers['hardware']})")
+    else:
+        trained = (f", trained {heads['epochs']} epochs on {heads['captions']:,} captions of {heads['identities']:,} "
+                   f"identities (`{heads['script']}`, seed {heads['seed']}, {heads['seconds']} s on "
+                   f"{heads['hardware']})" if heads else "")
     chosen = (f"; shares chosen on {heads['held_identities']} captioned and {heads['rgb_held_identities']} "
               f"uncaptioned held-out identities: RGB {shares['rgb']}, text {shares['text']}, text + IR "
               f"{shares['text+ir']}, text + sketch {shares['text+sketch']}" if shares else "")
@@ -73,6 +81,16 @@ def text_alignment_reproduce_lines(summary: dict) -> str:
     heads = summary.get("text_alignment_heads")
     if not heads:
         return ""
+    towers = heads.get("towers_run")
+    if towers:
+        name, folder = towers["variant_name"], "runs/text-finetune"
+        webp = f" --webp-quality {towers['webp_quality']}" if towers.get("webp_quality") else ""
+        return (f"python scripts/experiment_text_finetune.py pack --out {folder}{webp}\n"
+                f"python scripts/experiment_text_finetune.py run --bundle {folder} --out {folder}/run.json "
+                f"--variant {name} --seed {towers['seed']} --save-towers {folder}  # on a GPU\n"
+                f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --tuned-towers "
+                f"{folder}/{name}.safetensors --towers-run {folder}/run.json --seed {heads['seed']}\n"
+                "python scripts/train_text_alignment.py --ship runs/text-alignment && python scripts/build_checkpoint.py\n")
     return (f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --epochs "
             f"{heads['epochs']} --size {heads['size']} --hidden {heads['hidden']}"
             f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''}"

@@ -169,7 +169,7 @@ def limitations(results: Path, summary: dict) -> list[str]:
     text = load(results, "aio-reid", "text-full-gallery") or load(results, "aio-reid", "text")
     if text is None or text["rank-1"] < 55:
         heads = summary.get("text_alignment_heads") or {}
-        trained_on = (heads.get("refit") or heads) if heads else {}
+        trained_on = (heads.get("refit") or heads.get("towers_run") or heads) if heads else {}
         people = f"{trained_on['identities']:,} identities" if heads else "the captioned training identities"
         lines.append(f"* Text supervision is small (the CUHK-PEDES captions of {people} here, against 11,003 in "
                      "CUHK-PEDES's training split) and no vision-language weights exist here: text-only retrieval "

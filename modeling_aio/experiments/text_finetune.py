@@ -56,7 +56,8 @@ class Variant:
 
 
 DEFAULT_VARIANTS = (Variant("both-towers", True, 6), Variant("0267-top2", True, 2), Variant("heads-only", False, 0),
-                    Variant("0267-top2-ship", True, 2, epochs=15, share_holdout=False))
+                    Variant("0267-top2-ship", True, 2, epochs=15, share_holdout=False),
+                    Variant("0267-top3-ship", True, 3, epochs=15, share_holdout=False))
 
 
 def _full_gallery(text_gallery_split: Path, data: Path) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -395,7 +396,8 @@ def run_variants(bundle_dir: Path, out: Path, variants: tuple[Variant, ...] = DE
         results.append(train_variant(variant, bundle, photos, description, device, seed=seed,
                                      score_every=score_every, save_to=save_to)[0])
         out.write_text(json.dumps({"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                                   "bundle": description | {"minilm_config": None}, "variants": results},
+                                   "seed": seed, "bundle": description | {"minilm_config": None},
+                                   "variants": results},
                                   indent=1) + "\n")
     return results
 

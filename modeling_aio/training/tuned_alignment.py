@@ -57,14 +57,34 @@ def install_tuned_towers(model, towers: Path) -> dict:
     return {"variant": json.loads(metadata.get("variant", "null")), "scores": json.loads(metadata.get("scores", "null"))}
 
 
+def towers_run_record(run_file: Path, variant_name: str) -> dict:
+    """What the model card says of how towers were trained, from the JSON `experiments.text_finetune.run_variants`
+    wrote beside them (`scripts/experiment_text_finetune.py run --out`): the variant's epochs, captions, identities
+    and training seconds, the run's seed and hardware, the photos' WebP quality. Runs written before the seed was
+    recorded used `run_variants`' default, 0."""
+    import json
+
+    run = json.loads(run_file.read_text())
+    records = [r for r in run.get("variants", []) if r.get("name") == variant_name and "seconds" in r]
+    if not records:
+        raise ValueError(f"{run_file} holds no finished variant {variant_name!r} (it has "
+                         f"{[r.get('name') for r in run.get('variants', [])]}).")
+    record = records[-1]
+    return {"variant_name": variant_name, "epochs": record["epochs"], "captions": record["train_captions"],
+            "identities": record["train_identities"], "seconds": record["seconds"], "hardware": run["device"],
+            "seed": run.get("seed", 0), "webp_quality": run["bundle"].get("webp_quality"),
+            "scores": record["scores"]}
+
+
 def run_tuned_alignment(checkpoint: Path, towers: Path, out: Path, split_file: Path, seed: int = 42,
                         max_identities: int | None = 4000, fusion_holdout: float = 0.15,
-                        rgb_identities: int = 300) -> dict:
+                        rgb_identities: int = 300, towers_run: Path | None = None) -> dict:
     """A text-aligned part whose trunk and top encoder layers were fine-tuned (`experiments.text_finetune`, towers
     file `towers`): installs them into a copy of `checkpoint`, chooses the shares on the held-out people as
     `run_text_alignment` does, and saves the result (weights, config, processor, `text_alignment_summary.json`) to
-    `out`. The towers should not have trained on those people (`pack --without-share-holdout`); the summary says
-    whether they did."""
+    `out`. The towers should not have trained on those people (a `share_holdout=False` variant, or `pack
+    --without-share-holdout`); the summary says whether they did. `towers_run`: the run's JSON, whose record of the
+    towers' training (`towers_run_record`) the summary carries for the model card."""
     import json
 
     from safetensors import safe_open
@@ -78,6 +98,7 @@ def run_tuned_alignment(checkpoint: Path, towers: Path, out: Path, split_file: P
             raise ValueError(f"{towers} is not a towers file of experiments.text_finetune (no variant, no image head).")
         size, doubled = handle.get_slice("image.output.weight").get_shape()
     variant = json.loads(metadata["variant"])
+    trained = towers_run_record(towers_run, variant["name"]) if towers_run is not None else None
     torch.manual_seed(seed)
     _, held_items, rgb_held = held_out_people(split_file, seed, max_identities, fusion_holdout, rgb_identities)
     held = [item for item in held_items if item.captions]
@@ -93,11 +114,11 @@ def run_tuned_alignment(checkpoint: Path, towers: Path, out: Path, split_file: P
               "variant": installed["variant"], "towers_scores": installed["scores"], "towers_data": data,
               "held_identities": len({i.label for i in held}), "held_people_trained_on": data.get("share_holdout"),
               "rgb_held_identities": len({i.label for i in rgb_held}), "seed": seed, "shares": shares,
-              "share_seconds": round(time.time() - started)}
+              "share_seconds": round(time.time() - started), "towers_run": trained}
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "text_alignment_summary.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
-__all__ = ["install_tuned_towers", "run_tuned_alignment"]
+__all__ = ["install_tuned_towers", "run_tuned_alignment", "towers_run_record"]

@@ -71,6 +71,27 @@ def test_the_text_aligned_part_is_described_and_reproducible_from_its_summary(tm
         {"text_alignment_size": 256, "text_alignment_trunk": "tuned", "text_alignment_trunk_from": "conv4"}, stages)
 
 
+def test_towers_fine_tuned_on_a_gpu_are_described_and_reproducible_from_their_run(tmp_path):
+    towers = {"variant_name": "0267-top3-ship", "epochs": 15, "captions": 13689, "identities": 1937, "seconds": 148,
+              "hardware": "NVIDIA H200", "seed": 0, "webp_quality": 75}
+    heads = {"script": "scripts/train_text_alignment.py --tuned-towers", "size": 256, "hidden": 1024,
+             "tuned_layers": 3, "trunk": "tuned", "seed": 42, "held_identities": 342, "rgb_held_identities": 300,
+             "shares": TEXT_HEADS["shares"], "towers_run": towers}
+    summary = {"text_alignment_heads": heads}
+    line = text_alignment_line({"text_alignment_size": 256, "text_alignment_trunk": "tuned",
+                                "text_alignment_tuned_layers": 3}, summary)
+    assert "fine-tuned end to end with its trunk and the encoder's top 3 layers, 15 epochs on 13,689 captions of " \
+           "1,937 identities, photos WebP-compressed at quality 75" in line
+    assert "`scripts/experiment_text_finetune.py run --variant 0267-top3-ship`, seed 0, 148 s on an NVIDIA H200" in line
+    commands = text_alignment_reproduce_lines(summary).splitlines()
+    assert commands[0] == "python scripts/experiment_text_finetune.py pack --out runs/text-finetune --webp-quality 75"
+    assert "--variant 0267-top3-ship --seed 0 --save-towers runs/text-finetune" in commands[1]
+    assert commands[2].endswith("--tuned-towers runs/text-finetune/0267-top3-ship.safetensors --towers-run "
+                                "runs/text-finetune/run.json --seed 42")
+    assert commands[3].startswith("python scripts/train_text_alignment.py --ship runs/text-alignment")
+    assert any("1,937 identities" in line for line in limitations(tmp_path, summary))
+
+
 def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_from_the_run():
     """A run from 0277, stopped before its schedule's end, with a second RGB trunk shipped: the card names 0277 (not
     0267 widened), reproduces the stop and the init flag, and describes and re-ships the second trunk; a summary

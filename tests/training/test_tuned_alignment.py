@@ -67,3 +67,21 @@ def test_a_file_without_towers_is_refused_before_any_work(tmp_path):
     save_file({"x": torch.zeros(1)}, str(stray))
     with pytest.raises(ValueError, match="not a towers file"):
         run_tuned_alignment(tmp_path / "no-checkpoint", stray, tmp_path / "out", tmp_path / "no-split.json")
+
+
+def test_the_towers_training_is_read_from_its_run_and_a_missing_variant_is_named(tmp_path):
+    import json
+
+    from modeling_aio.training.tuned_alignment import towers_run_record
+
+    run = tmp_path / "run.json"
+    variant = {"name": "0267-top3-ship", "epochs": 15, "train_captions": 13689, "train_identities": 1937,
+               "seconds": 148, "scores": [{"epoch": 15, "rank-1": 36.4}]}
+    run.write_text(json.dumps({"device": "NVIDIA H200", "bundle": {"webp_quality": 75},
+                               "variants": [{"name": "heads-only", "skipped": "time budget"}, variant]}))
+    record = towers_run_record(run, "0267-top3-ship")
+    assert record == {"variant_name": "0267-top3-ship", "epochs": 15, "captions": 13689, "identities": 1937,
+                      "seconds": 148, "hardware": "NVIDIA H200", "seed": 0, "webp_quality": 75,
+                      "scores": [{"epoch": 15, "rank-1": 36.4}]}  # a run from before the seed was written: 0
+    with pytest.raises(ValueError, match="no finished variant 'heads-only'"):
+        towers_run_record(run, "heads-only")  # skipped, never trained
