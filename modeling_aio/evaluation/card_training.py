@@ -88,9 +88,10 @@ def text_alignment_reproduce_lines(summary: dict) -> str:
         return (f"python scripts/experiment_text_finetune.py pack --out {folder}{webp}\n"
                 f"python scripts/experiment_text_finetune.py run --bundle {folder} --out {folder}/run.json "
                 f"--variant {name} --seed {towers['seed']} --save-towers {folder}  # on a GPU\n"
-                f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --tuned-towers "
-                f"{folder}/{name}.safetensors --towers-run {folder}/run.json --seed {heads['seed']}\n"
-                "python scripts/train_text_alignment.py --ship runs/text-alignment && python scripts/build_checkpoint.py\n")
+                "python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment "
+                f"--tuned-towers {folder}/{name}.safetensors --towers-run {folder}/run.json --seed {heads['seed']}\n"
+                "python scripts/train_text_alignment.py --ship runs/text-alignment && "
+                "python scripts/build_checkpoint.py\n")
     return (f"python scripts/train_text_alignment.py --checkpoint aio-reid --out runs/text-alignment --epochs "
             f"{heads['epochs']} --size {heads['size']} --hidden {heads['hidden']}"
             f"{' --layers ' + str(heads['layers']) if heads.get('layers') else ''}"
