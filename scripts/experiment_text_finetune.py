@@ -5,9 +5,9 @@
     python scripts/experiment_text_finetune.py pack --out .gpu/text-finetune --webp-quality 75
     python scripts/experiment_text_finetune.py run --bundle .gpu/text-finetune --out outputs/text_finetune.json
 
-Towers to ship: run `--variant 0267-top2-ship --save-towers DIR` (it leaves out the share hold-out's people),
-then `scripts/train_text_alignment.py --tuned-towers DIR/0267-top2-ship.safetensors` chooses the shares and saves
-a checkpoint.
+Towers to ship: run `--out DIR/run.json --variant 0267-top3-ship --save-towers DIR` (it leaves out the share
+hold-out's people), then `scripts/train_text_alignment.py --tuned-towers DIR/0267-top3-ship.safetensors
+--towers-run DIR/run.json` chooses the shares and saves a checkpoint.
 """
 
 from __future__ import annotations

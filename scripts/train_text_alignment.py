@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--rechoose-shares", type=Path, default=None, metavar="ALIGNED",
                         help="choose ALIGNED's shares again (same held-out people, current grid), heads unchanged")
     args = parser.parse_args()
+    if args.towers_run is not None and args.tuned_towers is None:
+        parser.error("--towers-run describes the towers of --tuned-towers; give both.")
     if args.rechoose_shares is not None:
         shares = rechoose_shares(args.rechoose_shares, args.split_file, args.seed, args.max_identities)
         print(f"shares of {args.rechoose_shares}: rgb {shares['rgb']}, text {shares['text']}, "

@@ -41,7 +41,7 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
         trained = (f", fine-tuned end to end with its trunk and the encoder's top {heads['tuned_layers']} layers, "
                    f"{towers['epochs']} epochs on {towers['captions']:,} captions of {towers['identities']:,} "
                    f"identities{webp} (`scripts/experiment_text_finetune.py run --variant {towers['variant_name']}`, "
-                   f"seed {towers['seed']}, {towers['seconds']} s on an {towers['hardware']})")
+                   f"seed {towers['seed']}, {towers['seconds']} s on one {towers['hardware']})")
     else:
         trained = (f", trained {heads['epochs']} epochs on {heads['captions']:,} captions of {heads['identities']:,} "
                    f"identities (`{heads['script']}`, seed {heads['seed']}, {heads['seconds']} s on "

@@ -9,7 +9,8 @@ top layers fine-tuned (small enough to ship), and both towers fine-tuned whole.
 Two halves, because the data stays where `../shared` is and the accelerator machine takes a small folder:
 `pack_bundle` (CPU) writes the photos' encoded bytes, the captions tokenised over a pruned vocabulary and the two
 towers' weights (fp16) into one safetensors file plus a JSON description; `run_variants` (GPU or CPU) decodes them,
-trains each variant from the same start and writes Rank-1 / mAP of every variant. Not part of the shipped model.
+trains each variant from the same start and writes Rank-1 / mAP of every variant. The code is not part of the
+shipped model; the towers it saves are (`training.tuned_alignment`, `--variant 0267-top3-ship`).
 """
 
 from __future__ import annotations
@@ -403,6 +404,4 @@ def run_variants(bundle_dir: Path, out: Path, variants: tuple[Variant, ...] = DE
 
 
 __all__ = ["Variant", "DEFAULT_VARIANTS", "pack_bundle", "run_variants", "train_variant", "training_captions",
-           "save_towers", "score",
-           "decode_photos",
-           "ImageTower", "TextTower"]
+           "save_towers", "score", "decode_photos", "ImageTower", "TextTower"]

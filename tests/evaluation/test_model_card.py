@@ -82,7 +82,7 @@ def test_towers_fine_tuned_on_a_gpu_are_described_and_reproducible_from_their_ru
                                 "text_alignment_tuned_layers": 3}, summary)
     assert "fine-tuned end to end with its trunk and the encoder's top 3 layers, 15 epochs on 13,689 captions of " \
            "1,937 identities, photos WebP-compressed at quality 75" in line
-    assert "`scripts/experiment_text_finetune.py run --variant 0267-top3-ship`, seed 0, 148 s on an NVIDIA H200" in line
+    assert "`scripts/experiment_text_finetune.py run --variant 0267-top3-ship`, seed 0, 148 s on one NVIDIA H200" in line
     commands = text_alignment_reproduce_lines(summary).splitlines()
     assert commands[0] == "python scripts/experiment_text_finetune.py pack --out runs/text-finetune --webp-quality 75"
     assert "--variant 0267-top3-ship --seed 0 --save-towers runs/text-finetune" in commands[1]
