@@ -11,6 +11,33 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+def _channels_last(features: torch.Tensor) -> torch.Tensor:
+    """`features` in channels-last (NHWC) layout. Why: a convolution whose input is channels-last runs oneDNN's NHWC
+    kernels, about 1.7x faster for OSNet's 1x1 and depthwise convolutions on CPU, and returns a channels-last map, so
+    one conversion where a trunk starts carries through every stage. (The weights cannot say it for themselves: a
+    1x1 or depthwise weight reads as contiguous in either layout.)"""
+    return features.contiguous(memory_format=torch.channels_last)
+
+
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution that computes `bn(conv(x))` with `bn`'s running statistics (eval mode).
+
+    Why: BatchNorm over OSNet's large early maps is a full pass over memory; folded into the convolution it costs
+    nothing. Computed at every call from the live parameters, so nothing cached can go stale, and differentiable, so
+    a trunk that trains in eval mode gets the same gradients."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+def _conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """`bn(conv(x))`: folded into one convolution when `bn` uses its running statistics."""
+    if bn.training or bn.running_var is None:
+        return bn(conv(x))
+    weight, bias = _folded(conv, bn)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class ConvLayer(nn.Module):
@@ -24,7 +51,10 @@ class ConvLayer(nn.Module):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
+        if isinstance(self.bn, nn.BatchNorm2d):
+            x = _conv_bn(x, self.conv, self.bn)
+        else:
+            x = self.bn(self.conv(x))
         return torch.relu(x) if self.relu else x
 
 
@@ -38,7 +68,7 @@ class LightConv3x3(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv2(self.conv1(x))))
+        return torch.relu(_conv_bn(self.conv1(x), self.conv2, self.bn))
 
 
 class ChannelGate(nn.Module):
@@ -78,7 +108,9 @@ class OSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.conv1(x)
-        x2 = sum(self.gate(stream(x1)) for stream in (self.conv2a, self.conv2b, self.conv2c, self.conv2d))
+        x2 = self.gate(self.conv2a(x1))
+        for stream in (self.conv2b, self.conv2c, self.conv2d):
+            x2 = x2 + self.gate(stream(x1))
         identity = self.downsample(x) if self.downsample is not None else x
         return torch.relu(self.conv3(x2) + identity)
 
@@ -127,7 +159,7 @@ class OSNet(nn.Module):
 
     def features_before(self, pixel_values: torch.Tensor, stage: str) -> torch.Tensor:
         """What `stage` reads: the stem and every stage below it applied to `pixel_values`."""
-        x = self.maxpool(self.conv1(self.in_first(pixel_values)))
+        x = self.maxpool(_channels_last(self.conv1(self.in_first(pixel_values))))
         for name in self.stages[:self._stage_index(stage)]:
             x = getattr(self, name)(x)
         return x
@@ -198,6 +230,7 @@ class OSNetTop(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """The stride-16 feature map from what `first_stage` reads."""
+        features = _channels_last(features)
         for name in self.stages:
             features = getattr(self, name)(features)
         return features

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_aio import AIOForReIdentification, AIOModel
-from modeling_aio.osnet import OSNet
+from modeling_aio.osnet import ConvLayer, LightConv3x3, OSNet
 
 from conftest import REPO, requires_shared_data, tiny_config
 
@@ -22,6 +22,49 @@ def test_shipped_weights_load_by_name():
     net.load_state_dict(load_file(str(SHIPPED)))  # strict: every parameter and buffer present
     feature_map, embedding = net(torch.randn(2, 3, 256, 128))
     assert feature_map.shape == (2, 256, 16, 8) and embedding.shape == (2, 256)
+
+
+def _with_running_statistics(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=generator))
+        bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=generator) + 0.5)
+        bn.weight.data.copy_(torch.randn(bn.weight.shape, generator=generator))
+        bn.bias.data.copy_(torch.randn(bn.bias.shape, generator=generator))
+    return module
+
+
+@pytest.mark.parametrize("layer", [ConvLayer(8, 16, 3, padding=1), LightConv3x3(16)], ids=["conv", "lite3x3"])
+def test_eval_folds_batch_norm_into_the_convolution_with_the_same_values_and_gradients(layer):
+    layer = _with_running_statistics(layer).eval()
+    conv = layer.conv if isinstance(layer, ConvLayer) else layer.conv2
+    unfolded = ((lambda x: torch.relu(layer.bn(layer.conv(x)))) if isinstance(layer, ConvLayer)
+                else (lambda x: torch.relu(layer.bn(layer.conv2(layer.conv1(x))))))
+    x = torch.randn(2, conv.in_channels if isinstance(layer, ConvLayer) else 16, 8, 6)
+    folded_out, reference = layer(x), unfolded(x)
+    assert torch.allclose(folded_out, reference, atol=1e-5)
+    grads = []
+    for out in (layer(x), unfolded(x)):
+        layer.zero_grad()
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        grads.append([p.grad.clone() for p in (conv.weight, layer.bn.weight, layer.bn.bias)])
+    for folded_grad, reference_grad in zip(*grads):
+        assert torch.allclose(folded_grad, reference_grad, atol=1e-4)
+    layer.train()  # batch statistics: the unfolded path
+    assert torch.allclose(layer(x), unfolded(x), atol=1e-5)
+
+
+def test_trunk_runs_channels_last_and_matches_the_contiguous_layout():
+    net = _with_running_statistics(OSNet()).eval()
+    pixels = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        feature_map, embedding = net(pixels)
+        below = net.features_before(pixels, "conv3")
+        from_contiguous = net.feature_map_from(below.contiguous(), "conv3")
+    assert below.is_contiguous(memory_format=torch.channels_last)
+    assert feature_map.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(from_contiguous, feature_map, atol=1e-5)
+    assert torch.isfinite(embedding).all()
 
 
 @pytest.mark.slow
