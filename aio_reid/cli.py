@@ -48,8 +48,12 @@ def require(need: str) -> None:
                                     f"pip install 'aio-reid[{extra}]'")
 
 
+#: `modeling_aio.export.BACKENDS`, spelled out so that parsing the command line imports no torch.
+BACKENDS = ("torch", "torch-bf16", "onnx", "openvino")
+
+
 def backend_need(backend: str) -> list[str]:
-    return [] if backend == "torch" else [f"export-{backend}"]
+    return [] if backend.startswith("torch") else [f"export-{backend}"]
 
 
 def positive_int(text: str) -> int:
@@ -198,7 +202,8 @@ def _export(args: argparse.Namespace) -> int:
 
 MODEL_HELP = ("checkpoint folder, or `aio-reid` for the one `make demo` built (found from any directory: "
               "$AIO_REID_MODEL, then ~/.cache/aio-reid/aio-reid), or a Hub id")
-BACKEND_HELP = "run the model with PyTorch, or with its ONNX / OpenVINO export (single-modality queries)"
+BACKEND_HELP = ("run the model with PyTorch (float32, or bfloat16 autocast on CPUs that have it), or with its ONNX / "
+                "OpenVINO export (single-modality queries)")
 
 
 def add_filter_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="record person id and camera from each path relative to the gallery folder: market1501, "
                             "dukemtmc-reid, msmt17, pku-sketch, or a regex with groups id and camera (named "
                             r"(?P<id>...) (?P<camera>...), or groups 1 and 2), e.g. '(\d+)/(\d+)_\d+\.jpg'")
-    index.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help=BACKEND_HELP)
+    index.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)
     index.set_defaults(run=_index)
     search = commands.add_parser("search", help="rank an indexed gallery for one composed query")
     search.add_argument("index", help="index folder written by `aio-reid index --out`, or a database gallery URI "
@@ -252,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                              r"the gallery folder, e.g. '(\d+)/\d+_\d+\.jpg' (default: the ids --layout recorded)")
     search.add_argument("--query-id", default=None, help="person id of the query: results are marked match / other")
     search.add_argument("--model", default="aio-reid", help=MODEL_HELP)
-    search.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch", help=BACKEND_HELP)
+    search.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)
     add_filter_options(search, "only results")
     search.set_defaults(run=_search)
     delete = commands.add_parser("delete", help="delete entries of a database gallery by time, source or camera")

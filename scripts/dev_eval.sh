@@ -9,6 +9,7 @@
 #          text+sketch-full-gallery text+ir-full-gallery (the same captions with a synthetic view of their photo)
 #          text-anchor-full-gallery sketch-anchor-full-gallery ir-anchor-full-gallery (their single-modality baselines)
 #          ir-real-thermal (real thermal crops of the held-out thermal/visible pairs -> their visible crops)
+# BACKEND=onnx|openvino runs a checkpoint's exported graphs instead of PyTorch (single-modality tasks only).
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ run() {  # task, dataset, root, modalities, extra...
   local task=$1 dataset=$2 root=$3 modalities=$4; shift 4
   echo "== $LABEL: $task"
   "$PY" scripts/evaluate_reid.py --model "$MODEL" --dataset "$dataset" --root "$root" --query-modalities "$modalities" \
+    --backend "${BACKEND:-torch}" \
     --split-file "${SPLIT:-splits/dev_split.json}" --output "$OUT/$task.json" "$@" 2>&1 | grep -E "^  (rank|mAP|mINP|num_)|error"
 }
 for task in $TASKS; do

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from modeling_aio.checkpoint.paths import REPO_ROOT
 from modeling_aio.evaluation.runner import run
+from modeling_aio.export import BACKENDS
 
 
 def main() -> None:
@@ -34,6 +35,9 @@ def main() -> None:
     parser.add_argument("--sysu-mode", choices=("all", "indoor"), default="all")
     parser.add_argument("--direction", default=None, help="regdb / llcm direction, e.g. visible->thermal")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="what runs an AIO checkpoint: PyTorch (float32 or bfloat16 autocast), or its exported "
+                             "ONNX / OpenVINO graphs (one modality per query)")
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "cache" / "embeddings")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file (default: outputs/...)")
     run(parser.parse_args())

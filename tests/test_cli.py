@@ -177,3 +177,10 @@ def test_an_interrupted_index_says_how_to_resume(capsys, model_dir, nested_galle
     monkeypatch.setattr(AIOSearcher, "index", interrupted)
     code, _, err = run(capsys, "index", nested_gallery, "--out", tmp_path / "idx", "--model", model_dir)
     assert code == 130 and "run the same command again to resume" in err
+
+
+def test_the_backends_offered_are_the_runtimes_the_package_has():
+    from aio_reid.cli import BACKENDS
+    from modeling_aio.export import BACKENDS as RUNTIMES
+
+    assert BACKENDS == RUNTIMES

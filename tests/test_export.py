@@ -1,4 +1,5 @@
-"""`modeling_aio.export`: exported graphs of models with optional parts agree with PyTorch."""
+"""`modeling_aio.export`: exported graphs of models with optional parts agree with PyTorch; the bf16 autocast
+runtime embeds every query kind in float32 close to PyTorch's float32; an unknown backend is refused."""
 
 from __future__ import annotations
 
@@ -29,3 +30,22 @@ def test_a_model_with_a_second_rgb_trunk_exports_to_onnx_with_parity(tmp_path):
         session = ort.InferenceSession(str(tmp_path / "onnx" / name), providers=["CPUExecutionProvider"])
         second_part = session.run(None, {"pixel_values": pixels})[0][:, -256:]
         assert np.abs(second_part).sum(axis=1).min() > 0 if second_part_filled else not second_part.any()
+
+
+def test_the_bf16_autocast_runtime_embeds_composed_queries_close_to_float32(tmp_path, processor):
+    from modeling_aio.export import BACKENDS, TorchAutocastRuntime, runtime_for
+
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config()).eval()
+    runtime = runtime_for(model, tmp_path, "torch-bf16")
+    assert isinstance(runtime, TorchAutocastRuntime) and runtime_for(model, tmp_path, "torch") is None
+    batch = processor(text=["a man in a red coat", "a woman with a blue bag"],
+                      rgb=[np.full((64, 32, 3), 90, np.uint8), np.full((64, 32, 3), 200, np.uint8)], return_tensors="pt")
+    embeds = runtime.embed(batch)
+    reference = model.get_features(**batch).numpy()
+    assert embeds.dtype == np.float32 and embeds.shape == reference.shape
+    assert not np.array_equal(embeds, reference)  # it did run in bf16
+    assert (embeds * reference).sum(axis=1).min() > 0.99
+    assert "torch-bf16" in BACKENDS
+    with pytest.raises(ValueError, match="backend must be one of .*'tensorrt'"):
+        runtime_for(model, tmp_path, "tensorrt")

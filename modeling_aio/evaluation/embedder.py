@@ -25,7 +25,7 @@ from ..checkpoint.paths import OSNET_0267_WEIGHTS
 class Embedder:
     """Batched, cached embedding of images or captions with an AIO checkpoint or the frozen-encoder baseline."""
 
-    def __init__(self, model_name: str, batch_size: int, cache_dir: Path):
+    def __init__(self, model_name: str, batch_size: int, cache_dir: Path, backend: str = "torch"):
         from processing_aio import AIOImageProcessor
 
         self.model_name, self.batch_size = model_name, batch_size
@@ -74,8 +74,13 @@ class Embedder:
         else:
             from ..search import AIOSearcher
 
-            self.searcher = AIOSearcher.from_pretrained(model_name, batch_size=batch_size)
+            self.searcher = AIOSearcher.from_pretrained(model_name, batch_size=batch_size, backend=backend)
             self.fingerprint = self.searcher.fingerprint.split(":")[-1][:12]  # the weights' content, not their mtime
+            if backend != "torch":
+                self.fingerprint += f"-{backend}"
+        if backend != "torch" and self.baseline is not None:
+            raise SystemExit(f"error: --backend {backend} runs an AIO checkpoint's exported graphs; {model_name!r} is "
+                             "a peer, which runs as it is.")
         self.cache_dir = cache_dir / self.fingerprint
         self.cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -112,7 +117,7 @@ class EnsembleEmbedder:
     a query's vector joins the members' normalised embeddings scaled by sqrt(weight / total weight), so its dot
     product with a gallery vector is the weighted mean of the members' cosine similarities."""
 
-    def __init__(self, model_name: str, batch_size: int, cache_dir: Path):
+    def __init__(self, model_name: str, batch_size: int, cache_dir: Path, backend: str = "torch"):
         self.model_name = model_name
         spec = model_name.split(":", 1)[1]
         self.members: list[tuple[Embedder, float]] = []
@@ -125,7 +130,7 @@ class EnsembleEmbedder:
             if not name or not 0 < value < float("inf"):  # also refuses nan
                 raise SystemExit(f"error: ensemble member {part!r} of {model_name!r}: expected NAME or NAME@WEIGHT "
                                  "with a positive weight.")
-            self.members.append((Embedder(name, batch_size, cache_dir), value))
+            self.members.append((Embedder(name, batch_size, cache_dir, backend), value))
         if len(self.members) < 2:
             raise SystemExit(f"error: {model_name!r} names one model; an ensemble joins two or more with '+'.")
 
@@ -139,11 +144,13 @@ class EnsembleEmbedder:
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def make_embedder(model_name: str, batch_size: int, cache_dir: Path) -> Embedder | EnsembleEmbedder:
-    """The embedder `model_name` asks for (`ensemble:...` or any single model)."""
+def make_embedder(model_name: str, batch_size: int, cache_dir: Path, backend: str = "torch"
+                  ) -> Embedder | EnsembleEmbedder:
+    """The embedder `model_name` asks for (`ensemble:...` or any single model); `backend` (torch, onnx, openvino)
+    runs an AIO checkpoint's exported graphs, so that the figures are those of what a deployment runs."""
     if model_name.startswith("ensemble:"):
-        return EnsembleEmbedder(model_name, batch_size, cache_dir)
-    return Embedder(model_name, batch_size, cache_dir)
+        return EnsembleEmbedder(model_name, batch_size, cache_dir, backend)
+    return Embedder(model_name, batch_size, cache_dir, backend)
 
 
 __all__ = ["Embedder", "EnsembleEmbedder", "make_embedder"]

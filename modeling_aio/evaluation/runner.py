@@ -300,9 +300,10 @@ def run(args: argparse.Namespace) -> dict:
         if getattr(args, option) < 1:
             raise SystemExit(f"error: --{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}.")
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    backend = getattr(args, "backend", "torch")
     started = time.time()
     try:
-        embedder = make_embedder(args.model, args.batch_size, args.cache_dir)
+        embedder = make_embedder(args.model, args.batch_size, args.cache_dir, backend)
         task, metrics = evaluate_dataset(args, embedder)
     except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as error:  # inputs the user named
         raise SystemExit(f"error: {error}") from None
@@ -316,7 +317,7 @@ def run(args: argparse.Namespace) -> dict:
     output = args.output or REPO_ROOT / "outputs" / (f"eval-{Path(args.model).name}-{args.dataset}-"
                                                      f"{task.split(' ')[0].replace('->', '-to-')}{suffix}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    result = {"model": args.model, "dataset": args.dataset, "root": str(args.root), "task": task,
+    result = {"model": args.model, "backend": backend, "dataset": args.dataset, "root": str(args.root), "task": task,
               "split_file": str(args.split_file) if args.split_file else None, "trials": args.trials,
               "metrics": metrics, "seconds": round(elapsed, 1)}
     output.write_text(json.dumps(result, indent=1) + "\n")

@@ -85,7 +85,7 @@ class AIOSearcher:
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
-        self.backend = backend  # an exported runtime (modeling_aio.export) or None for PyTorch
+        self.backend = backend  # a runtime of modeling_aio.export (bf16 autocast, exported graphs) or None
         self._fingerprint: str | None = None
 
     @classmethod
@@ -102,12 +102,9 @@ class AIOSearcher:
         except (OSError, ValueError, TypeError) as error:
             raise OSError(f"{path}: the checkpoint's processor files (processor_config.json, tokenizer) cannot be "
                           f"loaded ({str(error).splitlines()[0]}).") from None
-        runtime = None
-        if backend != "torch":
-            from ..export import ExportedRuntime
+        from ..export import runtime_for
 
-            runtime = ExportedRuntime.for_checkpoint(model, Path(path), backend)
-        return cls(model, processor, batch_size, runtime)
+        return cls(model, processor, batch_size, runtime_for(model, Path(path), backend))
 
     @property
     def fingerprint(self) -> str:

@@ -1,5 +1,6 @@
 """The evaluation embedder (modeling_aio.evaluation.embedder): an `ensemble:` of models scores with the weighted
-mean of its members' cosine similarities, and a malformed ensemble is refused naming the part."""
+mean of its members' cosine similarities, a malformed ensemble is refused naming the part, and `backend` runs a
+checkpoint the way a deployment does, cached apart from PyTorch's figures."""
 
 from __future__ import annotations
 
@@ -34,3 +35,18 @@ def test_an_ensemble_scores_with_the_weighted_mean_of_its_members_cosines(tmp_pa
 def test_a_malformed_ensemble_is_refused_naming_the_part(tmp_path, spec, message):
     with pytest.raises(SystemExit, match=message):
         make_embedder(spec, 4, tmp_path)
+
+
+def test_a_backend_runs_the_checkpoint_and_caches_apart_from_pytorch(tmp_path, model_dir):
+    images = [random_image(seed, size=(64, 128)) for seed in range(3)]
+    plain = Embedder(str(model_dir), 2, tmp_path / "cache")
+    autocast = Embedder(str(model_dir), 2, tmp_path / "cache", backend="torch-bf16")
+    assert autocast.cache_dir != plain.cache_dir and autocast.cache_dir.name.endswith("-torch-bf16")
+    reference, bf16 = plain.embed({"rgb": images}, "photos"), autocast.embed({"rgb": images}, "photos")
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, reference)
+    assert (bf16 * reference).sum(axis=1).min() > 0.99
+
+
+def test_a_backend_for_a_peer_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="'osnet-0267' is a peer"):
+        Embedder("osnet-0267", 2, tmp_path, backend="onnx")
