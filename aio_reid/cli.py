@@ -49,7 +49,7 @@ def require(need: str) -> None:
 
 
 #: `modeling_aio.export.BACKENDS`, spelled out so that parsing the command line imports no torch.
-BACKENDS = ("torch", "torch-bf16", "onnx", "openvino")
+BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino")
 
 
 def backend_need(backend: str) -> list[str]:
@@ -202,8 +202,8 @@ def _export(args: argparse.Namespace) -> int:
 
 MODEL_HELP = ("checkpoint folder, or `aio-reid` for the one `make demo` built (found from any directory: "
               "$AIO_REID_MODEL, then ~/.cache/aio-reid/aio-reid), or a Hub id")
-BACKEND_HELP = ("run the model with PyTorch (float32, or bfloat16 autocast on CPUs that have it), or with its ONNX / "
-                "OpenVINO export (single-modality queries)")
+BACKEND_HELP = ("run the model with PyTorch (float32, or bfloat16 autocast on CPUs that have it, optionally "
+                "compiled), or with its ONNX / OpenVINO export (single-modality queries)")
 
 
 def add_filter_options(parser: argparse.ArgumentParser, what: str) -> None:

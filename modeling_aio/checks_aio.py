@@ -58,10 +58,12 @@ def check_checkpoint_folder(location: Path) -> None:
 PIXEL_LIMIT = 10.0
 
 
+@torch.compiler.disable
 def check_query(
     modality_inputs: dict[str, torch.Tensor], attention_mask: torch.Tensor | None, config: AIOConfig
 ) -> None:
-    """Clear errors for malformed queries before they turn into shape errors deep inside the encoder."""
+    """Clear errors for malformed queries before they turn into shape errors deep inside the encoder. Run eagerly
+    under `torch.compile` (their value checks decide what to raise, which a compiled graph cannot hold)."""
     if not modality_inputs:
         raise ValueError(
             "An AIO query needs at least one modality: pass pixel_values_rgb, pixel_values_ir, pixel_values_sketch "

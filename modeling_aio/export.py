@@ -17,9 +17,10 @@ from torch import nn
 from .configuration_aio import IMAGE_MODALITIES
 
 MIN_COSINE = 0.999
-#: What can run a checkpoint: PyTorch in float32; PyTorch under bfloat16 autocast (about 1.8x faster on CPUs with
-#: native bf16, slower on others; docs/experiments.md has its accuracy); its exported ONNX or OpenVINO graphs.
-BACKENDS = ("torch", "torch-bf16", "onnx", "openvino")
+#: What can run a checkpoint: PyTorch in float32; PyTorch under bfloat16 autocast (about 2x faster on CPUs with
+#: native bf16, slower on others), also compiled by `torch.compile` (about 4.5x; the first batches of a process
+#: compile, a minute or two); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
+BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino")
 
 
 class _ImagePath(nn.Module):
@@ -119,14 +120,24 @@ def export_checkpoint(model, checkpoint: Path, backend: str = "onnx") -> dict[Pa
 
 class TorchAutocastRuntime:
     """The PyTorch model itself under `torch.autocast` in bfloat16: every query kind, composed ones included, with
-    the convolutions and matrix products in bf16 and the embedding returned in float32."""
+    the convolutions and matrix products in bf16 and the embedding returned in float32. `compiled` compiles the
+    model's forward in place with `torch.compile` (inductor fuses each convolution with its ReLU and residual add,
+    which eager PyTorch runs as separate passes over memory); it needs a C++ compiler."""
 
-    def __init__(self, model, dtype: torch.dtype = torch.bfloat16):
-        self.model, self.dtype = model, dtype
+    def __init__(self, model, dtype: torch.dtype = torch.bfloat16, compiled: bool = False):
+        self.model, self.dtype, self.compiled = model, dtype, compiled
+        if compiled:
+            model.compile()
 
     def embed(self, batch) -> np.ndarray:
-        with torch.no_grad(), torch.autocast(self.model.device.type, dtype=self.dtype):
-            return self.model.get_features(**batch).float().cpu().numpy()
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        try:
+            with torch.no_grad(), torch.autocast(self.model.device.type, dtype=self.dtype):
+                return self.model.get_features(**batch).float().cpu().numpy()
+        except BackendCompilerFailed as error:
+            raise RuntimeError(f"torch.compile could not build the model ({str(error).splitlines()[0]}); it needs a "
+                               "working C++ compiler. Use the torch-bf16 backend instead.") from None
 
 
 def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime | ExportedRuntime | None":
@@ -136,8 +147,8 @@ def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime 
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     if backend == "torch":
         return None
-    if backend == "torch-bf16":
-        return TorchAutocastRuntime(model)
+    if backend.startswith("torch-bf16"):
+        return TorchAutocastRuntime(model, compiled=backend == "torch-bf16-compiled")
     return ExportedRuntime.for_checkpoint(model, Path(checkpoint), backend)
 
 

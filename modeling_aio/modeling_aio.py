@@ -420,7 +420,7 @@ class AIOModel(AIOPreTrainedModel):
     def get_features(self, **inputs) -> torch.Tensor:
         """The (B, D) unit-length embedding of each query, for indexing and search; a query whose embedding is not
         finite (broken weights or inputs) is an error naming it, never a NaN vector in a gallery."""
-        embeds = self.forward(**inputs).embeds
+        embeds = self(**inputs).embeds
         bad = torch.nonzero(~torch.isfinite(embeds).all(dim=1)).flatten()
         if len(bad):
             raise ValueError(f"query {int(bad[0])} of the batch got a NaN or infinite embedding: the model's weights "

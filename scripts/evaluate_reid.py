@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--direction", default=None, help="regdb / llcm direction, e.g. visible->thermal")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="what runs an AIO checkpoint: PyTorch (float32 or bfloat16 autocast), or its exported "
+                        help="what runs an AIO checkpoint: PyTorch (float32, bfloat16 autocast, compiled), or its exported "
                              "ONNX / OpenVINO graphs (one modality per query)")
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "cache" / "embeddings")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file (default: outputs/...)")

@@ -49,3 +49,25 @@ def test_the_bf16_autocast_runtime_embeds_composed_queries_close_to_float32(tmp_
     assert "torch-bf16" in BACKENDS
     with pytest.raises(ValueError, match="backend must be one of .*'tensorrt'"):
         runtime_for(model, tmp_path, "tensorrt")
+
+
+@pytest.mark.slow
+def test_the_compiled_bf16_runtime_compiles_in_place_and_embeds_close_to_float32(tmp_path, processor):
+    """torch.compile under bf16 autocast: the model compiles where it is (its weights and their names unchanged,
+    so the fingerprint of an index stays), composed queries and a second batch size still embed."""
+    from modeling_aio.export import runtime_for
+
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config()).eval()
+    names = list(model.state_dict())
+    rgb = [np.full((64, 32, 3), 30 * i, np.uint8) for i in range(1, 4)]
+    batch = processor(text=["a man in a red coat", "a woman with a blue bag", "a child"], rgb=rgb, return_tensors="pt")
+    reference = model.get_features(**batch).numpy()
+    torch._dynamo.reset()
+    runtime = runtime_for(model, tmp_path, "torch-bf16-compiled")
+    embeds = runtime.embed(batch)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it compiled
+    assert embeds.dtype == np.float32 and (embeds * reference).sum(axis=1).min() > 0.99
+    assert list(model.state_dict()) == names
+    smaller = processor(rgb=rgb[:2], return_tensors="pt")
+    assert runtime.embed(smaller).shape == (2, reference.shape[1])
