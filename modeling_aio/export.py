@@ -2,7 +2,8 @@
 
 Composed queries (several modalities in one sequence) stay on PyTorch: the exported graphs serve the high-volume
 jobs, indexing galleries and embedding single-modality queries. Each export is checked against PyTorch on a check
-batch (cosine similarity of the embeddings, must be >= 0.999).
+batch (cosine similarity of the embeddings, must be >= 0.999). `runtime_for` picks what runs a checkpoint for a
+backend name (`BACKENDS`): the exported graphs, or PyTorch itself in bfloat16, compiled or not.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ class Embedder:
             if backend != "torch":
                 self.fingerprint += f"-{backend}"
         if backend != "torch" and self.baseline is not None:
-            raise SystemExit(f"error: --backend {backend} runs an AIO checkpoint's exported graphs; {model_name!r} is "
-                             "a peer, which runs as it is.")
+            raise SystemExit(f"error: --backend {backend} chooses what runs an AIO checkpoint; {model_name!r} is a "
+                             "peer, which runs as it is.")
         self.cache_dir = cache_dir / self.fingerprint
         self.cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -146,8 +146,8 @@ class EnsembleEmbedder:
 
 def make_embedder(model_name: str, batch_size: int, cache_dir: Path, backend: str = "torch"
                   ) -> Embedder | EnsembleEmbedder:
-    """The embedder `model_name` asks for (`ensemble:...` or any single model); `backend` (torch, onnx, openvino)
-    runs an AIO checkpoint's exported graphs, so that the figures are those of what a deployment runs."""
+    """The embedder `model_name` asks for (`ensemble:...` or any single model); `backend` (one of
+    `export.BACKENDS`) is what runs an AIO checkpoint, so that the figures are those of what a deployment runs."""
     if model_name.startswith("ensemble:"):
         return EnsembleEmbedder(model_name, batch_size, cache_dir, backend)
     return Embedder(model_name, batch_size, cache_dir, backend)
