@@ -62,7 +62,7 @@ def openvino_runner(xml: Path, threads: int, per_image: bool):
     return lambda x: compiled([x.numpy()])[compiled.output(0)]
 
 
-def exported_runtime(model, checkpoint: str, backend: str):
+def backend_runtime(model, checkpoint: str, backend: str):
     """What runs the checkpoint for `backend` (bf16 autocast, or the graphs exported on first use), or None, said,
     without its runtime."""
     try:
@@ -84,7 +84,7 @@ def caption_throughput(model, args: argparse.Namespace) -> dict[str, float]:
     for backend in args.text_backends.split(",") if args.text_backends else ():
         if backend == "torch":
             fn = lambda texts: model.get_features(**processor(text=texts, return_tensors="pt"))  # noqa: E731
-        elif (runtime := exported_runtime(model, args.model, backend)) is None:
+        elif (runtime := backend_runtime(model, args.model, backend)) is None:
             continue
         else:
             fn = lambda texts, r=runtime: r.embed(processor(text=texts, return_tensors="pt"))  # noqa: E731
@@ -113,7 +113,7 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend == "torch":
             fn = lambda x: model.get_features(pixel_values_rgb=x)  # noqa: E731
-        elif (runtime := exported_runtime(model, args.model, backend)) is None:
+        elif (runtime := backend_runtime(model, args.model, backend)) is None:
             continue
         else:
             fn = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})  # noqa: E731

@@ -32,11 +32,11 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
     return conv.weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
-def _conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
-    """`bn(conv(x))`: folded into one convolution when `bn` uses its running statistics."""
-    if bn.training or bn.running_var is None:
-        return bn(conv(x))
-    weight, bias = _folded(conv, bn)
+def _conv_bn(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
+    """`norm(conv(x))`: folded into one convolution when `norm` is a BatchNorm using its running statistics."""
+    if not isinstance(norm, nn.BatchNorm2d) or norm.training or norm.running_var is None:
+        return norm(conv(x))
+    weight, bias = _folded(conv, norm)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
@@ -51,10 +51,7 @@ class ConvLayer(nn.Module):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.bn, nn.BatchNorm2d):
-            x = _conv_bn(x, self.conv, self.bn)
-        else:
-            x = self.bn(self.conv(x))
+        x = _conv_bn(x, self.conv, self.bn)
         return torch.relu(x) if self.relu else x
 
 
