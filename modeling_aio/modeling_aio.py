@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 
 from .losses import identity_cross_entropy, masked_attribute_cross_entropy, supervised_contrastive_binding_loss
 from .configuration_aio import IMAGE_MODALITIES, MODALITIES, OSNET_0267_CHANNELS, AIOConfig
-from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, query_inputs
+from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, finite_embeddings, query_inputs
 from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
 from .osnet import OSNet, OSNetTop
 from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-exported)
@@ -420,12 +420,7 @@ class AIOModel(AIOPreTrainedModel):
     def get_features(self, **inputs) -> torch.Tensor:
         """The (B, D) unit-length embedding of each query, for indexing and search; a query whose embedding is not
         finite (broken weights or inputs) is an error naming it, never a NaN vector in a gallery."""
-        embeds = self(**inputs).embeds
-        bad = torch.nonzero(~torch.isfinite(embeds).all(dim=1)).flatten()
-        if len(bad):
-            raise ValueError(f"query {int(bad[0])} of the batch got a NaN or infinite embedding: the model's weights "
-                             "or that query's inputs are broken.")
-        return embeds
+        return finite_embeddings(self(**inputs).embeds)
 
 
 class AIOForReIdentification(AIOPreTrainedModel):

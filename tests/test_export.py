@@ -53,8 +53,9 @@ def test_the_bf16_autocast_runtime_embeds_composed_queries_close_to_float32(tmp_
 
 @pytest.mark.slow
 def test_the_compiled_bf16_runtime_compiles_in_place_and_embeds_close_to_float32(tmp_path, processor):
-    """torch.compile under bf16 autocast: the model compiles where it is (its weights and their names unchanged,
-    so the fingerprint of an index stays), composed queries and a second batch size still embed."""
+    """torch.compile under bf16 autocast: composed queries and a second batch size embed; the model itself stays
+    eager (its weights, their names and its own calls unchanged, so an index's fingerprint and an export still
+    work)."""
     from modeling_aio.export import runtime_for
 
     torch.manual_seed(0)
@@ -71,3 +72,6 @@ def test_the_compiled_bf16_runtime_compiles_in_place_and_embeds_close_to_float32
     assert list(model.state_dict()) == names
     smaller = processor(rgb=rgb[:2], return_tensors="pt")
     assert runtime.embed(smaller).shape == (2, reference.shape[1])
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert np.array_equal(model.get_features(**batch).numpy(), reference)  # eager float32, as before
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
