@@ -127,7 +127,7 @@ class TorchAutocastRuntime:
     separate passes over memory; it needs a C++ compiler); the model itself stays as it was, eager."""
 
     def __init__(self, model, dtype: torch.dtype = torch.bfloat16, compiled: bool = False):
-        self.model, self.dtype, self.compiled = model, dtype, compiled
+        self.model, self.dtype = model, dtype
         base = getattr(model, "aio", model)  # AIOForReIdentification wraps the AIOModel that embeds
         self._forward = torch.compile(base) if compiled else base
 
