@@ -52,7 +52,7 @@ def test_the_bf16_autocast_runtime_embeds_composed_queries_close_to_float32(tmp_
 
 
 @pytest.mark.slow
-def test_the_compiled_bf16_runtime_compiles_in_place_and_embeds_close_to_float32(tmp_path, processor):
+def test_the_compiled_bf16_runtime_embeds_close_to_float32_and_leaves_the_model_eager(tmp_path, processor):
     """torch.compile under bf16 autocast: composed queries and a second batch size embed; the model itself stays
     eager (its weights, their names and its own calls unchanged, so an index's fingerprint and an export still
     work)."""
