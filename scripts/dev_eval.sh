@@ -9,7 +9,8 @@
 #          text+sketch-full-gallery text+ir-full-gallery (the same captions with a synthetic view of their photo)
 #          text-anchor-full-gallery sketch-anchor-full-gallery ir-anchor-full-gallery (their single-modality baselines)
 #          ir-real-thermal (real thermal crops of the held-out thermal/visible pairs -> their visible crops)
-# BACKEND=onnx|openvino runs a checkpoint's exported graphs instead of PyTorch (single-modality tasks only).
+# BACKEND=torch-bf16|torch-bf16-compiled|onnx|openvino (modeling_aio.export.BACKENDS) runs the checkpoint that way
+# instead of PyTorch in float32 (onnx / openvino: single-modality tasks only); ir-real-thermal stays on PyTorch.
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
