@@ -8,6 +8,8 @@ rounds (`--rounds`; each figure is the median of its rounds), since this machine
 * AIO backends: torch eager in float32 and under bfloat16 autocast, the latter also through `torch.compile`
   (compiled during the warm-up calls), ONNX Runtime and OpenVINO (exported graphs, checked for parity when exported);
 * peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist;
+* `--baseline-model`: another checkpoint (say, the weights before a change), run with the same backends in the
+  same rounds, so that a change's gain is read from one run; its rows are not AIO's and are not ranked;
 * text queries (what an operator types): captions/s of `get_features` on 32 witness-style descriptions, tokenising
   included, with torch and ONNX Runtime (`--text-backends`).
 
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measure every runner this many times, interleaved")
     parser.add_argument("--backends", default="torch,torch-bf16,torch-bf16-compiled,onnx,openvino")
     parser.add_argument("--text-backends", default="torch,onnx")
+    parser.add_argument("--baseline-model", help="another checkpoint to measure in the same rounds, for comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,6 +119,13 @@ def main() -> None:
             runners[f"AIO get_features rgb, {backend}"] = lambda x: model.get_features(pixel_values_rgb=x)
         elif (runtime := backend_runtime(model, args.model, backend)) is not None:
             runners[f"AIO get_features rgb, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
+    if args.baseline_model:
+        baseline = AutoModel.from_pretrained(args.baseline_model).eval()
+        for backend in args.backends.split(","):
+            if backend == "torch":
+                runners[f"baseline rgb, {backend}"] = lambda x: baseline.get_features(pixel_values_rgb=x)
+            elif (runtime := backend_runtime(baseline, args.baseline_model, backend)) is not None:
+                runners[f"baseline rgb, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
     if PEERS.exists():
         for name in ("person-reidentification-retail-0277-FP16", "person-reidentification-retail-0288-FP32"):
             xml = PEERS / name / f"{name.rsplit('-', 1)[0]}.xml"
@@ -144,6 +154,10 @@ def main() -> None:
     torch_rate = results.get("AIO get_features rgb, torch", float("nan"))
     print(f"  best AIO backend: {best[1]} at {best[0]:.1f} images/s (goal >= 100); "
           f"AIO torch / raw encoder = {torch_rate / raw:.2f} (goal >= 0.9)")
+    if args.baseline_model:
+        gains = ", ".join(f"{name.rsplit(' ', 1)[-1]} x{results[name.replace('baseline', 'AIO get_features')] / value:.2f}"
+                          for name, value in results.items() if name.startswith("baseline"))
+        print(f"  the model against the baseline model {args.baseline_model}, per backend: {gains}")
     peer = results.get(f"peer {PEER_0277} (OpenVINO)")
     if peer:
         torch_ratios = ", ".join(f"{name.rsplit(' ', 1)[-1]} x{value / peer:.2f}" for name, value in results.items()

@@ -60,7 +60,12 @@ def text_alignment_line(shape: dict, summary: dict) -> str:
              "copies" if tuned else "the encoder's outputs at its words")
     tuned_trunk = (f"0267 whose stages from {heads['trunk_from']} up train with the heads, on cached outputs of the "
                    "stages below" if heads.get("trunk_from") else "0267 fine-tuned on captions")
-    if shape.get("text_alignment_trunk_from"):
+    if shape.get("text_alignment_trunk_from") and heads.get("branched_from"):
+        tuned_trunk += (f"; it ships as its stages from {heads['branched_from']} up alone, which read the plain "
+                        "second RGB trunk's stages below in place of its own tuned ones (`scripts/"
+                        f"branch_text_alignment_trunk.py --from {heads['branched_from']}`, nothing retrained), so "
+                        "a photo runs them once for both")
+    elif shape.get("text_alignment_trunk_from"):
         tuned_trunk += (f"; it ships as those stages alone, reading the second RGB trunk's stages below "
                         f"{shape['text_alignment_trunk_from']}, so a photo runs them once for both")
     trunk = {"second_rgb": "the second RGB trunk's (0267's) feature map",
@@ -191,9 +196,13 @@ def second_rgb_trunk_reproduce_line(shape: dict) -> str:
 
 def late_stage_reproduce_lines(shape: dict, summary: dict) -> str:
     """The commands of the stages after the main run and its IR stage: the text-aligned part and the second RGB
-    trunk, the trunk first when the part's image head reads it (`text_alignment_trunk`)."""
+    trunk, the trunk first when the part's image head reads it (`text_alignment_trunk`); last, when the part's
+    tuned trunk was made a branch of the second trunk after training, that step."""
     text, second = text_alignment_reproduce_lines(summary), second_rgb_trunk_reproduce_line(shape)
-    return second + text if shape.get("text_alignment_trunk") == "second_rgb" else text + second
+    stage = (summary.get("text_alignment_heads") or {}).get("branched_from")
+    branch = (f"python scripts/branch_text_alignment_trunk.py --from {stage} && python scripts/build_checkpoint.py\n"
+              if stage else "")
+    return (second + text if shape.get("text_alignment_trunk") == "second_rgb" else text + second) + branch
 
 
 def schedule_flags(summary: dict) -> str:

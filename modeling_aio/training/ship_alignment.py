@@ -95,4 +95,49 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     return len(heads)
 
 
-__all__ = ["ship_text_alignment"]
+def branch_tuned_trunk(trainable: Path, stage: str) -> int:
+    """Makes the shipped tuned trunk of the text-aligned part (`text_alignment_rgb_trunk.*` in the trained weights
+    `trainable`) a branch of the second RGB trunk from `stage` up (`AIOConfig.text_alignment_trunk_from`): its own
+    stem and stages below `stage` are dropped, so its top stages read the plain 0267's map, computed once for both
+    trunks. Nothing retrains; unlike a trunk trained from `stage` up (`ship_text_alignment`), the vectors change, so
+    the result is measured before it ships. Records the branch in the shape file and `training_summary.json`; every
+    file is written whole. Returns how many tensors were dropped."""
+    from ..search.storage import atomic_write
+
+    shape_file = trainable.with_suffix(".json")
+    if not shape_file.exists():
+        raise ValueError(f"{shape_file} (the shapes the weights were trained with) is missing.")
+    shapes = json.loads(shape_file.read_text())
+    if stage not in OSNET_STAGES:
+        raise ValueError(f"stage {stage!r} must be one of {OSNET_STAGES}.")
+    if shapes.get("text_alignment_trunk") != "tuned":
+        raise ValueError(f"{trainable} has no tuned trunk in its text-aligned part (text_alignment_trunk "
+                         f"{shapes.get('text_alignment_trunk')!r}); there is nothing to branch.")
+    current = shapes.get("text_alignment_trunk_from")
+    if current is not None and OSNET_STAGES.index(stage) < OSNET_STAGES.index(current):
+        raise ValueError(f"{trainable}'s tuned trunk already branches from {current}: its stages below are gone, so "
+                         f"it cannot branch from the lower {stage}.")
+    AIOConfig(image_tokenizer="osnet", text_alignment_size=shapes.get("text_alignment_size", 0),
+              second_rgb_trunk_share=shapes.get("second_rgb_trunk_share", 0.0), text_alignment_trunk="tuned",
+              text_alignment_trunk_from=stage)  # the config's own rules (a second trunk to branch from), checked first
+    prefix = "text_alignment_rgb_trunk."
+    top = tuple(f"{prefix}{name}." for name in OSNET_STAGES[OSNET_STAGES.index(stage):])
+    with safe_open(str(trainable), "pt") as handle:
+        metadata = handle.metadata()
+    weights = load_file(str(trainable))
+    kept = {k: v for k, v in weights.items() if not k.startswith(prefix) or k.startswith(top)}
+    temporary = trainable.with_name(trainable.name + ".tmp")
+    save_file(kept, str(temporary), metadata=metadata)
+    temporary.replace(trainable)
+    shapes["text_alignment_trunk_from"] = stage
+    atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
+    summary_file = trainable.parent / "training_summary.json"
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        if "text_alignment_heads" in summary:
+            summary["text_alignment_heads"]["branched_from"] = stage
+            atomic_write(summary_file, (json.dumps(summary, indent=1) + "\n").encode())
+    return len(weights) - len(kept)
+
+
+__all__ = ["branch_tuned_trunk", "ship_text_alignment"]

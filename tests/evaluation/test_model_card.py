@@ -119,6 +119,16 @@ def test_the_pretrained_trunk_the_schedule_and_the_second_rgb_trunk_are_written_
     plain_lines = late_stage_reproduce_lines(shape, {"text_alignment_heads": {**heads, "trunk": "shared"}})
     assert plain_lines.splitlines()[0].startswith("python scripts/train_text_alignment.py")
     assert "--trunk" not in plain_lines
+    # a tuned trunk made a branch of the second trunk after training: said, and done last
+    branched = {"text_alignment_heads": {**TEXT_HEADS, "trunk": "tuned", "branched_from": "conv3"}}
+    tuned_shape = {**shape, "text_alignment_size": 256, "text_alignment_trunk": "tuned",
+                   "text_alignment_trunk_from": "conv3"}
+    assert "read the plain second RGB trunk's stages below in place of its own tuned ones" in text_alignment_line(
+        tuned_shape, branched) and "nothing retrained" in text_alignment_line(tuned_shape, branched)
+    branched_lines = late_stage_reproduce_lines(tuned_shape, branched).splitlines()
+    assert branched_lines[-2].startswith("python scripts/ship_second_rgb_trunk.py")
+    assert branched_lines[-1] == ("python scripts/branch_text_alignment_trunk.py --from conv3 && "
+                                  "python scripts/build_checkpoint.py")
 
 
 def test_the_cross_domain_goal_compares_rank1_and_map_with_0277_measured_on_the_same_protocol(tmp_path):

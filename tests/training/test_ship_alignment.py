@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_aio import AIOModel
-from modeling_aio.training.ship_alignment import ship_text_alignment
+from modeling_aio.training.ship_alignment import branch_tuned_trunk, ship_text_alignment
 from modeling_aio.training.text_alignment import add_text_alignment
 
 from conftest import OSNET, TINY_BERT, random_image, tiny_config
@@ -120,3 +120,62 @@ def test_a_trunk_tuned_from_a_stage_ships_as_a_branch_of_the_second_trunk(tmp_pa
     with torch.no_grad():
         assert torch.allclose(rebuilt(pixel_values_rgb=inputs["pixel_values_rgb"]).embeds,
                               tuned(pixel_values_rgb=inputs["pixel_values_rgb"]).embeds, atol=2e-3)
+
+
+def test_a_shipped_whole_tuned_trunk_branches_from_a_stage_of_the_second_trunk(tmp_path, osnet_processor):
+    """`branch_tuned_trunk(conv3)` on a tuned trunk trained whole: its stages from conv3 up stay and read the
+    second trunk's conv2 map; the built model equals the tuned one with the second trunk's lower stages."""
+    torch.manual_seed(0)
+    base = AIOModel(tiny_config(encoder_config=TINY_BERT, second_rgb_trunk_share=0.3, **OSNET)).eval()
+    tuned = add_text_alignment(base, size=8, hidden=16, trunk="tuned")
+    tuned.alignment_shares.copy_(torch.tensor([0.1, 0.9, 0.5, 0.6]))
+    with torch.no_grad():  # "trained" below and above the branch
+        tuned.text_alignment_rgb_trunk.conv2[0].conv1.conv.weight.mul_(1.5)
+        tuned.text_alignment_rgb_trunk.conv4[0].conv1.conv.weight.mul_(1.5)
+    tuned.save_pretrained(tmp_path / "tuned")
+    _, shapes = _shipped_beside_a_second_trunk(tmp_path / "tuned", base, tmp_path)
+    assert "text_alignment_trunk_from" not in shapes
+    trainable = tmp_path / "weights" / "aio-reid-trainable.safetensors"
+    summary = trainable.parent / "training_summary.json"
+    summary.write_text(json.dumps({"text_alignment_heads": {"epochs": 2}}))
+    dropped = branch_tuned_trunk(trainable, "conv3")
+    weights, shapes = load_file(str(trainable)), json.loads(trainable.with_suffix(".json").read_text())
+    assert dropped > 0 and shapes["text_alignment_trunk_from"] == "conv3"
+    assert {k.split(".")[1] for k in weights if k.startswith("text_alignment_rgb_trunk.")} == {"conv3", "conv4", "conv5"}
+    assert json.loads(summary.read_text())["text_alignment_heads"]["branched_from"] == "conv3"
+    rebuilt = AIOModel(tiny_config(encoder_config=TINY_BERT, **OSNET, **{
+        k: v for k, v in shapes.items() if k != "trained_modules"})).eval()
+    missing, _ = rebuilt.load_state_dict({**base.state_dict(), **{k: v.float() for k, v in weights.items()}},
+                                         strict=False)
+    assert not [k for k in missing if k.startswith("text_alignment_rgb_trunk.")]
+    expected = tuned
+    with torch.no_grad():  # the tuned trunk with the plain second trunk below conv3
+        for name in ("in_first", "conv1", "conv2"):
+            getattr(expected.text_alignment_rgb_trunk, name).load_state_dict(
+                getattr(expected.second_rgb_trunk, name).state_dict())
+    pixels = osnet_processor(rgb=[random_image(1, (20, 40))], return_tensors="pt")["pixel_values_rgb"]
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(pixel_values_rgb=pixels).embeds, expected(pixel_values_rgb=pixels).embeds,
+                              atol=2e-3)
+    before = trainable.read_bytes(), trainable.with_suffix(".json").read_text()
+    with pytest.raises(ValueError, match="already branches from conv3"):
+        branch_tuned_trunk(trainable, "conv2")
+    with pytest.raises(ValueError, match="must be one of"):
+        branch_tuned_trunk(trainable, "conv9")
+    assert (trainable.read_bytes(), trainable.with_suffix(".json").read_text()) == before  # nothing written
+    branch_tuned_trunk(trainable, "conv4")  # a higher stage drops conv3 too
+    assert {k.split(".")[1] for k in load_file(str(trainable)) if k.startswith("text_alignment_rgb_trunk.")} == {
+        "conv4", "conv5"}
+
+
+def test_branching_needs_a_tuned_trunk_and_a_second_trunk(tmp_path):
+    trainable = tmp_path / "aio-reid-trainable.safetensors"
+    save_file({"projection.weight": torch.zeros(2, 2)}, str(trainable))
+    with pytest.raises(ValueError, match="is missing"):
+        branch_tuned_trunk(trainable, "conv3")
+    trainable.with_suffix(".json").write_text(json.dumps({"text_alignment_size": 8, "text_alignment_trunk": "shared"}))
+    with pytest.raises(ValueError, match="no tuned trunk"):
+        branch_tuned_trunk(trainable, "conv3")
+    trainable.with_suffix(".json").write_text(json.dumps({"text_alignment_size": 8, "text_alignment_trunk": "tuned"}))
+    with pytest.raises(ValueError, match="second RGB trunk"):
+        branch_tuned_trunk(trainable, "conv3")
