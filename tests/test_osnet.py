@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_aio import AIOForReIdentification, AIOModel
-from modeling_aio.osnet import ConvLayer, LightConv3x3, OSNet
+from modeling_aio.osnet import ConvLayer, LightConv3x3, OSBlock, OSNet
 
 from conftest import REPO, requires_shared_data, tiny_config
 
@@ -52,6 +52,41 @@ def test_eval_folds_batch_norm_into_the_convolution_with_the_same_values_and_gra
         assert torch.allclose(folded_grad, reference_grad, atol=1e-4)
     layer.train()  # batch statistics: the unfolded path
     assert torch.allclose(layer(x), unfolded(x), atol=1e-5)
+
+
+def _block_out_of_place(block: OSBlock, x: torch.Tensor) -> torch.Tensor:
+    """OSBlock's function written with out-of-place operations only (BatchNorm unfolded), as a reference."""
+    def conv_layer(layer: ConvLayer, x: torch.Tensor) -> torch.Tensor:
+        y = layer.bn(layer.conv(x))
+        return torch.relu(y) if layer.relu else y
+
+    def stream(layers, x: torch.Tensor) -> torch.Tensor:
+        for lite in (layers if isinstance(layers, torch.nn.Sequential) else [layers]):
+            x = torch.relu(lite.bn(lite.conv2(lite.conv1(x))))
+        return x
+
+    x1 = conv_layer(block.conv1, x)
+    x2 = sum(block.gate(stream(s, x1)) for s in (block.conv2a, block.conv2b, block.conv2c, block.conv2d))
+    return torch.relu(conv_layer(block.conv3, x2) + x)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_block_computes_in_place_with_the_values_and_gradients_of_out_of_place_operations(mode):
+    """OSBlock's ReLUs and sums run in place: same output and the same gradients (input and parameters) as the
+    out-of-place reference, in training mode (batch statistics) and eval mode (folded BatchNorm); its input is
+    never written into."""
+    torch.manual_seed(0)
+    block = _with_running_statistics(OSBlock(64, 64, group_norm_gate=True)).double().train(mode == "train")
+    x = torch.randn(2, 64, 4, 3, dtype=torch.float64, requires_grad=True)
+    before = x.detach().clone()
+    weights = torch.randn(2, 64, 4, 3, dtype=torch.float64)
+    grads = []
+    for function in (block, lambda x: _block_out_of_place(block, x)):
+        out = function(x)
+        grads.append((out.detach(), *torch.autograd.grad((out * weights).sum(), [x, *block.parameters()])))
+    assert torch.equal(x.detach(), before)
+    for in_place, reference in zip(*grads):
+        assert torch.allclose(in_place, reference, atol=1e-10)
 
 
 def test_trunk_runs_channels_last_and_matches_the_contiguous_layout():
