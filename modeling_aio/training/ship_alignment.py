@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..configuration_aio import OSNET_STAGES, AIOConfig
 from ..text_alignment_aio import ALIGNMENT_QUERY_KINDS
@@ -64,10 +64,8 @@ def ship_text_alignment(aligned: Path, trainable: Path) -> int:
     with safe_open(str(trainable), "pt") as handle:
         metadata = handle.metadata()
     weights = {k: v for k, v in load_file(str(trainable)).items() if not k.startswith(PART_PREFIXES)}
-    temporary = trainable.with_name(trainable.name + ".tmp")
-    save_file({**weights, **heads}, str(temporary),
-              metadata={**(metadata or {}), "text_alignment": "scripts/train_text_alignment.py"})
-    temporary.replace(trainable)
+    atomic_write(trainable, save({**weights, **heads},
+                                 metadata={**(metadata or {}), "text_alignment": "scripts/train_text_alignment.py"}))
     shapes["text_alignment_size"] = config["text_alignment_size"]
     shapes["text_alignment_hidden"] = config["text_alignment_hidden"]
     shapes["text_alignment_layers"] = config.get("text_alignment_layers", 0)
@@ -126,9 +124,7 @@ def branch_tuned_trunk(trainable: Path, stage: str) -> int:
         metadata = handle.metadata()
     weights = load_file(str(trainable))
     kept = {k: v for k, v in weights.items() if not k.startswith(prefix) or k.startswith(top)}
-    temporary = trainable.with_name(trainable.name + ".tmp")
-    save_file(kept, str(temporary), metadata=metadata)
-    temporary.replace(trainable)
+    atomic_write(trainable, save(kept, metadata=metadata))
     shapes["text_alignment_trunk_from"] = stage
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
     summary_file = trainable.parent / "training_summary.json"
