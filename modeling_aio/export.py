@@ -8,6 +8,7 @@ backend name (`BACKENDS`): the exported graphs, or PyTorch itself in bfloat16, c
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -124,18 +125,25 @@ class TorchAutocastRuntime:
     """The PyTorch model itself under `torch.autocast` in bfloat16: every query kind, composed ones included, with
     the convolutions and matrix products in bf16 and the embedding returned in float32. `compiled` runs it through
     `torch.compile` (inductor fuses each convolution with its ReLU and residual add, which eager PyTorch runs as
-    separate passes over memory; it needs a C++ compiler); the model itself stays as it was, eager."""
+    separate passes over memory; it needs a C++ compiler); the model itself stays as it was, eager. The compiled
+    graph holds the weights as constants (inductor's `freezing`, set for these calls only: folded and pre-packed for
+    oneDNN, 15-50% faster here), read when it compiles, so a runtime serves the weights it first saw."""
 
     def __init__(self, model, dtype: torch.dtype = torch.bfloat16, compiled: bool = False):
-        self.model, self.dtype = model, dtype
+        self.model, self.dtype, self.compiled = model, dtype, compiled
         base = getattr(model, "aio", model)  # AIOForReIdentification wraps the AIOModel that embeds
         self._forward = torch.compile(base) if compiled else base
 
     def embed(self, batch) -> np.ndarray:
         from torch._dynamo.exc import BackendCompilerFailed
 
+        frozen = contextlib.nullcontext()
+        if self.compiled:
+            import torch._inductor.config as inductor_config
+
+            frozen = inductor_config.patch(freezing=True)
         try:
-            with torch.no_grad(), torch.autocast(self.model.device.type, dtype=self.dtype):
+            with torch.no_grad(), torch.autocast(self.model.device.type, dtype=self.dtype), frozen:
                 return finite_embeddings(self._forward(**batch).embeds).float().cpu().numpy()
         except BackendCompilerFailed as error:
             raise RuntimeError(f"torch.compile could not build the model ({str(error).splitlines()[0]}); it needs a "

@@ -75,3 +75,10 @@ def test_the_compiled_bf16_runtime_embeds_close_to_float32_and_leaves_the_model_
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert np.array_equal(model.get_features(**batch).numpy(), reference)  # eager float32, as before
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    # the graph holds its weights as constants (freezing): a second model of the same shapes gets its own
+    other = AIOModel(tiny_config()).eval()
+    other_reference = other.get_features(**batch).numpy()
+    assert (other_reference * reference).sum(axis=1).min() < 0.9  # other weights, other vectors
+    other_embeds = runtime_for(other, tmp_path, "torch-bf16-compiled").embed(batch)
+    assert (other_embeds * other_reference).sum(axis=1).min() > 0.99
+    assert (runtime.embed(batch) * reference).sum(axis=1).min() > 0.99  # the first still serves its own
