@@ -21,8 +21,8 @@ from .configuration_aio import IMAGE_MODALITIES
 
 MIN_COSINE = 0.999
 #: What can run a checkpoint: PyTorch in float32; PyTorch under bfloat16 autocast (about 2x faster on CPUs with
-#: native bf16, slower on others), also compiled by `torch.compile` (about 4.5x; the first batches of a process
-#: compile, a minute or two); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
+#: native bf16, slower on others), also compiled by `torch.compile` (3-4x; the first batches of a process
+#: compile, about a minute); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
 BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino")
 
 
