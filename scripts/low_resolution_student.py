@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Distil the shipped model's RGB search embedding into 0277's architecture at a smaller input size (a fast RGB
+gallery encoder, tried for issue 19; see `modeling_aio.experiments.low_resolution_student`).
+
+    python scripts/low_resolution_student.py --image-size 176x88 --steps 1500 --output-dir runs/low-res-176x88
+    python scripts/low_resolution_student.py --image-size 192x96 --steps 1500 --learning-rate 5e-5 \\
+        --init-from runs/low-res-176x88 --output-dir runs/low-res-192x96
+
+Reads `../shared` (the training photos; the teacher runs through `--backend`, OpenVINO by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from modeling_aio.checkpoint.paths import REPO_ROOT, SPLIT_FILE
+from modeling_aio.experiments.low_resolution_student import run
+
+
+def image_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-size takes HEIGHTxWIDTH, e.g. 176x88, got {text!r}") from None
+    return height, width
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(REPO_ROOT / "aio-reid"), help="the teacher: an AIO checkpoint")
+    parser.add_argument("--backend", default="openvino", help="what runs the teacher (modeling_aio.export.BACKENDS)")
+    parser.add_argument("--split-file", type=Path, default=SPLIT_FILE)
+    parser.add_argument("--image-size", type=image_size, default=(176, 88), help="the student's HEIGHTxWIDTH")
+    parser.add_argument("--init-from", type=Path, default=None, help="a student folder to go on from")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "runs" / "low-res-student")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
