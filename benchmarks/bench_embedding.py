@@ -10,6 +10,9 @@ rounds (`--rounds`; each figure is the median of its rounds), since this machine
 * peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist;
 * `--baseline-model`: another checkpoint (say, the weights before a change), run with the same backends in the
   same rounds, so that a change's gain is read from one run; its rows are not AIO's and are not ranked;
+* `--low-res-student`: a student of `modeling_aio.experiments.low_resolution_student` (0277's architecture at a
+  smaller input size, distilled from the shipped model), exported to ONNX and run by OpenVINO on a batch of its own
+  size; not AIO, not ranked, its ratio to 0277 printed apart;
 * text queries (what an operator types): captions/s of `get_features` on 32 witness-style descriptions, tokenising
   included, with torch and ONNX Runtime (`--text-backends`).
 
@@ -89,6 +92,41 @@ def rgb_runners(model, checkpoint: str, backends: list[str], label: str) -> dict
     return runners
 
 
+class _StudentEmbeds(torch.nn.Module):
+    def __init__(self, student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.student(pixel_values).embeds
+
+
+def low_res_student_runner(folder: Path, batch_size: int, threads: int) -> tuple[str, object]:
+    """(label, runner) of a low-resolution student folder through OpenVINO, on a batch of its own input size; its
+    export's worst cosine to PyTorch is printed."""
+    import tempfile
+
+    import numpy as np
+    import openvino as ov
+
+    from modeling_aio.experiments.low_resolution_student import load_student
+
+    student = _StudentEmbeds(load_student(folder)).eval()
+    height, width = student.student.image_size
+    pixels = torch.randn(batch_size, 3, height, width)
+    path = Path(tempfile.mkdtemp()) / "student.onnx"
+    torch.onnx.export(student, (pixels,), str(path), input_names=["pixel_values"],
+                      dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17, dynamo=False)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    with torch.no_grad():
+        reference = student(pixels).numpy()
+    exported = compiled([pixels.numpy()])[compiled.output(0)]
+    cosine = (reference * exported).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(exported, axis=1)
+    print(f"  low-res student {folder}: {height}x{width}, OpenVINO against PyTorch, worst cosine {cosine.min():.5f}")
+    return (f"low-res student {height}x{width} (OpenVINO)",
+            lambda x: compiled([pixels[:len(x)].numpy()])[compiled.output(0)])
+
+
 def caption_throughput(model, args: argparse.Namespace) -> dict[str, float]:
     """Captions/s of text queries (batch `--batch-size`, tokenising included) for each of `--text-backends`."""
     from transformers import AutoProcessor
@@ -117,6 +155,7 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,torch-bf16,torch-bf16-compiled,onnx,openvino")
     parser.add_argument("--text-backends", default="torch,onnx")
     parser.add_argument("--baseline-model", help="another checkpoint to measure in the same rounds, for comparison")
+    parser.add_argument("--low-res-student", type=Path, help="a low_resolution_student folder to measure too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -129,6 +168,9 @@ def main() -> None:
     if args.baseline_model:
         baseline = AutoModel.from_pretrained(args.baseline_model).eval()
         runners.update(rgb_runners(baseline, args.baseline_model, args.backends.split(","), "baseline rgb"))
+    if args.low_res_student:
+        label, runner = low_res_student_runner(args.low_res_student, args.batch_size, args.threads)
+        runners[label] = runner
     if PEERS.exists():
         for name in ("person-reidentification-retail-0277-FP16", "person-reidentification-retail-0288-FP32"):
             xml = PEERS / name / f"{name.rsplit('-', 1)[0]}.xml"
@@ -169,6 +211,10 @@ def main() -> None:
               f"{torch_ratios} (goal >= 0.30)")
         per_round = [a / b for a, b in zip(rounds[best[1]], rounds[f"peer {PEER_0277} (OpenVINO)"])]
         print(f"  the best backend's ratio in each round: {', '.join(f'x{r:.2f}' for r in per_round)}")
+        for name in (n for n in results if n.startswith("low-res student")):
+            per_round = [a / b for a, b in zip(rounds[name], rounds[f"peer {PEER_0277} (OpenVINO)"])]
+            print(f"  {name}, not AIO: x{results[name] / peer:.2f} of 0277 "
+                  f"(rounds {', '.join(f'x{r:.2f}' for r in per_round)})")
 
 
 if __name__ == "__main__":
