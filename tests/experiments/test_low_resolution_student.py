@@ -68,6 +68,8 @@ def test_student_learns_at_its_size_fits_a_linear_map_and_round_trips(tmp_path):
     features = student.port.embed(pixels).detach()
     mixing = torch.randn(256, 8)
     assert student.fit_search_map([pixels[:3], pixels[3:]], features @ mixing, ridge=1e-6) > 0.999
+    with pytest.raises(ValueError, match="6 images for 5 targets"):
+        student.fit_search_map([pixels], torch.randn(5, 8))
 
     student.save_pretrained(tmp_path, {"teacher": "test"})
     loaded = lrs.load_student(tmp_path)
