@@ -77,7 +77,8 @@ class Embedder:
             height, width = student.image_size
             self.image_processor = AIOImageProcessor(size={"height": height, "width": width})
             self.baseline = lambda pixels: student(pixels).embeds
-            stamp = "".join(f"{(folder / f).resolve()}{(folder / f).stat().st_mtime_ns}" for f in (WEIGHTS_NAME, CONFIG_NAME))
+            stamp = "".join(f"{(folder / name).resolve()}{(folder / name).stat().st_mtime_ns}"
+                            for name in (WEIGHTS_NAME, CONFIG_NAME))
             self.fingerprint = "low-res-student-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
         elif model_name.startswith("openvino:"):
             from ..training.trunk_distillation import openvino_reid_embedder

@@ -55,7 +55,8 @@ def resize_pooling_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.
 
 def pooling_kernel_name(port: OpenVINOGraph) -> str:
     """The port's learned global-pooling kernel: its one floating constant whose last two sides are `POOLING_GRID`."""
-    names = [name for name, value in port.weights.items() if value.dim() >= 3 and tuple(value.shape[-2:]) == POOLING_GRID]
+    names = [name for name, value in port.weights.items()
+             if value.dim() >= 3 and tuple(value.shape[-2:]) == POOLING_GRID]
     if len(names) != 1:
         raise ValueError(f"expected one {POOLING_GRID} global-pooling kernel in the port, found {names}.")
     return names[0]
@@ -88,7 +89,8 @@ class LowResolutionStudent(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None) -> StudentOutput:
         if tuple(pixel_values.shape[-2:]) != self.image_size:
-            raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; this student reads {self.image_size}.")
+            raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
+                             f"this student reads {self.image_size}.")
         if teacher_embeds is not None and len(teacher_embeds) != len(pixel_values):
             raise ValueError(f"`teacher_embeds` has {len(teacher_embeds)} rows for {len(pixel_values)} images.")
         projected = self.to_search_space(self.port.embed(pixel_values))
@@ -243,7 +245,8 @@ def run(args) -> dict[str, Any]:
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
         processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
         batches = [processor([Image.open(paths[i]).convert("RGB") for i in sample[start:start + 128]],
-                             modality="rgb", return_tensors="pt")["pixel_values"] for start in range(0, len(sample), 128)]
+                             modality="rgb", return_tensors="pt")["pixel_values"]
+                   for start in range(0, len(sample), 128)]
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
     collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed)
     log = distil_student(student, collator, identity_examples(identities), args.output_dir / "trainer", args.steps,

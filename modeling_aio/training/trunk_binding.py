@@ -230,7 +230,7 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
         learning_rate=learning_rate, weight_decay=5e-4, lr_scheduler_type="constant", warmup_steps=0)
 
 
-def train_trunk_in_place(trunk: OSNet, loss_model: nn.Module, examples: list[dict[str, Any]], collator,
+def train_trunk_in_place(trunk: nn.Module, loss_model: nn.Module, examples: list[dict[str, Any]], collator,
                          output_dir: str | Path, steps: int, batch_size: int, seed: int,
                          optimizers: tuple = (None, None), bf16: bool = False, channels_last: bool = True,
                          **optimization) -> list[dict[str, float]]:
