@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from safetensors.torch import load_file, save
 from torch import nn
-from transformers.utils import ModelOutput
 
 from processing_aio import AIOImageProcessor
 
 from ..checkpoint.openvino_port import OpenVINOGraph, load_port
 from ..losses import feature_regression_loss, relation_distillation_loss
 from ..training.trunk_binding import train_trunk_in_place
-from ..training.trunk_distillation import learning_rate_factor
+from ..training.trunk_distillation import TrunkDistillationOutput, learning_rate_factor
 
 #: The stride-16 map of a 256x128 crop: the size of 0277's learned global-pooling kernel.
 POOLING_GRID = (16, 8)
@@ -62,14 +60,6 @@ def pooling_kernel_name(port: OpenVINOGraph) -> str:
     return names[0]
 
 
-@dataclass
-class StudentOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    feature_loss: torch.Tensor | None = None
-    relation_loss: torch.Tensor | None = None
-    embeds: torch.Tensor | None = None
-
-
 class LowResolutionStudent(nn.Module):
     """0277's port at `image_size` (its pooling kernel resized to the stride-16 map) and a linear map of its 256-d
     embedding into the teacher's `search_size`-d space. With `teacher_embeds` it returns the distillation loss
@@ -87,7 +77,7 @@ class LowResolutionStudent(nn.Module):
             resize_pooling_kernel(port.weights[self.pooling_kernel].detach(), (height // 16, width // 16)))
         self.to_search_space = nn.Linear(256, search_size)
 
-    def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None) -> StudentOutput:
+    def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None) -> TrunkDistillationOutput:
         if tuple(pixel_values.shape[-2:]) != self.image_size:
             raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
                              f"this student reads {self.image_size}.")
@@ -97,11 +87,11 @@ class LowResolutionStudent(nn.Module):
         with torch.autocast(pixel_values.device.type, enabled=False):  # similarities / 0.05 need float32
             embeds = F.normalize(projected.float(), dim=-1)
             if teacher_embeds is None:
-                return StudentOutput(embeds=embeds)
+                return TrunkDistillationOutput(embeds=embeds)
             teacher = F.normalize(teacher_embeds.float(), dim=-1)
             feature_loss = feature_regression_loss(projected.float(), teacher)
             relation_loss = relation_distillation_loss(embeds, teacher, self.temperature)
-        return StudentOutput(loss=feature_loss + relation_loss, feature_loss=feature_loss.detach(),
+        return TrunkDistillationOutput(loss=feature_loss + relation_loss, feature_loss=feature_loss.detach(),
                              relation_loss=relation_loss.detach(), embeds=embeds)
 
     @torch.no_grad()
@@ -259,5 +249,5 @@ def run(args) -> dict[str, Any]:
     return metadata
 
 
-__all__ = ["resize_pooling_kernel", "pooling_kernel_name", "LowResolutionStudent", "StudentOutput", "load_student",
+__all__ = ["resize_pooling_kernel", "pooling_kernel_name", "LowResolutionStudent", "load_student",
            "StudentCollator", "teacher_targets", "identity_examples", "distil_student", "run", "POOLING_GRID"]
