@@ -77,7 +77,8 @@ class LowResolutionStudent(nn.Module):
             resize_pooling_kernel(port.weights[self.pooling_kernel].detach(), (height // 16, width // 16)))
         self.to_search_space = nn.Linear(256, search_size)
 
-    def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None) -> TrunkDistillationOutput:
+    def forward(self, pixel_values: torch.Tensor,
+                teacher_embeds: torch.Tensor | None = None) -> TrunkDistillationOutput:
         if tuple(pixel_values.shape[-2:]) != self.image_size:
             raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
                              f"this student reads {self.image_size}.")
