@@ -2,7 +2,8 @@
 
 Part of the remote-code unit (it imports only torch), because `AIOForReIdentification.forward` calls the first
 three. The others serve the training stages: `symmetric_info_nce` the text-skip fit, `feature_regression_loss` and
-`relation_distillation_loss` the distillation of a teacher into the shared trunk, `prototype_cross_entropy` the
+`relation_distillation_loss` the distillation of a teacher into the shared trunk (`bank_relation_distillation_loss`
+that of the low-resolution student experiment), `prototype_cross_entropy` the
 binding of a modality's own trunk to the photo embeddings, `cosine_identity_cross_entropy` (with
 `symmetric_info_nce`) the text-alignment heads.
 """
@@ -65,6 +66,18 @@ def relation_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, tem
                     reduction="batchmean")
 
 
+def bank_relation_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, bank: torch.Tensor,
+                                    temperature: float) -> torch.Tensor:
+    """Distillation against a bank of the teacher's embeddings (all unit-length): each image's softmax over its
+    cosine similarities to the batch's teacher rows and `bank` follows the teacher's own (KL divergence). Unlike
+    `relation_distillation_loss` it also asks the student to find its own teacher row first, among thousands of
+    other photos rather than one batch."""
+    keys = torch.cat([teacher, bank])
+    student_logits, teacher_logits = student @ keys.T / temperature, teacher @ keys.T / temperature
+    return F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), log_target=True,
+                    reduction="batchmean")
+
+
 def cosine_identity_cross_entropy(features: list[torch.Tensor], prototypes: torch.Tensor, labels: torch.Tensor,
                                   scale: float, label_smoothing: float) -> torch.Tensor:
     """Text alignment: identity cross-entropy of unit features (text and image sides alike) over their scaled
@@ -83,4 +96,4 @@ def prototype_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch
 
 __all__ = ["identity_cross_entropy", "supervised_contrastive_binding_loss", "masked_attribute_cross_entropy",
            "symmetric_info_nce", "feature_regression_loss", "relation_distillation_loss", "prototype_cross_entropy",
-           "cosine_identity_cross_entropy"]
+           "cosine_identity_cross_entropy", "bank_relation_distillation_loss"]

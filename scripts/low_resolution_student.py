@@ -37,6 +37,11 @@ def main() -> None:
     parser.add_argument("--init-from", type=Path, default=None, help="a student folder to go on from")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--bank-size", type=int, default=0,
+                        help="teacher rows drawn per batch for the bank relation loss (0: no bank loss)")
+    parser.add_argument("--bank-weight", type=float, default=1.0, help="weight of the bank relation loss")
+    parser.add_argument("--save-steps", type=int, default=0, help="a resumable checkpoint this often (0: none)")
+    parser.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --output-dir")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "runs" / "low-res-student")

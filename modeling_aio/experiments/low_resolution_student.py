@@ -31,7 +31,7 @@ from torch import nn
 from processing_aio import AIOImageProcessor
 
 from ..checkpoint.openvino_port import OpenVINOGraph, load_port
-from ..losses import feature_regression_loss, relation_distillation_loss
+from ..losses import bank_relation_distillation_loss, feature_regression_loss, relation_distillation_loss
 from ..training.trunk_binding import train_trunk_in_place
 from ..training.trunk_distillation import TrunkDistillationOutput, learning_rate_factor
 
@@ -63,12 +63,16 @@ def pooling_kernel_name(port: OpenVINOGraph) -> str:
 class LowResolutionStudent(nn.Module):
     """0277's port at `image_size` (its pooling kernel resized to the stride-16 map) and a linear map of its 256-d
     embedding into the teacher's `search_size`-d space. With `teacher_embeds` it returns the distillation loss
-    (feature regression plus relation distillation at `temperature`, both on the mapped embedding, in float32)."""
+    (feature regression plus relation distillation at `temperature`, both on the mapped embedding, in float32);
+    with `bank_embeds` as well (more of the teacher's rows), `bank_weight` times `bank_relation_distillation_loss`
+    joins the relation loss."""
 
-    def __init__(self, port: OpenVINOGraph, search_size: int, image_size: tuple[int, int], temperature: float = 0.05):
+    def __init__(self, port: OpenVINOGraph, search_size: int, image_size: tuple[int, int], temperature: float = 0.05,
+                 bank_weight: float = 1.0):
         super().__init__()
         height, width = image_size
         self.port, self.image_size, self.temperature = port, (height, width), temperature
+        self.bank_weight = bank_weight
         if height < 16 or width < 16:
             raise ValueError(f"the student reads at least 16x16 pixels (one cell of 0277's stride-16 map), got "
                              f"{height}x{width}.")
@@ -77,8 +81,8 @@ class LowResolutionStudent(nn.Module):
             resize_pooling_kernel(port.weights[self.pooling_kernel].detach(), (height // 16, width // 16)))
         self.to_search_space = nn.Linear(256, search_size)
 
-    def forward(self, pixel_values: torch.Tensor,
-                teacher_embeds: torch.Tensor | None = None) -> TrunkDistillationOutput:
+    def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None,
+                bank_embeds: torch.Tensor | None = None) -> TrunkDistillationOutput:
         if tuple(pixel_values.shape[-2:]) != self.image_size:
             raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
                              f"this student reads {self.image_size}.")
@@ -92,6 +96,10 @@ class LowResolutionStudent(nn.Module):
             teacher = F.normalize(teacher_embeds.float(), dim=-1)
             feature_loss = feature_regression_loss(projected.float(), teacher)
             relation_loss = relation_distillation_loss(embeds, teacher, self.temperature)
+            if bank_embeds is not None and self.bank_weight:
+                bank = F.normalize(bank_embeds.float(), dim=-1)
+                relation_loss = relation_loss + self.bank_weight * bank_relation_distillation_loss(
+                    embeds, teacher, bank, self.temperature)
         return TrunkDistillationOutput(loss=feature_loss + relation_loss, feature_loss=feature_loss.detach(),
                              relation_loss=relation_loss.detach(), embeds=embeds)
 
@@ -142,13 +150,16 @@ def load_student(folder: str | Path, image_size: tuple[int, int] | None = None) 
 class StudentCollator:
     """Examples `{"indices": [photos of one identity]}` -> K photos each (with replacement), each mirrored with
     probability 1/2, resized to the student's size, with the teacher's embedding of that same photo, mirrored or
-    not. Seeded per call, so a run repeats."""
+    not; with `bank_size`, that many other teacher rows (plain or mirrored, drawn at random) as `bank_embeds`.
+    Seeded per call, so a run repeats."""
 
     def __init__(self, paths: list[str], plain: np.ndarray, mirrored: np.ndarray, image_size: tuple[int, int],
-                 instances_per_identity: int = 4, seed: int = 0):
+                 instances_per_identity: int = 4, seed: int = 0, bank_size: int = 0):
         if not len(paths) == len(plain) == len(mirrored):
             raise ValueError(f"{len(paths)} photos, {len(plain)} plain and {len(mirrored)} mirrored teacher rows.")
-        self.paths, self.plain, self.mirrored = paths, plain, mirrored
+        if not 0 <= bank_size <= 2 * len(paths):
+            raise ValueError(f"`bank_size` is {bank_size}; it takes 0 to {2 * len(paths)} teacher rows.")
+        self.paths, self.plain, self.mirrored, self.bank_size = paths, plain, mirrored, bank_size
         self.processor = AIOImageProcessor(size={"height": image_size[0], "width": image_size[1]})
         self.instances, self.seed, self.calls = instances_per_identity, seed, 0
 
@@ -160,8 +171,15 @@ class StudentCollator:
         images = [Image.open(self.paths[i]).convert("RGB") for i in picks]
         images = [ImageOps.mirror(image) if m else image for image, m in zip(images, mirror)]
         teacher = np.stack([self.mirrored[i] if m else self.plain[i] for i, m in zip(picks, mirror)])
-        return {"pixel_values": self.processor(images, modality="rgb", return_tensors="pt")["pixel_values"],
-                "teacher_embeds": torch.from_numpy(teacher).float()}
+        batch = {"pixel_values": self.processor(images, modality="rgb", return_tensors="pt")["pixel_values"],
+                 "teacher_embeds": torch.from_numpy(teacher).float()}
+        if self.bank_size:
+            rows = np.sort(np.random.default_rng([self.seed, self.calls]).choice(
+                2 * len(self.paths), self.bank_size, replace=False))
+            bank = np.concatenate([self.plain[rows[rows < len(self.paths)]],
+                                   self.mirrored[rows[rows >= len(self.paths)] - len(self.paths)]])
+            batch["bank_embeds"] = torch.from_numpy(bank).float()
+        return batch
 
 
 def teacher_targets(paths: list[str], model: str, cache_dir: Path, backend: str = "openvino", batch_size: int = 64
@@ -197,9 +215,11 @@ def identity_examples(identities: list[str]) -> list[dict[str, list[int]]]:
 
 def distil_student(student: LowResolutionStudent, collator: StudentCollator, examples: list[dict[str, list[int]]],
                    output_dir: str | Path, steps: int, learning_rate: float = 1e-4, warmup_steps: int = 50,
-                   identities_per_batch: int = 16, seed: int = 42, bf16: bool = True) -> list[dict[str, float]]:
+                   identities_per_batch: int = 16, seed: int = 42, bf16: bool = True, save_steps: int = 0,
+                   resume: bool = False) -> list[dict[str, float]]:
     """Trains `student` in place: AdamW (the map at 10x the port's rate, weight decay 5e-4), linear warm-up then
-    cosine decay to zero, no gradient clipping, bf16 autocast. Returns the loss log."""
+    cosine decay to zero, no gradient clipping, bf16 autocast; Trainer checkpoints every `save_steps`, `resume`
+    goes on from the last. Returns the loss log."""
     if len(examples) < identities_per_batch:
         raise ValueError(f"distillation needs {identities_per_batch} identities with two photos, got {len(examples)}.")
     optimizer = torch.optim.AdamW([{"params": student.port.parameters(), "lr": learning_rate},
@@ -210,7 +230,7 @@ def distil_student(student: LowResolutionStudent, collator: StudentCollator, exa
     student.train()
     log = train_trunk_in_place(student.port, student, examples, collator, output_dir, steps, identities_per_batch,
                                seed, optimizers=(optimizer, scheduler), bf16=bf16, channels_last=False,
-                               max_grad_norm=0.0)
+                               save_steps=save_steps, resume=resume, max_grad_norm=0.0)
     student.eval()
     return log
 
@@ -227,21 +247,23 @@ def run(args) -> dict[str, Any]:
     plain, mirrored = teacher_targets(paths, args.model, args.output_dir / "teacher", args.backend)
     size = args.image_size
     metadata: dict[str, Any] = {"teacher": args.model, "teacher_backend": args.backend, "steps": args.steps,
-                                "learning_rate": args.learning_rate, "training_photos": len(paths)}
+                                "learning_rate": args.learning_rate, "training_photos": len(paths),
+                                "bank_size": args.bank_size, "bank_weight": args.bank_weight}
     if args.init_from:
         student = load_student(args.init_from, size)
+        student.bank_weight = args.bank_weight
         metadata["init_from"] = str(args.init_from)
     else:
-        student = LowResolutionStudent(load_port("omz-0277"), plain.shape[1], size)
+        student = LowResolutionStudent(load_port("omz-0277"), plain.shape[1], size, bank_weight=args.bank_weight)
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
         processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
         batches = [processor([Image.open(paths[i]).convert("RGB") for i in sample[start:start + 128]],
                              modality="rgb", return_tensors="pt")["pixel_values"]
                    for start in range(0, len(sample), 128)]
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
-    collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed)
+    collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size)
     log = distil_student(student, collator, identity_examples(identities), args.output_dir / "trainer", args.steps,
-                         args.learning_rate, seed=args.seed)
+                         args.learning_rate, seed=args.seed, save_steps=args.save_steps, resume=args.resume)
     metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
     student.save_pretrained(args.output_dir, metadata)
     print(json.dumps(metadata, indent=2))

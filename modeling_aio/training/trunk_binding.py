@@ -233,27 +233,29 @@ def bind_modality_trunk(aio_model, image_processor, modality: str, examples: lis
 def train_trunk_in_place(trunk: nn.Module, loss_model: nn.Module, examples: list[dict[str, Any]], collator,
                          output_dir: str | Path, steps: int, batch_size: int, seed: int,
                          optimizers: tuple = (None, None), bf16: bool = False, channels_last: bool = True,
-                         **optimization) -> list[dict[str, float]]:
+                         save_steps: int = 0, resume: bool = False, **optimization) -> list[dict[str, float]]:
     """One `Trainer` run of a trunk stage (binding, distillation): `loss_model` wraps `trunk` and returns the loss.
     The trunk trains on Trainer's device, then goes back frozen, in eval mode, to where it was (the rest of the
     model stays there). `optimization`: TrainingArguments' learning-rate fields, unless `optimizers` are given.
     `bf16`: Trainer's bf16 autocast with the trunk in channels_last memory while it trains (on a CPU with AVX512-BF16
     a training step ran 2.4x faster, `benchmarks/bench_trunk_training.py`; weights and optimiser state stay fp32);
     `channels_last=False` keeps a trunk with 5-D weights (a ported graph's grouped convolutions) as it is.
-    Returns the loss log."""
+    `save_steps`: a Trainer checkpoint in `output_dir` that often (the last two kept); `resume` goes on from the
+    last one there. Returns the loss log."""
     device = next(trunk.parameters()).device
     trunk.requires_grad_(True)
     if bf16 and channels_last:
         trunk.to(memory_format=torch.channels_last)  # convolutions then run channels_last whatever the input's layout
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
-        logging_steps=max(1, min(10, steps)), save_strategy="no", seed=seed, data_seed=seed, dataloader_drop_last=True,
+        logging_steps=max(1, min(10, steps)), save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or None, save_total_limit=2, seed=seed, data_seed=seed, dataloader_drop_last=True,
         dataloader_num_workers=0, remove_unused_columns=False, report_to=[], disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), bf16=bf16, **optimization,
     )
     trainer = Trainer(model=loss_model, args=args, train_dataset=examples, data_collator=collator,
                       optimizers=optimizers)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume or None)
     trunk.requires_grad_(False)
     trunk.eval().to(device, memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]

@@ -1,6 +1,7 @@
 """scripts/low_resolution_student.py: the resized pooling kernel keeps its scale, the student reads only its own
 size and learns from a loss with gradients, the fitted map reproduces a linear target, a saved student loads whole,
-and the collator pairs each mirrored photo with the teacher's mirrored embedding."""
+the collator pairs each mirrored photo with the teacher's mirrored embedding and draws a repeatable bank of teacher
+rows, and a distillation run checkpoints and resumes."""
 
 from __future__ import annotations
 
@@ -48,6 +49,24 @@ def test_collator_pairs_a_mirrored_photo_with_the_mirrored_teacher_row(tmp_path)
     assert torch.equal(again([{"indices": [0, 1]}, {"indices": [2]}])["teacher_embeds"], batch["teacher_embeds"])
     with pytest.raises(ValueError, match="3 photos, 2 plain"):
         lrs.StudentCollator(paths, plain[:2], mirrored, (32, 16))
+
+
+def test_collator_draws_a_repeatable_bank_of_plain_and_mirrored_teacher_rows(tmp_path):
+    paths = []
+    for index in range(20):
+        Image.new("RGB", (32, 64)).save(tmp_path / f"p{index}.png")
+        paths.append(str(tmp_path / f"p{index}.png"))
+    plain = np.arange(20, dtype=np.float16)[:, None].repeat(4, 1) + 1
+    mirrored = -plain
+    batch = lrs.StudentCollator(paths, plain, mirrored, (32, 16), seed=5, bank_size=30)([{"indices": [0, 1]}])
+    bank = batch["bank_embeds"]
+    assert bank.shape == (30, 4) and len(set(bank[:, 0].tolist())) == 30  # drawn without replacement
+    assert (bank[:, 0] > 0).any() and (bank[:, 0] < 0).any()
+    again = lrs.StudentCollator(paths, plain, mirrored, (32, 16), seed=5, bank_size=30)([{"indices": [0, 1]}])
+    assert torch.equal(again["bank_embeds"], bank)
+    assert "bank_embeds" not in lrs.StudentCollator(paths, plain, mirrored, (32, 16))([{"indices": [0]}])
+    with pytest.raises(ValueError, match="`bank_size` is 41; it takes 0 to 40"):
+        lrs.StudentCollator(paths, plain, mirrored, (32, 16), bank_size=41)
 
 
 @pytest.mark.slow
@@ -104,12 +123,19 @@ def test_distillation_trains_the_port_and_the_map_through_trainer(tmp_path):
     plain, mirrored = rng.standard_normal((32, 8)).astype(np.float16), rng.standard_normal((32, 8)).astype(np.float16)
     student = lrs.LowResolutionStudent(load_port("omz-0277"), 8, (32, 16))
     before = {name: value.detach().clone() for name, value in student.named_parameters()}
-    collator = lrs.StudentCollator(paths, plain, mirrored, (32, 16), instances_per_identity=2)
+    collator = lrs.StudentCollator(paths, plain, mirrored, (32, 16), instances_per_identity=2, bank_size=24)
     examples = lrs.identity_examples([f"id{i // 2}" for i in range(32)])
-    log = lrs.distil_student(student, collator, examples, tmp_path / "trainer", steps=3, warmup_steps=1)
+    log = lrs.distil_student(student, collator, examples, tmp_path / "trainer", steps=3, warmup_steps=1,
+                             save_steps=2)
     assert log[-1]["step"] == 3 and all(np.isfinite(entry["loss"]) for entry in log)
     changed = {name for name, value in student.named_parameters() if not torch.equal(value, before[name])}
     assert "to_search_space.weight" in changed and f"port.weights.{student.pooling_kernel}" in changed
     assert not student.training
+    assert sorted(p.name for p in (tmp_path / "trainer").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+
+    resumed = lrs.LowResolutionStudent(load_port("omz-0277"), 8, (32, 16))  # fresh: checkpoint-3 restores it
+    lrs.distil_student(resumed, collator, examples, tmp_path / "trainer", steps=3, warmup_steps=1, resume=True)
+    for name, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, student.state_dict()[name])
     with pytest.raises(ValueError, match="16 identities"):
         lrs.distil_student(student, collator, examples[:3], tmp_path / "trainer", steps=1)
