@@ -3,9 +3,8 @@
 Part of the remote-code unit (it imports only torch), because `AIOForReIdentification.forward` calls the first
 three. The others serve the training stages: `symmetric_info_nce` the text-skip fit, `feature_regression_loss` and
 `relation_distillation_loss` the distillation of a teacher into the shared trunk (`bank_relation_distillation_loss`
-that of the low-resolution student experiment), `prototype_cross_entropy` the
-binding of a modality's own trunk to the photo embeddings, `cosine_identity_cross_entropy` (with
-`symmetric_info_nce`) the text-alignment heads.
+that of the low-resolution student experiment), `prototype_cross_entropy` the binding of a modality's own trunk to
+the photo embeddings, `cosine_identity_cross_entropy` (with `symmetric_info_nce`) the text-alignment heads.
 """
 
 from __future__ import annotations
@@ -62,8 +61,7 @@ def relation_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, tem
     self_pairs = torch.eye(len(student), dtype=torch.bool, device=student.device)
     student_logits = (student @ student.T / temperature).masked_fill(self_pairs, -1e4)
     teacher_logits = (teacher @ teacher.T / temperature).masked_fill(self_pairs, -1e4)
-    return F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), log_target=True,
-                    reduction="batchmean")
+    return _softmax_kl(student_logits, teacher_logits)
 
 
 def bank_relation_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, bank: torch.Tensor,
@@ -73,7 +71,11 @@ def bank_relation_distillation_loss(student: torch.Tensor, teacher: torch.Tensor
     `relation_distillation_loss` it also asks the student to find its own teacher row first, among thousands of
     other photos rather than one batch."""
     keys = torch.cat([teacher, bank])
-    student_logits, teacher_logits = student @ keys.T / temperature, teacher @ keys.T / temperature
+    return _softmax_kl(student @ keys.T / temperature, teacher @ keys.T / temperature)
+
+
+def _softmax_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL divergence of each row's softmax over `student_logits` from the teacher's, averaged over rows."""
     return F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), log_target=True,
                     reduction="batchmean")
 

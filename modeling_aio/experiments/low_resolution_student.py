@@ -7,10 +7,10 @@ or 192x96 runs 2-2.7x as many images/s through OpenVINO as its IR does in `bench
 as 0277 (this package's port, its learned global-pooling kernel resized to the smaller map with each channel's sum
 kept) plus a linear map into the shipped model's search space fitted by least squares, then learns the teacher's
 embeddings of the same photos (full size, mirrored or not, computed once) with feature regression and relation
-distillation, in the batch and optionally against a bank of other teacher rows (`losses`), through `Trainer`. Its embeddings live in the shipped model's search space, so text and
-sketch queries would search a gallery it indexed. `scripts/low_resolution_student.py` runs it; the folder it writes
-scores as the peer `low-res-student:FOLDER` of `scripts/evaluate_reid.py`. Figures and verdict:
-docs/experiments.md, the two 2026-12-05 entries.
+distillation, in the batch and optionally against a bank of other teacher rows (`losses`), through `Trainer`. Its
+embeddings live in the shipped model's search space, so text and sketch queries would search a gallery it indexed.
+`scripts/low_resolution_student.py` runs it; the folder it writes scores as the peer `low-res-student:FOLDER` of
+`scripts/evaluate_reid.py`. Figures and verdict: docs/experiments.md, the two 2026-12-05 entries.
 """
 
 from __future__ import annotations
