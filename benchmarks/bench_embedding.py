@@ -106,10 +106,8 @@ def low_res_student_runner(folder: Path, batch_size: int, threads: int) -> tuple
     export's worst cosine to PyTorch is printed."""
     import tempfile
 
-    import numpy as np
-    import openvino as ov
-
     from modeling_aio.experiments.low_resolution_student import load_student
+    from modeling_aio.export import worst_cosine
 
     student = _StudentEmbeds(load_student(folder)).eval()
     height, width = student.student.image_size
@@ -117,14 +115,11 @@ def low_res_student_runner(folder: Path, batch_size: int, threads: int) -> tuple
     path = Path(tempfile.mkdtemp()) / "student.onnx"
     torch.onnx.export(student, (pixels,), str(path), input_names=["pixel_values"],
                       dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17, dynamo=False)
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    compiled = openvino_runner(path, threads, per_image=False)
     with torch.no_grad():
-        reference = student(pixels).numpy()
-    exported = compiled([pixels.numpy()])[compiled.output(0)]
-    cosine = (reference * exported).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(exported, axis=1)
-    print(f"  low-res student {folder}: {height}x{width}, OpenVINO against PyTorch, worst cosine {cosine.min():.5f}")
-    return (f"low-res student {height}x{width} (OpenVINO)",
-            lambda x: compiled([pixels[:len(x)].numpy()])[compiled.output(0)])
+        cosine = worst_cosine(student(pixels).numpy(), compiled(pixels))
+    print(f"  low-res student {folder}: {height}x{width}, OpenVINO against PyTorch, worst cosine {cosine:.5f}")
+    return f"low-res student {height}x{width} (OpenVINO)", lambda x: compiled(pixels[:len(x)])
 
 
 def caption_throughput(model, args: argparse.Namespace) -> dict[str, float]:

@@ -56,7 +56,8 @@ def _check_inputs(model) -> dict[str, dict[str, torch.Tensor]]:
     return inputs
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The lowest cosine similarity between matching rows of two embedding batches (an export's parity check)."""
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return float((a * b).sum(1).min())
@@ -84,7 +85,7 @@ def export_onnx(model, out_dir: Path) -> dict[Path, float]:
             reference = module(*inputs.values()).numpy()
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         exported = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
-        results[path] = _cosine(reference, exported)
+        results[path] = worst_cosine(reference, exported)
         if results[path] < MIN_COSINE:
             raise RuntimeError(f"{path} disagrees with PyTorch (cosine {results[path]:.5f} < {MIN_COSINE}).")
     return results
@@ -107,7 +108,7 @@ def export_openvino(model, out_dir: Path) -> dict[Path, float]:
         with torch.no_grad():
             reference = module(*inputs.values()).numpy()
         exported = compiled([v.numpy() for v in inputs.values()])[compiled.output(0)]
-        results[xml] = _cosine(reference, exported)
+        results[xml] = worst_cosine(reference, exported)
         if results[xml] < MIN_COSINE:
             raise RuntimeError(f"{xml} disagrees with PyTorch (cosine {results[xml]:.5f} < {MIN_COSINE}).")
     return results
