@@ -6,12 +6,14 @@ interprets that graph op by op. The port needs OpenVINO only to convert; running
 
 The IRs take one BGR 0..255 image (1, 3, 256, 128); `OpenVINOGraph.embed` takes this package's normalised RGB
 pixels of any batch size. Batch size: reshape targets whose first dimension is the IR's fixed 1 take the input's
-batch instead, which holds for these feed-forward ReID graphs (checked image by image against OpenVINO in the tests).
+batch instead, which holds for these feed-forward ReID graphs (checked image by image against OpenVINO in the tests),
+and a target's batch is written as -1, so that a graph exported to ONNX by tracing runs at any batch.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -98,19 +100,64 @@ class OpenVINOGraph(nn.Module):
 
     def forward(self, bgr: torch.Tensor) -> torch.Tensor:
         """The IR's output for BGR 0..255 images (B, 3, H, W)."""
-        values: list[list] = []
-        for node in self.nodes:
+        return self.run_nodes(bgr)
+
+    def node_output(self, bgr: torch.Tensor, node: int) -> torch.Tensor:
+        """The first output of graph node `node` for BGR 0..255 images: the graph run up to that node."""
+        return self.run_nodes(bgr, stop=node)
+
+    def forward_from(self, node: int, value: torch.Tensor) -> torch.Tensor:
+        """The IR's output when node `node` (one of `cut_nodes`) outputs `value`: only the nodes after it run, so a
+        frozen lower part can be computed once and cached."""
+        if node not in self.cut_nodes():
+            raise ValueError(f"graph node {node} does not cut the graph: later nodes read earlier ones past it.")
+        return self.run_nodes(None, start=node, value=value)
+
+    def cut_nodes(self) -> list[int]:
+        """The nodes every later computation flows through: no node after one of them reads a node before it,
+        constants aside."""
+        last_reader: dict[int, int] = {}
+        for index, node in enumerate(self.nodes):
+            for source, _ in node["inputs"]:
+                last_reader[source] = index
+        cuts, reach = [], -1
+        for index, node in enumerate(self.nodes):
+            if node["op"] == "Constant":
+                continue
+            if reach <= index:
+                cuts.append(index)
+            reach = max(reach, last_reader.get(index, -1))
+        return cuts
+
+    def run_nodes(self, bgr: torch.Tensor | None, start: int | None = None, value: torch.Tensor | None = None,
+                  stop: int | None = None) -> torch.Tensor:
+        """Runs the graph on `bgr`, or from node `start` whose output is `value`, to its Result or node `stop`."""
+        if stop is not None and not 0 <= stop < len(self.nodes):
+            raise ValueError(f"the graph has no node {stop} (it has {len(self.nodes)}).")
+        values: list[list | None] = [None] * len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            if start is not None and index <= start:
+                if index == start:
+                    values[index] = [value]
+                elif node["op"] == "Constant":
+                    values[index] = [self.constant(node["attrs"]["name"])]
+                continue
             inputs = [values[source][output] for source, output in node["inputs"]]
             outputs = self.run(node, inputs, bgr)
-            values.append(outputs if isinstance(outputs, list) else [outputs])
+            values[index] = outputs if isinstance(outputs, list) else [outputs]
+            if index == stop:
+                return values[index][0]
             if node["op"] == "Result":
                 return outputs
         raise ValueError("the graph has no Result.")
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embeddings of this package's normalised RGB pixels (B, 3, 256, 128)."""
-        bgr = ((pixels * self.image_std + self.image_mean) * 255.0).flip(1)
-        return self(bgr)
+        return self(self.to_bgr(pixels))
+
+    def to_bgr(self, pixels: torch.Tensor) -> torch.Tensor:
+        """This package's normalised RGB pixels as the IR's BGR 0..255 input."""
+        return ((pixels * self.image_std + self.image_mean) * 255.0).flip(1)
 
     def run(self, node: dict, x: list, bgr: torch.Tensor):  # noqa: C901 (one branch per operation)
         op, attrs = node["op"], node["attrs"]
@@ -166,6 +213,9 @@ class OpenVINOGraph(nn.Module):
             target = [value.shape[i] if s == 0 else s for i, s in enumerate(target)]
         if target and target[0] == 1 and value.shape[0] != 1:  # the IR's batch of one: keep the input's batch
             target[0] = value.shape[0]
+        if target and target[0] == value.shape[0]:  # the batch left free, so that a traced export takes any batch
+            known = math.prod(side for side in target[1:] if side != -1)
+            target = [-1] + [value[0].numel() // known if side == -1 else side for side in target[1:]]
         return target
 
     @staticmethod

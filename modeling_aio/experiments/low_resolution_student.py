@@ -7,10 +7,13 @@ or 192x96 runs 2-2.7x as many images/s through OpenVINO as its IR does in `bench
 as 0277 (this package's port, its learned global-pooling kernel resized to the smaller map with each channel's sum
 kept) plus a linear map into the shipped model's search space fitted by least squares, then learns the teacher's
 embeddings of the same photos (full size, mirrored or not, computed once) with feature regression and relation
-distillation, in the batch and optionally against a bank of other teacher rows (`losses`), through `Trainer`. Its
-embeddings live in the shipped model's search space, so text and sketch queries would search a gallery it indexed.
-`scripts/low_resolution_student.py` runs it; the folder it writes scores as the peer `low-res-student:FOLDER` of
-`scripts/evaluate_reid.py`. Figures and verdict: docs/experiments.md, the two 2026-12-05 entries.
+distillation, in the batch and optionally against a bank of other teacher rows (`losses`), through `Trainer`. With
+`train_from` the layers below one of 0277's stages stay frozen and their output maps of every photo are computed
+once (`stage_input_cache`), so that a step runs only the layers that learn (from conv3: about 5x fewer seconds a
+step on the CPU). Its embeddings live in the shipped model's search space, so text and sketch queries would search
+a gallery it indexed. `scripts/low_resolution_student.py` runs it; the folder it writes scores as the peer
+`low-res-student:FOLDER` of `scripts/evaluate_reid.py`. Figures and verdict: docs/experiments.md, the 2026-12-05
+entries.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from ..training.trunk_distillation import TrunkDistillationOutput, learning_rate
 
 #: The stride-16 map of a 256x128 crop: the size of 0277's learned global-pooling kernel.
 POOLING_GRID = (16, 8)
+#: 0277's stages whose input (the pooled map before them) can be cached, so that only they and those above train.
+STAGES = ("conv2", "conv3", "conv4")
 WEIGHTS_NAME, CONFIG_NAME = "student.safetensors", "student.json"
 
 
@@ -60,19 +65,34 @@ def pooling_kernel_name(port: OpenVINOGraph) -> str:
     return names[0]
 
 
+def stage_input_nodes(port: OpenVINOGraph) -> dict[str, int]:
+    """`STAGES` -> the graph node whose output is that stage's input: the pooling nodes that cut the graph, in
+    order (the stem's max-pooling, then each transition's average pooling)."""
+    pools = [index for index in port.cut_nodes() if port.nodes[index]["op"] in ("MaxPool", "AvgPool")]
+    if len(pools) != len(STAGES):
+        raise ValueError(f"expected {len(STAGES)} pooling nodes that cut the graph (0277's), found {pools}.")
+    return dict(zip(STAGES, pools))
+
+
 class LowResolutionStudent(nn.Module):
     """0277's port at `image_size` (its pooling kernel resized to the stride-16 map) and a linear map of its 256-d
     embedding into the teacher's `search_size`-d space. With `teacher_embeds` it returns the distillation loss
     (feature regression plus relation distillation at `temperature`, both on the mapped embedding, in float32);
     with `bank_embeds` as well (more of the teacher's rows), `bank_weight` times `bank_relation_distillation_loss`
-    joins the relation loss."""
+    joins the relation loss. With `train_from` (one of `STAGES`) it also reads `stage_inputs`, that stage's input
+    maps computed once by the frozen layers below (`stage_input_cache`), instead of pixels: a training step then
+    runs only the layers that train."""
 
     def __init__(self, port: OpenVINOGraph, search_size: int, image_size: tuple[int, int], temperature: float = 0.05,
-                 bank_weight: float = 1.0):
+                 bank_weight: float = 1.0, train_from: str | None = None):
         super().__init__()
         height, width = image_size
         self.port, self.image_size, self.temperature = port, (height, width), temperature
         self.bank_weight = bank_weight
+        if train_from is not None and train_from not in STAGES:
+            raise ValueError(f"`train_from` is {train_from!r}; it takes one of {STAGES}.")
+        self.train_from = train_from
+        self.stage_node = stage_input_nodes(port)[train_from] if train_from else None
         if height < 16 or width < 16:
             raise ValueError(f"the student reads at least 16x16 pixels (one cell of 0277's stride-16 map), got "
                              f"{height}x{width}.")
@@ -81,15 +101,24 @@ class LowResolutionStudent(nn.Module):
             resize_pooling_kernel(port.weights[self.pooling_kernel].detach(), (height // 16, width // 16)))
         self.to_search_space = nn.Linear(256, search_size)
 
-    def forward(self, pixel_values: torch.Tensor, teacher_embeds: torch.Tensor | None = None,
-                bank_embeds: torch.Tensor | None = None) -> TrunkDistillationOutput:
-        if tuple(pixel_values.shape[-2:]) != self.image_size:
-            raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
-                             f"this student reads {self.image_size}.")
-        if teacher_embeds is not None and len(teacher_embeds) != len(pixel_values):
-            raise ValueError(f"`teacher_embeds` has {len(teacher_embeds)} rows for {len(pixel_values)} images.")
-        projected = self.to_search_space(self.port.embed(pixel_values))
-        with torch.autocast(pixel_values.device.type, enabled=False):  # similarities / 0.05 need float32
+    def forward(self, pixel_values: torch.Tensor | None = None, teacher_embeds: torch.Tensor | None = None,
+                bank_embeds: torch.Tensor | None = None, stage_inputs: torch.Tensor | None = None
+                ) -> TrunkDistillationOutput:
+        if (pixel_values is None) == (stage_inputs is None):
+            raise ValueError("give the student either `pixel_values` or `stage_inputs`.")
+        if stage_inputs is not None:
+            if self.stage_node is None:
+                raise ValueError("`stage_inputs` need a student made with `train_from`.")
+            features, images = self.port.forward_from(self.stage_node, stage_inputs), len(stage_inputs)
+        else:
+            if tuple(pixel_values.shape[-2:]) != self.image_size:
+                raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
+                                 f"this student reads {self.image_size}.")
+            features, images = self.port.embed(pixel_values), len(pixel_values)
+        if teacher_embeds is not None and len(teacher_embeds) != images:
+            raise ValueError(f"`teacher_embeds` has {len(teacher_embeds)} rows for {images} images.")
+        projected = self.to_search_space(features)
+        with torch.autocast(projected.device.type, enabled=False):  # similarities / 0.05 need float32
             embeds = F.normalize(projected.float(), dim=-1)
             if teacher_embeds is None:
                 return TrunkDistillationOutput(embeds=embeds)
@@ -102,6 +131,13 @@ class LowResolutionStudent(nn.Module):
                     embeds, teacher, bank, self.temperature)
         return TrunkDistillationOutput(loss=feature_loss + relation_loss, feature_loss=feature_loss.detach(),
                              relation_loss=relation_loss.detach(), embeds=embeds)
+
+    @torch.no_grad()
+    def stage_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The input maps of stage `train_from` for `pixel_values`: what the frozen layers below it compute."""
+        if self.stage_node is None:
+            raise ValueError("stage inputs need a student made with `train_from`.")
+        return self.port.node_output(self.port.to_bgr(pixel_values), self.stage_node)
 
     @torch.no_grad()
     def fit_search_map(self, pixel_batches: list[torch.Tensor], targets: torch.Tensor, ridge: float = 1e-2,
@@ -131,16 +167,17 @@ class LowResolutionStudent(nn.Module):
         atomic_write(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
 
 
-def load_student(folder: str | Path, image_size: tuple[int, int] | None = None) -> LowResolutionStudent:
+def load_student(folder: str | Path, image_size: tuple[int, int] | None = None, train_from: str | None = None
+                 ) -> LowResolutionStudent:
     """A student written by `save_pretrained`, in eval mode; `image_size` other than its own resizes its pooling
-    kernel (to go on training at another size)."""
+    kernel (to go on training at another size); `train_from` as for `LowResolutionStudent`."""
     folder = Path(folder)
     if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} + {CONFIG_NAME} (a low_resolution_student folder).")
     config = json.loads((folder / CONFIG_NAME).read_text())
     state = load_file(str(folder / WEIGHTS_NAME))
     size = tuple(image_size or config["image_size"])
-    student = LowResolutionStudent(load_port("omz-0277"), config["search_size"], size)
+    student = LowResolutionStudent(load_port("omz-0277"), config["search_size"], size, train_from=train_from)
     name = f"port.weights.{student.pooling_kernel}"
     state[name] = resize_pooling_kernel(state[name], (size[0] // 16, size[1] // 16))
     student.load_state_dict(state)
@@ -151,12 +188,18 @@ class StudentCollator:
     """Examples `{"indices": [photos of one identity]}` -> K photos each (with replacement), each mirrored with
     probability 1/2, resized to the student's size, with the teacher's embedding of that same photo, mirrored or
     not; with `bank_size`, that many other teacher rows (plain or mirrored, drawn at random) as `bank_embeds`.
-    Seeded per call, so a run repeats."""
+    With `stage_maps` (`stage_input_cache`'s plain and mirrored maps of every photo) it gives those maps as
+    `stage_inputs` instead of reading pixels. Seeded per call, so a run repeats."""
 
     def __init__(self, paths: list[str], plain: np.ndarray, mirrored: np.ndarray, image_size: tuple[int, int],
-                 instances_per_identity: int = 4, seed: int = 0, bank_size: int = 0):
+                 instances_per_identity: int = 4, seed: int = 0, bank_size: int = 0,
+                 stage_maps: tuple[np.ndarray, np.ndarray] | None = None):
         if not len(paths) == len(plain) == len(mirrored):
             raise ValueError(f"{len(paths)} photos, {len(plain)} plain and {len(mirrored)} mirrored teacher rows.")
+        if stage_maps is not None and not len(stage_maps[0]) == len(stage_maps[1]) == len(paths):
+            raise ValueError(f"{len(paths)} photos, {len(stage_maps[0])} plain and {len(stage_maps[1])} mirrored "
+                             "stage maps.")
+        self.stage_maps = stage_maps
         if not 0 <= bank_size <= 2 * len(paths):
             raise ValueError(f"`bank_size` is {bank_size}; it takes 0 to {2 * len(paths)} teacher rows.")
         self.paths, self.plain, self.mirrored, self.bank_size = paths, plain, mirrored, bank_size
@@ -168,11 +211,15 @@ class StudentCollator:
         self.calls += 1
         picks = [index for example in examples for index in rng.choices(example["indices"], k=self.instances)]
         mirror = [rng.random() < 0.5 for _ in picks]
-        images = [Image.open(self.paths[i]).convert("RGB") for i in picks]
-        images = [ImageOps.mirror(image) if m else image for image, m in zip(images, mirror)]
         teacher = np.stack([self.mirrored[i] if m else self.plain[i] for i, m in zip(picks, mirror)])
-        batch = {"pixel_values": self.processor(images, modality="rgb", return_tensors="pt")["pixel_values"],
-                 "teacher_embeds": torch.from_numpy(teacher).float()}
+        batch = {"teacher_embeds": torch.from_numpy(teacher).float()}
+        if self.stage_maps is not None:
+            maps = np.stack([self.stage_maps[1][i] if m else self.stage_maps[0][i] for i, m in zip(picks, mirror)])
+            batch["stage_inputs"] = torch.from_numpy(maps).float()
+        else:
+            images = [Image.open(self.paths[i]).convert("RGB") for i in picks]
+            images = [ImageOps.mirror(image) if m else image for image, m in zip(images, mirror)]
+            batch["pixel_values"] = self.processor(images, modality="rgb", return_tensors="pt")["pixel_values"]
         if self.bank_size:
             rows = np.sort(np.random.default_rng([self.seed, self.calls]).choice(
                 2 * len(self.paths), self.bank_size, replace=False))
@@ -203,6 +250,45 @@ def teacher_targets(paths: list[str], model: str, cache_dir: Path, backend: str 
     for f, array in zip(files, arrays):
         np.save(f, array, allow_pickle=False)
     return arrays
+
+
+def stage_input_cache(student: LowResolutionStudent, paths: list[str], cache_dir: Path, batch_size: int = 32
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The input maps of the student's `train_from` stage for every photo as it is and mirrored (float16,
+    memory-mapped), computed once under bf16 autocast by its frozen lower layers; cached in `cache_dir` under a
+    digest of the photos, the input size, the stage and those layers' weights, each file written whole first."""
+    import os
+
+    if student.stage_node is None:
+        raise ValueError("a stage-input cache needs a student made with `train_from`.")
+    frozen = hashlib.sha1(json.dumps([paths, student.image_size, student.train_from]).encode())
+    for node in student.port.nodes[:student.stage_node]:
+        if node["op"] == "Constant":
+            frozen.update(student.port.constant(node["attrs"]["name"]).detach().float().numpy().tobytes())
+    digest = frozen.hexdigest()[:12]
+    files = [cache_dir / f"{student.train_from}-{digest}-{kind}.npy" for kind in ("plain", "mirrored")]
+    if all(f.is_file() for f in files):
+        return tuple(np.load(f, mmap_mode="r", allow_pickle=False) for f in files)
+    processor = AIOImageProcessor(size={"height": student.image_size[0], "width": student.image_size[1]})
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arrays = []
+    for mirror, final in zip((False, True), files):
+        partial, array = final.with_suffix(".partial.npy"), None
+        for start in range(0, len(paths), batch_size):
+            images = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
+            images = [ImageOps.mirror(image) for image in images] if mirror else images
+            pixels = processor(images, modality="rgb", return_tensors="pt")["pixel_values"]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                maps = student.stage_inputs(pixels).float().numpy()
+            if array is None:
+                array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                                  shape=(len(paths), *maps.shape[1:]))
+            array[start:start + len(maps)] = maps
+        array.flush()
+        del array
+        os.replace(partial, final)
+        arrays.append(np.load(final, mmap_mode="r", allow_pickle=False))
+    return tuple(arrays)
 
 
 def identity_examples(identities: list[str]) -> list[dict[str, list[int]]]:
@@ -248,20 +334,24 @@ def run(args) -> dict[str, Any]:
     size = args.image_size
     metadata: dict[str, Any] = {"teacher": args.model, "teacher_backend": args.backend, "steps": args.steps,
                                 "learning_rate": args.learning_rate, "training_photos": len(paths),
-                                "bank_size": args.bank_size, "bank_weight": args.bank_weight}
+                                "bank_size": args.bank_size, "bank_weight": args.bank_weight,
+                                "train_from": args.train_from}
     if args.init_from:
-        student = load_student(args.init_from, size)
+        student = load_student(args.init_from, size, args.train_from)
         student.bank_weight = args.bank_weight
         metadata["init_from"] = str(args.init_from)
     else:
-        student = LowResolutionStudent(load_port("omz-0277"), plain.shape[1], size, bank_weight=args.bank_weight)
+        student = LowResolutionStudent(load_port("omz-0277"), plain.shape[1], size, bank_weight=args.bank_weight,
+                                       train_from=args.train_from)
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
         processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
         batches = [processor([Image.open(paths[i]).convert("RGB") for i in sample[start:start + 128]],
                              modality="rgb", return_tensors="pt")["pixel_values"]
                    for start in range(0, len(sample), 128)]
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
-    collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size)
+    stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
+    collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size,
+                               stage_maps=stage_maps)
     log = distil_student(student, collator, identity_examples(identities), args.output_dir / "trainer", args.steps,
                          args.learning_rate, seed=args.seed, save_steps=args.save_steps, resume=args.resume)
     metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
@@ -272,5 +362,6 @@ def run(args) -> dict[str, Any]:
     return metadata
 
 
-__all__ = ["resize_pooling_kernel", "pooling_kernel_name", "LowResolutionStudent", "load_student",
-           "StudentCollator", "teacher_targets", "identity_examples", "distil_student", "run", "POOLING_GRID"]
+__all__ = ["resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes", "LowResolutionStudent", "load_student",
+           "StudentCollator", "teacher_targets", "stage_input_cache", "identity_examples", "distil_student", "run",
+           "POOLING_GRID", "STAGES"]

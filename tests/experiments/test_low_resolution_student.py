@@ -1,7 +1,8 @@
 """scripts/low_resolution_student.py: the resized pooling kernel keeps its scale, the student reads only its own
 size and learns from a loss with gradients, the fitted map reproduces a linear target, a saved student loads whole,
 the collator pairs each mirrored photo with the teacher's mirrored embedding and draws a repeatable bank of teacher
-rows, and a distillation run checkpoints and resumes."""
+rows, and a distillation run checkpoints and resumes; a student trained from a stage reads that stage's cached input
+maps as it reads pixels, and only the layers from that stage on learn."""
 
 from __future__ import annotations
 
@@ -139,3 +140,83 @@ def test_distillation_trains_the_port_and_the_map_through_trainer(tmp_path):
         torch.testing.assert_close(value, student.state_dict()[name])
     with pytest.raises(ValueError, match="16 identities"):
         lrs.distil_student(student, collator, examples[:3], tmp_path / "trainer", steps=1)
+
+
+def _photos(tmp_path, count: int) -> list[str]:
+    paths = []
+    for index in range(count):
+        path = tmp_path / f"p{index}.png"
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _first_convolution_weight(port) -> str:
+    node = port.nodes[next(n for n in port.nodes if n["op"] == "Convolution")["inputs"][1][0]]
+    while node["op"] != "Constant":  # the weight may pass through a Convert
+        node = port.nodes[node["inputs"][0][0]]
+    return node["attrs"]["name"]
+
+
+@pytest.mark.slow
+def test_a_student_trained_from_a_stage_reads_its_cached_input_maps_as_it_reads_pixels(tmp_path):
+    pixels = torch.randn(3, 3, 192, 96)
+    shapes = {"conv2": (64, 48, 24), "conv3": (256, 24, 12), "conv4": (384, 12, 6)}
+    for stage, shape in shapes.items():
+        student = lrs.LowResolutionStudent(load_port("omz-0277"), 8, (192, 96), train_from=stage).eval()
+        maps = student.stage_inputs(pixels)
+        assert maps.shape == (3, *shape)
+        with torch.no_grad():
+            torch.testing.assert_close(student(stage_inputs=maps).embeds, student(pixels).embeds)
+    out = student(stage_inputs=maps, teacher_embeds=torch.randn(3, 8))
+    out.loss.backward()
+    assert student.port.weights[student.pooling_kernel].grad.abs().sum() > 0
+    assert student.port.weights[_first_convolution_weight(student.port)].grad is None
+    with pytest.raises(ValueError, match="either `pixel_values` or `stage_inputs`"):
+        student(pixels, stage_inputs=maps)
+    with pytest.raises(ValueError, match="either `pixel_values` or `stage_inputs`"):
+        student()
+    with pytest.raises(ValueError, match="2 rows for 3 images"):
+        student(stage_inputs=maps, teacher_embeds=torch.randn(2, 8))
+    with pytest.raises(ValueError, match="need a student made with `train_from`"):
+        lrs.LowResolutionStudent(load_port("omz-0277"), 8, (192, 96))(stage_inputs=maps)
+    with pytest.raises(ValueError, match="`train_from` is 'conv5'"):
+        lrs.LowResolutionStudent(load_port("omz-0277"), 8, (192, 96), train_from="conv5")
+
+
+@pytest.mark.slow
+def test_stage_maps_are_cached_whole_and_train_only_the_layers_from_that_stage(tmp_path, monkeypatch):
+    paths = _photos(tmp_path, 32)
+    student = lrs.LowResolutionStudent(load_port("omz-0277"), 8, (32, 16), train_from="conv3")
+    plain_maps, mirrored_maps = lrs.stage_input_cache(student, paths, tmp_path / "maps", batch_size=10)
+    assert plain_maps.shape == mirrored_maps.shape == (32, 256, 4, 2) and plain_maps.dtype == np.float16
+    assert sorted(f.name.rsplit("-", 1)[-1] for f in (tmp_path / "maps").iterdir()) == ["mirrored.npy", "plain.npy"]
+    processor = lrs.AIOImageProcessor(size={"height": 32, "width": 16})
+    first = processor([Image.open(paths[0]).convert("RGB")], modality="rgb", return_tensors="pt")["pixel_values"]
+    expected = student.stage_inputs(first.flip(-1))[0].numpy()  # mirrored photo: its pixels flipped
+    assert np.abs(mirrored_maps[0] - expected).max() <= 0.02 * np.abs(expected).max() + 1e-3  # bf16 autocast
+    monkeypatch.setattr(student, "stage_inputs", lambda pixels: pytest.fail("the cache was not reused"))
+    again = lrs.stage_input_cache(student, paths, tmp_path / "maps")
+    assert np.array_equal(again[0], plain_maps)
+    monkeypatch.undo()
+
+    rng = np.random.default_rng(0)
+    plain, mirrored = rng.standard_normal((32, 8)).astype(np.float16), rng.standard_normal((32, 8)).astype(np.float16)
+    collator = lrs.StudentCollator(paths, plain, mirrored, (32, 16), instances_per_identity=2,
+                                   stage_maps=(plain_maps, mirrored_maps))
+    batch = collator([{"indices": [0, 1]}])
+    assert "pixel_values" not in batch and batch["stage_inputs"].shape == (2, 256, 4, 2)
+    for maps, row in zip(batch["stage_inputs"], batch["teacher_embeds"]):
+        index = next(i for i in (0, 1) if torch.equal(row, torch.from_numpy(plain[i]).float())
+                     or torch.equal(row, torch.from_numpy(mirrored[i]).float()))
+        source = plain_maps if torch.equal(row, torch.from_numpy(plain[index]).float()) else mirrored_maps
+        assert np.array_equal(maps.numpy(), source[index].astype(np.float32))
+    with pytest.raises(ValueError, match="32 photos, 3 plain and 32 mirrored stage maps"):
+        lrs.StudentCollator(paths, plain, mirrored, (32, 16), stage_maps=(plain_maps[:3], mirrored_maps))
+
+    before = {name: value.detach().clone() for name, value in student.named_parameters()}
+    examples = lrs.identity_examples([f"id{i // 2}" for i in range(32)])
+    lrs.distil_student(student, collator, examples, tmp_path / "trainer", steps=2, warmup_steps=1)
+    changed = {name for name, value in student.named_parameters() if not torch.equal(value, before[name])}
+    assert f"port.weights.{student.pooling_kernel}" in changed and "to_search_space.weight" in changed
+    assert f"port.weights.{_first_convolution_weight(student.port)}" not in changed
