@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -257,8 +258,6 @@ def stage_input_cache(student: LowResolutionStudent, paths: list[str], cache_dir
     """The input maps of the student's `train_from` stage for every photo as it is and mirrored (float16,
     memory-mapped), computed once under bf16 autocast by its frozen lower layers; cached in `cache_dir` under a
     digest of the photos, the input size, the stage and those layers' weights, each file written whole first."""
-    import os
-
     if student.stage_node is None:
         raise ValueError("a stage-input cache needs a student made with `train_from`.")
     frozen = hashlib.sha1(json.dumps([paths, student.image_size, student.train_from]).encode())
