@@ -248,8 +248,10 @@ def teacher_targets(paths: list[str], model: str, cache_dir: Path, backend: str 
         mirrored.append(searcher.embed(rgb=[ImageOps.mirror(image) for image in images]).astype(np.float16))
     cache_dir.mkdir(parents=True, exist_ok=True)
     arrays = (np.concatenate(plain), np.concatenate(mirrored))
-    for f, array in zip(files, arrays):
-        np.save(f, array, allow_pickle=False)
+    for f, array in zip(files, arrays):  # written whole, then renamed: a broken run leaves no half-written cache
+        partial = f.with_suffix(".partial.npy")
+        np.save(partial, array, allow_pickle=False)
+        os.replace(partial, f)
     return arrays
 
 
@@ -266,28 +268,30 @@ def stage_input_cache(student: LowResolutionStudent, paths: list[str], cache_dir
             frozen.update(student.port.constant(node["attrs"]["name"]).detach().float().numpy().tobytes())
     digest = frozen.hexdigest()[:12]
     files = [cache_dir / f"{student.train_from}-{digest}-{kind}.npy" for kind in ("plain", "mirrored")]
-    if all(f.is_file() for f in files):
-        return tuple(np.load(f, mmap_mode="r", allow_pickle=False) for f in files)
+    if not all(f.is_file() for f in files):
+        _write_stage_inputs(student, paths, files, batch_size)
+    return tuple(np.load(f, mmap_mode="r", allow_pickle=False) for f in files)
+
+
+def _write_stage_inputs(student: LowResolutionStudent, paths: list[str], files: list[Path], batch_size: int) -> None:
+    """Each photo read once; its plain and mirrored maps go to `files` (partial files, renamed when whole)."""
     processor = AIOImageProcessor(size={"height": student.image_size[0], "width": student.image_size[1]})
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    arrays = []
-    for mirror, final in zip((False, True), files):
-        partial, array = final.with_suffix(".partial.npy"), None
-        for start in range(0, len(paths), batch_size):
-            images = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
-            images = [ImageOps.mirror(image) for image in images] if mirror else images
-            pixels = processor(images, modality="rgb", return_tensors="pt")["pixel_values"]
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    partials = [f.with_suffix(".partial.npy") for f in files]
+    arrays: list[np.ndarray] = []
+    for start in range(0, len(paths), batch_size):
+        images = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
+        for kind, views in enumerate((images, [ImageOps.mirror(image) for image in images])):
+            pixels = processor(views, modality="rgb", return_tensors="pt")["pixel_values"]
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 maps = student.stage_inputs(pixels).float().numpy()
-            if array is None:
-                array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
-                                                  shape=(len(paths), *maps.shape[1:]))
-            array[start:start + len(maps)] = maps
+            if len(arrays) <= kind:
+                arrays.append(np.lib.format.open_memmap(partials[kind], mode="w+", dtype=np.float16,
+                                                        shape=(len(paths), *maps.shape[1:])))
+            arrays[kind][start:start + len(maps)] = maps
+    for array, partial, final in zip(arrays, partials, files):
         array.flush()
-        del array
         os.replace(partial, final)
-        arrays.append(np.load(final, mmap_mode="r", allow_pickle=False))
-    return tuple(arrays)
 
 
 def identity_examples(identities: list[str]) -> list[dict[str, list[int]]]:
