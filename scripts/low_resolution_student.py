@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from modeling_aio.checkpoint.paths import REPO_ROOT, SPLIT_FILE
-from modeling_aio.experiments.low_resolution_student import run
+from modeling_aio.experiments.low_resolution_student import STAGES, run
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--bank-size", type=int, default=0,
                         help="teacher rows drawn per batch for the bank relation loss (0: no bank loss)")
     parser.add_argument("--bank-weight", type=float, default=1.0, help="weight of the bank relation loss")
-    parser.add_argument("--train-from", choices=("conv2", "conv3", "conv4"), default=None,
+    parser.add_argument("--train-from", choices=STAGES, default=None,
                         help="train only this stage and those above, on its input maps computed once (faster steps)")
     parser.add_argument("--save-steps", type=int, default=0, help="a resumable checkpoint this often (0: none)")
     parser.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --output-dir")

@@ -64,6 +64,7 @@ class OpenVINOGraph(nn.Module):
                  image_std=(0.229, 0.224, 0.225)):
         super().__init__()
         self.nodes = nodes
+        self._cut_nodes: tuple[int, ...] | None = None  # found on first use (the graph never changes)
         self.weights = nn.ParameterDict({k: nn.Parameter(v.float()) for k, v in constants.items()
                                          if v.is_floating_point()})
         for name, value in constants.items():
@@ -113,9 +114,11 @@ class OpenVINOGraph(nn.Module):
             raise ValueError(f"graph node {node} does not cut the graph: later nodes read earlier ones past it.")
         return self.run_nodes(None, start=node, value=value)
 
-    def cut_nodes(self) -> list[int]:
+    def cut_nodes(self) -> tuple[int, ...]:
         """The nodes every later computation flows through: no node after one of them reads a node before it,
-        constants aside."""
+        constants aside. Found once, as `forward_from` checks its node at every call."""
+        if self._cut_nodes is not None:
+            return self._cut_nodes
         last_reader: dict[int, int] = {}
         for index, node in enumerate(self.nodes):
             for source, _ in node["inputs"]:
@@ -127,7 +130,8 @@ class OpenVINOGraph(nn.Module):
             if reach <= index:
                 cuts.append(index)
             reach = max(reach, last_reader.get(index, -1))
-        return cuts
+        self._cut_nodes = tuple(cuts)
+        return self._cut_nodes
 
     def run_nodes(self, bgr: torch.Tensor | None, start: int | None = None, value: torch.Tensor | None = None,
                   stop: int | None = None) -> torch.Tensor:
@@ -211,9 +215,9 @@ class OpenVINOGraph(nn.Module):
         target = [int(s) for s in shape.reshape(-1)]
         if special_zero:
             target = [value.shape[i] if s == 0 else s for i, s in enumerate(target)]
-        if target and target[0] == 1 and value.shape[0] != 1:  # the IR's batch of one: keep the input's batch
-            target[0] = value.shape[0]
-        if target and target[0] == value.shape[0]:  # the batch left free, so that a traced export takes any batch
+        # The IR's batch of one, or the input's batch: left free (-1), so that the input's batch is kept and a
+        # traced export takes any batch; the other sides resolved.
+        if target and target[0] in (1, value.shape[0]):
             known = math.prod(side for side in target[1:] if side != -1)
             target = [-1] + [value[0].numel() // known if side == -1 else side for side in target[1:]]
         return target
