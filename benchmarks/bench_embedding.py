@@ -11,8 +11,8 @@ rounds (`--rounds`; each figure is the median of its rounds), since this machine
 * `--baseline-model`: another checkpoint (say, the weights before a change), run with the same backends in the
   same rounds, so that a change's gain is read from one run; its rows are not AIO's and are not ranked;
 * `--low-res-student`: a student of `modeling_aio.experiments.low_resolution_student` (0277's architecture at a
-  smaller input size, distilled from the shipped model), exported to ONNX and run by OpenVINO on a batch of its own
-  size; not AIO, not ranked, its ratio to 0277 printed apart;
+  smaller input size, or 0267's at full size, distilled from the shipped model), exported to ONNX and run by
+  OpenVINO on a batch of its own size; not AIO, not ranked, its ratio to 0277 printed apart;
 * text queries (what an operator types): captions/s of `get_features` on 32 witness-style descriptions, tokenising
   included, with torch and ONNX Runtime (`--text-backends`).
 
@@ -92,34 +92,32 @@ def rgb_runners(model, checkpoint: str, backends: list[str], label: str) -> dict
     return runners
 
 
-class _StudentEmbeds(torch.nn.Module):
-    def __init__(self, student):
-        super().__init__()
-        self.student = student
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.student(pixel_values).embeds
-
-
-def low_res_student_runner(folder: Path, batch_size: int, threads: int) -> tuple[str, object]:
-    """(label, runner) of a low-resolution student folder through OpenVINO, on a batch of its own input size; its
-    export's worst cosine to PyTorch is printed."""
+def low_res_student_runners(folder: Path, batch_size: int, threads: int) -> dict[str, object]:
+    """label -> runner of a low-resolution student folder through OpenVINO, on a batch of its own input size, and of
+    its int8 graph where the folder has one (`low_resolution_student.py --int8`); each graph's worst cosine to
+    PyTorch is printed."""
     import tempfile
 
-    from modeling_aio.experiments.low_resolution_student import load_student
+    from modeling_aio.experiments.low_resolution_student import INT8_NAME, StudentEmbeds, load_student
     from modeling_aio.export import worst_cosine
 
-    student = _StudentEmbeds(load_student(folder)).eval()
+    student = StudentEmbeds(load_student(folder)).eval()
     height, width = student.student.image_size
     pixels = torch.randn(batch_size, 3, height, width)
     path = Path(tempfile.mkdtemp()) / "student.onnx"
     torch.onnx.export(student, (pixels,), str(path), input_names=["pixel_values"],
                       dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17, dynamo=False)
-    compiled = openvino_runner(path, threads, per_image=False)
-    with torch.no_grad():
-        cosine = worst_cosine(student(pixels).numpy(), compiled(pixels))
-    print(f"  low-res student {folder}: {height}x{width}, OpenVINO against PyTorch, worst cosine {cosine:.5f}")
-    return f"low-res student {height}x{width} (OpenVINO)", lambda x: compiled(pixels[:len(x)])
+    graphs = {"": path} | ({", int8": folder / INT8_NAME} if (folder / INT8_NAME).is_file() else {})
+    trunk, runners = student.student.trunk_name, {}
+    for precision, graph in graphs.items():
+        compiled = openvino_runner(graph, threads, per_image=False)
+        with torch.no_grad():
+            cosine = worst_cosine(student(pixels).numpy(), compiled(pixels))
+        print(f"  low-res student {folder}{precision}: {trunk} at {height}x{width}, OpenVINO against PyTorch, "
+              f"worst cosine {cosine:.5f} (random pixels)")
+        runners[f"low-res student {trunk} {height}x{width}{precision} (OpenVINO)"] = (
+            lambda x, run=compiled: run(pixels[:len(x)]))
+    return runners
 
 
 def caption_throughput(model, args: argparse.Namespace) -> dict[str, float]:
@@ -164,8 +162,7 @@ def main() -> None:
         baseline = AutoModel.from_pretrained(args.baseline_model).eval()
         runners.update(rgb_runners(baseline, args.baseline_model, args.backends.split(","), "baseline rgb"))
     if args.low_res_student:
-        label, runner = low_res_student_runner(args.low_res_student, args.batch_size, args.threads)
-        runners[label] = runner
+        runners.update(low_res_student_runners(args.low_res_student, args.batch_size, args.threads))
     if PEERS.exists():
         for name in ("person-reidentification-retail-0277-FP16", "person-reidentification-retail-0288-FP32"):
             xml = PEERS / name / f"{name.rsplit('-', 1)[0]}.xml"

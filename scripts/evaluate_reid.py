@@ -7,8 +7,8 @@ the model-index block of a model card.
         --query-modalities text,sketch --split-file splits/dev_split.json
     python scripts/evaluate_reid.py --model frozen-dinov2 --dataset pooled --root ../shared/data/CUHK-PEDES ...
 
-Peers: frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT, openvino:PATH.xml, low-res-student:FOLDER (see
-modeling_aio.evaluation.embedder).
+Peers: frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT, openvino:PATH.xml, low-res-student:FOLDER,
+low-res-student-int8:FOLDER (see modeling_aio.evaluation.embedder).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from modeling_aio.export import BACKENDS
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO_ROOT / "aio-reid"),
-                        help="checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT, openvino:PATH.xml or "
-                             "low-res-student:FOLDER")
+                        help="checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT, openvino:PATH.xml, "
+                             "low-res-student:FOLDER or low-res-student-int8:FOLDER")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--query-modalities", default=None, help="comma-separated subset of rgb,ir,sketch,text")

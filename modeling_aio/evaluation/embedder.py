@@ -5,7 +5,8 @@ crops: what every trained model must beat), `osnet-0267` (the RGB-only OSNet pee
 PyTorch port), `omz-0277` (Open Model Zoo's 0277 through this package's PyTorch port of its IR),
 `openvino:PATH.xml` (an Open Model Zoo IR such as person-reidentification-retail-0277 / 0288, run by
 OpenVINO), `osnet-trunk:CHECKPOINT` (the shared OSNet trunk of an AIO checkpoint alone) and
-`low-res-student:FOLDER` (an `experiments.low_resolution_student` run, at its own input size). `ensemble:A+B@0.5`
+`low-res-student:FOLDER` (an `experiments.low_resolution_student` run, at its own input size;
+`low-res-student-int8:FOLDER` its int8 OpenVINO graph). `ensemble:A+B@0.5`
 scores with a weighted sum of its members' cosine similarities (one vector: the members' normalised embeddings,
 each scaled by the square root of its weight, joined), to measure what two models together would rank.
 Embeddings are cached per model, key and file list, so trials and repeated runs embed once.
@@ -80,6 +81,24 @@ class Embedder:
             stamp = "".join(f"{(folder / name).resolve()}{(folder / name).stat().st_mtime_ns}"
                             for name in (WEIGHTS_NAME, CONFIG_NAME))
             self.fingerprint = "low-res-student-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
+        elif model_name.startswith("low-res-student-int8:"):
+            import json
+
+            from ..experiments.low_resolution_student import CONFIG_NAME, INT8_NAME
+
+            folder = Path(model_name.split(":", 1)[1])
+            if not (folder / INT8_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+                raise SystemExit(f"error: {folder} has no {INT8_NAME} + {CONFIG_NAME} (write them with "
+                                 "`scripts/low_resolution_student.py --int8`).")
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(str(folder / INT8_NAME), "CPU")
+            height, width = json.loads((folder / CONFIG_NAME).read_text())["image_size"]
+            self.image_processor = AIOImageProcessor(size={"height": height, "width": width})
+            self.baseline = lambda pixels: torch.from_numpy(compiled([pixels.numpy()])[compiled.output(0)])
+            stamp = "".join(f"{path.resolve()}{path.stat().st_mtime_ns}"
+                            for path in (folder / INT8_NAME, (folder / INT8_NAME).with_suffix(".bin")))
+            self.fingerprint = "low-res-student-int8-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
         elif model_name.startswith("openvino:"):
             from ..training.trunk_distillation import openvino_reid_embedder
 

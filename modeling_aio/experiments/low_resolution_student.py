@@ -1,16 +1,19 @@
 """A fast RGB gallery encoder, tried for issue 19: the shipped model's RGB search embedding (computed at 256x128)
-distilled into Open Model Zoo 0277's architecture run at a smaller input size.
+distilled into a network that runs at least twice as many images/s as Open Model Zoo 0277 through OpenVINO: 0277's
+own architecture at a smaller input size (in float, or in int8 through `export_int8`), or 0267's (OSNet x0.5) at
+full size (`TRUNKS`).
 
 Why: issue 19 asks the best backend for 2x the images/s of 0277 through OpenVINO, and 0277 at full size is about
 half of the shipped RGB graph's time, so nothing that runs it at full size can get there. 0277's own graph at 176x88
-or 192x96 runs 2-2.7x as many images/s through OpenVINO as its IR does in `bench_embedding.py`. The student starts
-as 0277 (this package's port, its learned global-pooling kernel resized to the smaller map with each channel's sum
-kept) plus a linear map into the shipped model's search space fitted by least squares, then learns the teacher's
+or 192x96 runs 2-2.7x as many images/s through OpenVINO as its IR does in `bench_embedding.py`, and 0267 at 256x128
+about 3.3x. The student starts as that network (0277 through this package's port, its learned global-pooling kernel
+resized to the smaller map with each channel's sum kept; 0267 as this package's `OSNet`, its BatchNorm statistics
+frozen) plus a linear map into the shipped model's search space fitted by least squares, then learns the teacher's
 embeddings of the same photos (full size, mirrored or not, computed once) with feature regression and relation
 distillation, in the batch and optionally against a bank of other teacher rows (`losses`), through `Trainer`. With
-`train_from` the layers below one of 0277's stages stay frozen and their output maps of every photo are computed
-once (`stage_input_cache`), so that a step runs only the layers that learn (from conv3: about 5x fewer seconds a
-step on the CPU). Its embeddings live in the shipped model's search space, so text and sketch queries would search
+`train_from` the layers below one of its stages stay frozen and their output maps of every photo are computed
+once (`stage_input_cache`), so that a step runs only the layers that learn (0277 from conv3: about 5x fewer seconds
+a step on the CPU). Its embeddings live in the shipped model's search space, so text and sketch queries would search
 a gallery it indexed. `scripts/low_resolution_student.py` runs it; the folder it writes scores as the peer
 `low-res-student:FOLDER` of `scripts/evaluate_reid.py`. Figures and verdict: docs/experiments.md, the 2026-12-05
 entries.
@@ -35,15 +38,24 @@ from torch import nn
 from processing_aio import AIOImageProcessor
 
 from ..checkpoint.openvino_port import OpenVINOGraph, load_port
+from ..checkpoint.paths import OSNET_0267_WEIGHTS
 from ..losses import bank_relation_distillation_loss, feature_regression_loss, relation_distillation_loss
+from ..osnet import OSNet
 from ..training.trunk_binding import train_trunk_in_place
 from ..training.trunk_distillation import TrunkDistillationOutput, learning_rate_factor
 
 #: The stride-16 map of a 256x128 crop: the size of 0277's learned global-pooling kernel.
 POOLING_GRID = (16, 8)
-#: 0277's stages whose input (the pooled map before them) can be cached, so that only they and those above train.
+#: The stages whose input (the pooled map before them) can be cached, so that only they and those above train.
 STAGES = ("conv2", "conv3", "conv4")
+#: The networks a student can be: 0277 as its port (the IR's graph) or as this package's OSNet x1.0 (the same
+#: function, BatchNorm folded cleanly, so it quantises to int8), or 0267's OSNet x0.5 (about 3x 0277's images/s).
+TRUNKS = ("omz-0277", "osnet-0277", "osnet-0267")
+#: An OSNet trunk's name by its stem width.
+_OSNET_NAMES = {64: "osnet-0277", 32: "osnet-0267"}
 WEIGHTS_NAME, CONFIG_NAME = "student.safetensors", "student.json"
+#: The student's int8 OpenVINO graph (`export_int8`), beside its weights.
+INT8_NAME = "student-int8.xml"
 
 
 def resize_pooling_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -66,6 +78,22 @@ def pooling_kernel_name(port: OpenVINOGraph) -> str:
     return names[0]
 
 
+def load_trunk(name: str) -> OpenVINOGraph | OSNet:
+    """A student's starting network by `TRUNKS` name."""
+    if name == "omz-0277":
+        return load_port("omz-0277")
+    if name == "osnet-0277":
+        from ..checkpoint.osnet_conversion import osnet_from_openvino_port
+
+        port = load_port("omz-0277")
+        return osnet_from_openvino_port(port.constant_tensors(), port.nodes)
+    if name == "osnet-0267":
+        osnet = OSNet()
+        osnet.load_state_dict(load_file(str(OSNET_0267_WEIGHTS)))
+        return osnet
+    raise ValueError(f"the student's trunk is {name!r}; it takes one of {TRUNKS}.")
+
+
 def stage_input_nodes(port: OpenVINOGraph) -> dict[str, int]:
     """`STAGES` -> the graph node whose output is that stage's input: the pooling nodes that cut the graph, in
     order (the stem's max-pooling, then each transition's average pooling)."""
@@ -76,31 +104,61 @@ def stage_input_nodes(port: OpenVINOGraph) -> dict[str, int]:
 
 
 class LowResolutionStudent(nn.Module):
-    """0277's port at `image_size` (its pooling kernel resized to the stride-16 map) and a linear map of its 256-d
-    embedding into the teacher's `search_size`-d space. With `teacher_embeds` it returns the distillation loss
-    (feature regression plus relation distillation at `temperature`, both on the mapped embedding, in float32);
-    with `bank_embeds` as well (more of the teacher's rows), `bank_weight` times `bank_relation_distillation_loss`
-    joins the relation loss. With `train_from` (one of `STAGES`) it also reads `stage_inputs`, that stage's input
-    maps computed once by the frozen layers below (`stage_input_cache`), instead of pixels: a training step then
-    runs only the layers that train."""
+    """A fast network at `image_size` and a linear map of its 256-d embedding into the teacher's `search_size`-d
+    space. `trunk` (`load_trunk`) is 0277's port or an `OSNet` (0277 converted, or 0267); its learned pooling kernel
+    is resized to the stride-16 map, and an OSNet's BatchNorm statistics stay frozen while it trains. With
+    `teacher_embeds` it returns the distillation loss (feature regression plus relation distillation at
+    `temperature`, both on the mapped embedding, in float32); with `bank_embeds` as well (more of the teacher's
+    rows), `bank_weight` times `bank_relation_distillation_loss` joins the relation loss. With `train_from` (one of
+    `STAGES`) it also reads `stage_inputs`, that stage's input maps computed once by the frozen layers below
+    (`stage_input_cache`), instead of pixels: a training step then runs only the layers that train."""
 
-    def __init__(self, port: OpenVINOGraph, search_size: int, image_size: tuple[int, int], temperature: float = 0.05,
-                 bank_weight: float = 1.0, train_from: str | None = None):
+    def __init__(self, trunk: OpenVINOGraph | OSNet, search_size: int, image_size: tuple[int, int],
+                 temperature: float = 0.05, bank_weight: float = 1.0, train_from: str | None = None):
         super().__init__()
         height, width = image_size
-        self.port, self.image_size, self.temperature = port, (height, width), temperature
-        self.bank_weight = bank_weight
+        self.image_size, self.temperature, self.bank_weight = (height, width), temperature, bank_weight
         if train_from is not None and train_from not in STAGES:
             raise ValueError(f"`train_from` is {train_from!r}; it takes one of {STAGES}.")
-        self.train_from = train_from
-        self.stage_node = stage_input_nodes(port)[train_from] if train_from else None
         if height < 16 or width < 16:
-            raise ValueError(f"the student reads at least 16x16 pixels (one cell of 0277's stride-16 map), got "
+            raise ValueError(f"the student reads at least 16x16 pixels (one cell of the stride-16 map), got "
                              f"{height}x{width}.")
-        self.pooling_kernel = pooling_kernel_name(port)  # 0277's map is (height // 16, width // 16) at any size
-        port.weights[self.pooling_kernel] = nn.Parameter(
-            resize_pooling_kernel(port.weights[self.pooling_kernel].detach(), (height // 16, width // 16)))
+        self.train_from, grid = train_from, (height // 16, width // 16)  # the map is (h // 16, w // 16) at any size
+        if isinstance(trunk, OSNet):
+            self.trunk_name, self.osnet, self.stage_node = _OSNET_NAMES[trunk.channels[0]], trunk, None
+            pooling = trunk.global_avgpool
+            if tuple(pooling.kernel_size) != grid:
+                trunk.global_avgpool = nn.Conv2d(pooling.in_channels, pooling.out_channels, grid,
+                                                 groups=pooling.groups, bias=pooling.bias is not None)
+                trunk.global_avgpool.weight = nn.Parameter(resize_pooling_kernel(pooling.weight.detach(), grid))
+                if pooling.bias is not None:
+                    trunk.global_avgpool.bias = pooling.bias
+            self.pooling_kernel = "global_avgpool.weight"
+            trunk.eval()  # from the start: fitting the map must neither use nor move the BatchNorm statistics
+        else:
+            self.trunk_name, self.port = "omz-0277", trunk
+            self.stage_node = stage_input_nodes(trunk)[train_from] if train_from else None
+            self.pooling_kernel = pooling_kernel_name(trunk)
+            trunk.weights[self.pooling_kernel] = nn.Parameter(
+                resize_pooling_kernel(trunk.weights[self.pooling_kernel].detach(), grid))
         self.to_search_space = nn.Linear(256, search_size)
+
+    @property
+    def trunk(self) -> OpenVINOGraph | OSNet:
+        """The network under the map (what trains beside it)."""
+        return self.osnet if self.trunk_name.startswith("osnet") else self.port
+
+    def train(self, mode: bool = True) -> LowResolutionStudent:
+        super().train(mode)
+        if self.trunk_name.startswith("osnet"):
+            self.osnet.eval()  # frozen BatchNorm statistics (the shipped trunks' recipe); the parameters still learn
+        return self
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The trunk's 256-d embedding of this package's normalised RGB pixels."""
+        if self.trunk_name.startswith("osnet"):
+            return self.osnet(pixel_values)[1]
+        return self.port.embed(pixel_values)
 
     def forward(self, pixel_values: torch.Tensor | None = None, teacher_embeds: torch.Tensor | None = None,
                 bank_embeds: torch.Tensor | None = None, stage_inputs: torch.Tensor | None = None
@@ -108,14 +166,14 @@ class LowResolutionStudent(nn.Module):
         if (pixel_values is None) == (stage_inputs is None):
             raise ValueError("give the student either `pixel_values` or `stage_inputs`.")
         if stage_inputs is not None:
-            if self.stage_node is None:
+            if self.train_from is None:
                 raise ValueError("`stage_inputs` need a student made with `train_from`.")
-            features, images = self.port.forward_from(self.stage_node, stage_inputs), len(stage_inputs)
+            features, images = self._embed_from_stage(stage_inputs), len(stage_inputs)
         else:
             if tuple(pixel_values.shape[-2:]) != self.image_size:
                 raise ValueError(f"`pixel_values` are {tuple(pixel_values.shape[-2:])}; "
                                  f"this student reads {self.image_size}.")
-            features, images = self.port.embed(pixel_values), len(pixel_values)
+            features, images = self.embed(pixel_values), len(pixel_values)
         if teacher_embeds is not None and len(teacher_embeds) != images:
             raise ValueError(f"`teacher_embeds` has {len(teacher_embeds)} rows for {images} images.")
         projected = self.to_search_space(features)
@@ -131,22 +189,39 @@ class LowResolutionStudent(nn.Module):
                 relation_loss = relation_loss + self.bank_weight * bank_relation_distillation_loss(
                     embeds, teacher, bank, self.temperature)
         return TrunkDistillationOutput(loss=feature_loss + relation_loss, feature_loss=feature_loss.detach(),
-                             relation_loss=relation_loss.detach(), embeds=embeds)
+                                       relation_loss=relation_loss.detach(), embeds=embeds)
+
+    def _embed_from_stage(self, stage_inputs: torch.Tensor) -> torch.Tensor:
+        if self.trunk_name.startswith("osnet"):
+            channels_last = stage_inputs.contiguous(memory_format=torch.channels_last)  # as `features_before` gives
+            feature_map = self.osnet.feature_map_from(channels_last, self.train_from)
+            return self.osnet.embedding_of(feature_map)
+        return self.port.forward_from(self.stage_node, stage_inputs)
 
     @torch.no_grad()
     def stage_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The input maps of stage `train_from` for `pixel_values`: what the frozen layers below it compute."""
-        if self.stage_node is None:
+        if self.train_from is None:
             raise ValueError("stage inputs need a student made with `train_from`.")
+        if self.trunk_name.startswith("osnet"):
+            return self.osnet.features_before(pixel_values, self.train_from).contiguous()
         return self.port.node_output(self.port.to_bgr(pixel_values), self.stage_node)
+
+    def frozen_tensors(self) -> list[torch.Tensor]:
+        """The weights of the layers below `train_from` (what a stage-input cache depends on)."""
+        if self.trunk_name.startswith("osnet"):
+            below = ("in_first", "conv1") + OSNet.stages[:OSNet.stages.index(self.train_from)]
+            return [value for name, value in self.osnet.state_dict().items() if name.split(".")[0] in below]
+        return [self.port.constant(node["attrs"]["name"]) for node in self.port.nodes[:self.stage_node]
+                if node["op"] == "Constant"]
 
     @torch.no_grad()
     def fit_search_map(self, pixel_batches: list[torch.Tensor], targets: torch.Tensor, ridge: float = 1e-2,
                        bf16: bool = False) -> float:
-        """Least-squares (ridge) fit of the linear map from the port's embeddings of `pixel_batches` (under bf16
+        """Least-squares (ridge) fit of the linear map from the trunk's embeddings of `pixel_batches` (under bf16
         autocast with `bf16`; the solve in float32) to the unit `targets`; returns the mean cosine of the fit."""
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            features = torch.cat([self.port.embed(batch).float() for batch in pixel_batches])
+            features = torch.cat([self.embed(batch).float() for batch in pixel_batches])
         if len(features) != len(targets):
             raise ValueError(f"{len(features)} images for {len(targets)} targets.")
         design = torch.cat([features, torch.ones(len(features), 1)], 1)
@@ -157,14 +232,16 @@ class LowResolutionStudent(nn.Module):
         return float(F.cosine_similarity(design @ solution, targets).mean())
 
     def save_pretrained(self, folder: str | Path, metadata: dict[str, Any]) -> None:
-        """Writes `student.safetensors` and `student.json` (image size, search size, `metadata`), each file whole."""
+        """Writes `student.safetensors` and `student.json` (trunk, image size, search size, `metadata`), each file
+        whole."""
         from ..search.storage import atomic_write
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         atomic_write(folder / WEIGHTS_NAME, save(state))
-        config = {"image_size": list(self.image_size), "search_size": self.to_search_space.out_features} | metadata
+        config = {"trunk": self.trunk_name, "image_size": list(self.image_size),
+                  "search_size": self.to_search_space.out_features} | metadata
         atomic_write(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
 
 
@@ -178,8 +255,9 @@ def load_student(folder: str | Path, image_size: tuple[int, int] | None = None, 
     config = json.loads((folder / CONFIG_NAME).read_text())
     state = load_file(str(folder / WEIGHTS_NAME))
     size = tuple(image_size or config["image_size"])
-    student = LowResolutionStudent(load_port("omz-0277"), config["search_size"], size, train_from=train_from)
-    name = f"port.weights.{student.pooling_kernel}"
+    student = LowResolutionStudent(load_trunk(config.get("trunk", "omz-0277")), config["search_size"], size,
+                                   train_from=train_from)
+    name = ("osnet." if student.trunk_name.startswith("osnet") else "port.weights.") + student.pooling_kernel
     state[name] = resize_pooling_kernel(state[name], (size[0] // 16, size[1] // 16))
     student.load_state_dict(state)
     return student.eval()
@@ -260,12 +338,11 @@ def stage_input_cache(student: LowResolutionStudent, paths: list[str], cache_dir
     """The input maps of the student's `train_from` stage for every photo as it is and mirrored (float16,
     memory-mapped), computed once under bf16 autocast by its frozen lower layers; cached in `cache_dir` under a
     digest of the photos, the input size, the stage and those layers' weights, each file written whole first."""
-    if student.stage_node is None:
+    if student.train_from is None:
         raise ValueError("a stage-input cache needs a student made with `train_from`.")
     frozen = hashlib.sha1(json.dumps([paths, student.image_size, student.train_from]).encode())
-    for node in student.port.nodes[:student.stage_node]:
-        if node["op"] == "Constant":
-            frozen.update(student.port.constant(node["attrs"]["name"]).detach().float().numpy().tobytes())
+    for tensor in student.frozen_tensors():
+        frozen.update(tensor.detach().float().numpy().tobytes())
     digest = frozen.hexdigest()[:12]
     files = [cache_dir / f"{student.train_from}-{digest}-{kind}.npy" for kind in ("plain", "mirrored")]
     if not all(f.is_file() for f in files):
@@ -294,6 +371,44 @@ def _write_stage_inputs(student: LowResolutionStudent, paths: list[str], files: 
         os.replace(partial, final)
 
 
+class StudentEmbeds(nn.Module):
+    """The student as a function of its pixels alone: what an exported graph computes."""
+
+    def __init__(self, student: LowResolutionStudent):
+        super().__init__()
+        self.student = student
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.student(pixel_values).embeds
+
+
+def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], folder: str | Path) -> Path:
+    """The student's graph (ONNX, then OpenVINO, dynamic batch) quantised to int8 by NNCF's post-training
+    quantisation, calibrated on `calibration` (batches of training photos at the student's size), written as
+    `folder/student-int8.xml` + `.bin`, each whole before it is renamed into place (the weights first). Needs
+    `nncf`. Why: int8 runs an OSNet trunk's graph about 1.5x as fast as float on this CPU (docs/experiments.md)."""
+    import tempfile
+
+    import nncf
+    import openvino as ov
+
+    module = StudentEmbeds(student.eval()).eval()
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = Path(scratch) / "student.onnx"
+        torch.onnx.export(module, (calibration[0],), str(onnx_path), input_names=["pixel_values"],
+                          output_names=["embeds"], dynamic_axes={"pixel_values": {0: "batch"}, "embeds": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        model = ov.convert_model(str(onnx_path))
+    quantized = nncf.quantize(model, nncf.Dataset([batch.numpy() for batch in calibration]),
+                              subset_size=len(calibration))
+    final = Path(folder) / INT8_NAME
+    partial = final.with_name(f".partial-{final.name}")
+    ov.save_model(quantized, str(partial), compress_to_fp16=False)
+    os.replace(partial.with_suffix(".bin"), final.with_suffix(".bin"))
+    os.replace(partial, final)
+    return final
+
+
 def identity_examples(identities: list[str]) -> list[dict[str, list[int]]]:
     """One example per identity with at least two photos: the indices of its photos."""
     photos: dict[str, list[int]] = {}
@@ -306,18 +421,19 @@ def distil_student(student: LowResolutionStudent, collator: StudentCollator, exa
                    output_dir: str | Path, steps: int, learning_rate: float = 1e-4, warmup_steps: int = 50,
                    identities_per_batch: int = 16, seed: int = 42, bf16: bool = True, save_steps: int = 0,
                    resume: bool = False) -> list[dict[str, float]]:
-    """Trains `student` in place: AdamW (the map at 10x the port's rate, weight decay 5e-4), linear warm-up then
+    """Trains `student` in place: AdamW (the map at 10x the trunk's rate, weight decay 5e-4), linear warm-up then
     cosine decay to zero, no gradient clipping, bf16 autocast; Trainer checkpoints every `save_steps`, `resume`
-    goes on from the last. Returns the loss log."""
+    goes on from the last. Returns the loss log. The weights stay in their own memory layout (a checkpoint stores
+    contiguous tensors only; the port's are 5-D), and OSNet turns its activations channels-last itself."""
     if len(examples) < identities_per_batch:
         raise ValueError(f"distillation needs {identities_per_batch} identities with two photos, got {len(examples)}.")
-    optimizer = torch.optim.AdamW([{"params": student.port.parameters(), "lr": learning_rate},
+    optimizer = torch.optim.AdamW([{"params": student.trunk.parameters(), "lr": learning_rate},
                                    {"params": student.to_search_space.parameters(), "lr": 10 * learning_rate}],
                                   weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, steps, warmup_steps, "cosine"))
     student.train()
-    log = train_trunk_in_place(student.port, student, examples, collator, output_dir, steps, identities_per_batch,
+    log = train_trunk_in_place(student.trunk, student, examples, collator, output_dir, steps, identities_per_batch,
                                seed, optimizers=(optimizer, scheduler), bf16=bf16, channels_last=False,
                                save_steps=save_steps, resume=resume, max_grad_norm=0.0)
     student.eval()
@@ -338,13 +454,13 @@ def run(args) -> dict[str, Any]:
     metadata: dict[str, Any] = {"teacher": args.model, "teacher_backend": args.backend, "steps": args.steps,
                                 "learning_rate": args.learning_rate, "training_photos": len(paths),
                                 "bank_size": args.bank_size, "bank_weight": args.bank_weight,
-                                "train_from": args.train_from}
+                                "train_from": args.train_from, "seed": args.seed}
     if args.init_from:
         student = load_student(args.init_from, size, args.train_from)
         student.bank_weight = args.bank_weight
         metadata["init_from"] = str(args.init_from)
     else:
-        student = LowResolutionStudent(load_port("omz-0277"), plain.shape[1], size, bank_weight=args.bank_weight,
+        student = LowResolutionStudent(load_trunk(args.trunk), plain.shape[1], size, bank_weight=args.bank_weight,
                                        train_from=args.train_from)
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
         processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
@@ -352,19 +468,30 @@ def run(args) -> dict[str, Any]:
                              modality="rgb", return_tensors="pt")["pixel_values"]
                    for start in range(0, len(sample), 128)]
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
-    stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
-    collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size,
-                               stage_maps=stage_maps)
-    log = distil_student(student, collator, identity_examples(identities), args.output_dir / "trainer", args.steps,
-                         args.learning_rate, seed=args.seed, save_steps=args.save_steps, resume=args.resume)
-    metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
+    if args.steps:
+        stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
+        collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size,
+                                   stage_maps=stage_maps)
+        log = distil_student(student, collator, identity_examples(identities), args.output_dir / "trainer",
+                             args.steps, args.learning_rate, seed=args.seed, save_steps=args.save_steps,
+                             resume=args.resume)
+        metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
     student.save_pretrained(args.output_dir, metadata)
+    if args.int8:  # calibrated on 320 training photos, drawn apart from any run's seed
+        processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
+        drawn = np.sort(np.random.default_rng(0).choice(len(paths), min(320, len(paths)), replace=False))
+        calibration = [processor([Image.open(paths[i]).convert("RGB") for i in drawn[start:start + 32]],
+                                 modality="rgb", return_tensors="pt")["pixel_values"]
+                       for start in range(0, len(drawn), 32)]
+        print(f"int8 graph: {export_int8(student, calibration, args.output_dir)}")
     print(json.dumps(metadata, indent=2))
-    print(f"score it: python scripts/evaluate_reid.py --model low-res-student:{args.output_dir} --dataset pooled "
-          "--root ../shared/data/CUHK-PEDES --query-modalities rgb --split-file splits/cross_domain_cuhk01.json")
+    print(f"score it: python scripts/evaluate_reid.py --model low-res-student{'-int8' if args.int8 else ''}:"
+          f"{args.output_dir} --dataset pooled --root ../shared/data/CUHK-PEDES --query-modalities rgb "
+          "--split-file splits/cross_domain_cuhk01.json")
     return metadata
 
 
-__all__ = ["resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes", "LowResolutionStudent", "load_student",
-           "StudentCollator", "teacher_targets", "stage_input_cache", "identity_examples", "distil_student", "run",
-           "POOLING_GRID", "STAGES"]
+__all__ = ["load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
+           "LowResolutionStudent", "load_student",
+           "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_int8",
+           "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME"]

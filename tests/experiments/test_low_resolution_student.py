@@ -2,7 +2,8 @@
 size and learns from a loss with gradients, the fitted map reproduces a linear target, a saved student loads whole,
 the collator pairs each mirrored photo with the teacher's mirrored embedding and draws a repeatable bank of teacher
 rows, and a distillation run checkpoints and resumes; a student trained from a stage reads that stage's cached input
-maps as it reads pixels, and only the layers from that stage on learn."""
+maps as it reads pixels, and only the layers from that stage on learn. The same for its OSNet trunks (0277 converted,
+0267), whose BatchNorm statistics stay as they were."""
 
 from __future__ import annotations
 
@@ -220,3 +221,85 @@ def test_stage_maps_are_cached_whole_and_train_only_the_layers_from_that_stage(t
     changed = {name for name, value in student.named_parameters() if not torch.equal(value, before[name])}
     assert f"port.weights.{student.pooling_kernel}" in changed and "to_search_space.weight" in changed
     assert f"port.weights.{_first_convolution_weight(student.port)}" not in changed
+
+
+@pytest.mark.slow
+def test_a_0267_student_keeps_its_batchnorm_statistics_and_reads_stage_maps_as_pixels(tmp_path):
+    torch.manual_seed(0)
+    student = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (256, 128), train_from="conv3")
+    assert not student.osnet.training  # from the start: fitting the map leaves the BatchNorm statistics alone
+    pixels = torch.randn(4, 3, 256, 128)
+    with torch.no_grad():
+        reference = torch.nn.functional.normalize(student.to_search_space(student.osnet(pixels)[1]), dim=-1)
+        torch.testing.assert_close(student.eval()(pixels).embeds, reference)
+        maps = student.stage_inputs(pixels)
+        assert maps.shape == (4, 128, 32, 16)
+        torch.testing.assert_close(student(stage_inputs=maps).embeds, reference)
+    statistics = student.osnet.conv4[0].conv1.bn.running_mean.clone()
+    student.train()
+    assert student.training and not student.osnet.training  # BatchNorm keeps its running statistics
+    student(stage_inputs=maps, teacher_embeds=torch.randn(4, 8)).loss.backward()
+    assert torch.equal(student.osnet.conv4[0].conv1.bn.running_mean, statistics)
+    assert student.osnet.conv1.conv.weight.grad is None and student.osnet.conv2[0].conv1.conv.weight.grad is None
+    assert student.osnet.conv3[0].conv1.conv.weight.grad.abs().sum() > 0
+    below = [k for k in student.osnet.state_dict() if k.split(".")[0] in ("in_first", "conv1", "conv2")]
+    assert len(student.frozen_tensors()) == len(below) > 0  # what a stage-input cache's digest covers
+
+    student.save_pretrained(tmp_path, {"teacher": "test"})
+    assert lrs.json.loads((tmp_path / lrs.CONFIG_NAME).read_text())["trunk"] == "osnet-0267"
+    loaded = lrs.load_student(tmp_path)
+    assert loaded.trunk_name == "osnet-0267"
+    torch.testing.assert_close(loaded(pixels).embeds, student.eval()(pixels).embeds)
+    paths = _photos(tmp_path, 32)
+    rng = np.random.default_rng(0)
+    plain, mirrored = rng.standard_normal((32, 8)).astype(np.float16), rng.standard_normal((32, 8)).astype(np.float16)
+    tiny = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (32, 16))
+    collator = lrs.StudentCollator(paths, plain, mirrored, (32, 16), instances_per_identity=2)
+    examples = lrs.identity_examples([f"id{i // 2}" for i in range(32)])
+    lrs.distil_student(tiny, collator, examples, tmp_path / "trainer", steps=2, warmup_steps=1, save_steps=1)
+    assert (tmp_path / "trainer" / "checkpoint-2" / "model.safetensors").is_file()  # a checkpoint that loads
+    smaller = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (192, 96))
+    assert smaller.osnet.global_avgpool.weight.shape[-2:] == (12, 6)
+    assert smaller(torch.randn(2, 3, 192, 96)).embeds.shape == (2, 8)
+    with pytest.raises(ValueError, match="the student's trunk is 'osnet-9999'"):
+        lrs.load_trunk("osnet-9999")
+
+
+@pytest.mark.slow
+def test_0277_as_an_osnet_student_computes_what_its_port_does_and_round_trips(tmp_path):
+    pixels = torch.randn(3, 3, 256, 128)
+    student = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0277"), 8, (256, 128))
+    assert student.trunk_name == "osnet-0277" and student.osnet.channels[0] == 64
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(student.embed(pixels), load_port("omz-0277").embed(pixels))
+    assert float(cosine.min()) > 0.9999
+    smaller = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0277"), 8, (224, 112), train_from="conv3")
+    assert smaller.stage_inputs(torch.randn(2, 3, 224, 112)).shape == (2, 256, 28, 14)
+    smaller.save_pretrained(tmp_path, {})
+    loaded = lrs.load_student(tmp_path)
+    assert loaded.trunk_name == "osnet-0277" and loaded.image_size == (224, 112)
+    small_pixels = torch.randn(2, 3, 224, 112)
+    torch.testing.assert_close(loaded(small_pixels).embeds, smaller.eval()(small_pixels).embeds)
+
+
+@pytest.mark.slow
+def test_the_int8_graph_is_written_whole_and_scores_as_a_peer(tmp_path):
+    pytest.importorskip("nncf")
+    torch.manual_seed(0)
+    student = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (64, 32))
+    photos = [torch.from_numpy(np.asarray(Image.open(path).convert("RGB").resize((32, 64)), np.float32))
+              for path in _photos(tmp_path, 16)]
+    pixels = (torch.stack(photos).permute(0, 3, 1, 2) / 255 - 0.45) / 0.225
+    student.save_pretrained(tmp_path / "student", {})
+    written = lrs.export_int8(student, [pixels[:8], pixels[8:]], tmp_path / "student")
+    assert written == tmp_path / "student" / lrs.INT8_NAME and written.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in (tmp_path / "student").iterdir()) == sorted(
+        [lrs.WEIGHTS_NAME, lrs.CONFIG_NAME, lrs.INT8_NAME, "student-int8.bin"])  # no partial file left
+    embedder = Embedder(f"low-res-student-int8:{tmp_path / 'student'}", 4, tmp_path / "cache")
+    assert embedder.image_processor.size == {"height": 64, "width": 32}
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(embedder.baseline(pixels), student.eval()(pixels).embeds)
+    assert float(cosine.mean()) > 0.9  # int8, on the photos it was calibrated on
+    written.unlink()
+    with pytest.raises(SystemExit, match="no student-int8.xml"):
+        Embedder(f"low-res-student-int8:{tmp_path / 'student'}", 4, tmp_path / "cache")
