@@ -11,6 +11,8 @@
 #          ir-real-thermal (real thermal crops of the held-out thermal/visible pairs -> their visible crops)
 # BACKEND=torch-bf16|torch-bf16-compiled|onnx|openvino (modeling_aio.export.BACKENDS) runs the checkpoint that way
 # instead of PyTorch in float32 (onnx / openvino: single-modality tasks only); ir-real-thermal stays on PyTorch.
+# RGB_MODEL=NAME embeds the RGB photos (gallery and RGB queries) with another model, e.g. a fast
+# low-res-student:FOLDER indexing the gallery that MODEL's text and sketch queries search.
 # Writes outputs/dev/LABEL/TASK.json (+ .model-index.yaml); scripts/make_model_card.py reads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ run() {  # task, dataset, root, modalities, extra...
   local task=$1 dataset=$2 root=$3 modalities=$4; shift 4
   echo "== $LABEL: $task"
   "$PY" scripts/evaluate_reid.py --model "$MODEL" --dataset "$dataset" --root "$root" --query-modalities "$modalities" \
-    --backend "${BACKEND:-torch}" \
+    --backend "${BACKEND:-torch}" ${RGB_MODEL:+--rgb-model "$RGB_MODEL"} \
     --split-file "${SPLIT:-splits/dev_split.json}" --output "$OUT/$task.json" "$@" 2>&1 | grep -E "^  (rank|mAP|mINP|num_)|error"
 }
 for task in $TASKS; do

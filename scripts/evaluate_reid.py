@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--model", default=str(REPO_ROOT / "aio-reid"),
                         help="checkpoint folder, frozen-dinov2, osnet-0267, osnet-trunk:CHECKPOINT, openvino:PATH.xml, "
                              "low-res-student:FOLDER or low-res-student-int8:FOLDER")
+    parser.add_argument("--rgb-model", default=None,
+                        help="another model that embeds the RGB photos (gallery and RGB queries), e.g. a fast "
+                             "low-res-student:FOLDER indexing the gallery that --model's text and sketch queries search")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--query-modalities", default=None, help="comma-separated subset of rgb,ir,sketch,text")

@@ -178,13 +178,30 @@ class EnsembleEmbedder:
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def make_embedder(model_name: str, batch_size: int, cache_dir: Path, backend: str = "torch"
-                  ) -> Embedder | EnsembleEmbedder:
+class RGBPhotoEmbedder:
+    """Queries by one embedder, RGB photos (every RGB-only request: the gallery, and RGB queries) by another: a
+    deployment whose gallery is indexed by a fast RGB encoder in the same search space (say a
+    `low_resolution_student`), searched by the full model's text, sketch and IR queries."""
+
+    def __init__(self, queries: Embedder | EnsembleEmbedder, photos: Embedder | EnsembleEmbedder):
+        self.queries, self.photos = queries, photos
+        self.model_name = f"{queries.model_name} (RGB photos: {photos.model_name})"
+
+    def embed(self, query: dict[str, list], key: str) -> np.ndarray:
+        return (self.photos if set(query) == {"rgb"} else self.queries).embed(query, key)
+
+
+def make_embedder(model_name: str, batch_size: int, cache_dir: Path, backend: str = "torch",
+                  rgb_model: str | None = None) -> Embedder | EnsembleEmbedder | RGBPhotoEmbedder:
     """The embedder `model_name` asks for (`ensemble:...` or any single model); `backend` (one of
-    `export.BACKENDS`) is what runs an AIO checkpoint, so that the figures are those of what a deployment runs."""
+    `export.BACKENDS`) is what runs an AIO checkpoint, so that the figures are those of what a deployment runs.
+    `rgb_model`: another model that embeds the RGB photos (`RGBPhotoEmbedder`)."""
+    if rgb_model:
+        return RGBPhotoEmbedder(make_embedder(model_name, batch_size, cache_dir, backend),
+                                make_embedder(rgb_model, batch_size, cache_dir, backend))
     if model_name.startswith("ensemble:"):
         return EnsembleEmbedder(model_name, batch_size, cache_dir, backend)
     return Embedder(model_name, batch_size, cache_dir, backend)
 
 
-__all__ = ["Embedder", "EnsembleEmbedder", "make_embedder"]
+__all__ = ["Embedder", "EnsembleEmbedder", "RGBPhotoEmbedder", "make_embedder"]

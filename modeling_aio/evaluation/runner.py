@@ -21,10 +21,11 @@ from processing_aio.synthesis import grayscale_ir, xdog_sketch
 from . import metrics as evaluation_metrics
 from . import protocols
 from ..checkpoint.paths import REPO_ROOT
-from .embedder import Embedder, EnsembleEmbedder, make_embedder
+from .embedder import Embedder, EnsembleEmbedder, RGBPhotoEmbedder, make_embedder
 
-#: What embeds a run's queries and gallery: one model, or an ensemble of several (`make_embedder`).
-AnyEmbedder = Embedder | EnsembleEmbedder
+#: What embeds a run's queries and gallery: one model, an ensemble of several, or one for the RGB photos and another
+#: for the rest (`make_embedder`).
+AnyEmbedder = Embedder | EnsembleEmbedder | RGBPhotoEmbedder
 
 SYNTHESIS = {"ir": grayscale_ir, "sketch": xdog_sketch}
 DEFAULT_QUERY = {"pku-sketch": "sketch", "cuhk-pedes": "text", "icfg-pedes": "text", "rstpreid": "text",
@@ -300,16 +301,17 @@ def run(args: argparse.Namespace) -> dict:
         if getattr(args, option) < 1:
             raise SystemExit(f"error: --{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}.")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    backend = getattr(args, "backend", "torch")
+    backend, rgb_model = getattr(args, "backend", "torch"), getattr(args, "rgb_model", None)
     started = time.time()
     try:
-        embedder = make_embedder(args.model, args.batch_size, args.cache_dir, backend)
+        embedder = make_embedder(args.model, args.batch_size, args.cache_dir, backend, rgb_model)
         task, metrics = evaluate_dataset(args, embedder)
     except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as error:  # inputs the user named
         raise SystemExit(f"error: {error}") from None
     elapsed = time.time() - started
 
-    header = f"{Path(args.model).name} on {args.dataset} ({task})"
+    photos = f", RGB photos by {Path(rgb_model).name}" if rgb_model else ""
+    header = f"{Path(args.model).name}{photos} on {args.dataset} ({task})"
     print(f"\n{header}\n" + "-" * len(header))
     for key, value in metrics.items():
         print(f"  {key:18s} {value:8d}" if key in ("trials", "num_valid_queries") else f"  {key:18s} {value:8.2f}")
@@ -317,7 +319,8 @@ def run(args: argparse.Namespace) -> dict:
     output = args.output or REPO_ROOT / "outputs" / (f"eval-{Path(args.model).name}-{args.dataset}-"
                                                      f"{task.split(' ')[0].replace('->', '-to-')}{suffix}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    result = {"model": args.model, "backend": backend, "dataset": args.dataset, "root": str(args.root), "task": task,
+    result = {"model": args.model, "rgb_model": rgb_model, "backend": backend,
+              "dataset": args.dataset, "root": str(args.root), "task": task,
               "split_file": str(args.split_file) if args.split_file else None, "trials": args.trials,
               "metrics": metrics, "seconds": round(elapsed, 1)}
     output.write_text(json.dumps(result, indent=1) + "\n")

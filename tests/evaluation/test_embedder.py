@@ -1,13 +1,14 @@
 """The evaluation embedder (modeling_aio.evaluation.embedder): an `ensemble:` of models scores with the weighted
-mean of its members' cosine similarities, a malformed ensemble is refused naming the part, and `backend` runs a
-checkpoint the way a deployment does, cached apart from PyTorch's figures."""
+mean of its members' cosine similarities, a malformed ensemble is refused naming the part, `backend` runs a
+checkpoint the way a deployment does, cached apart from PyTorch's figures, and `rgb_model` embeds every RGB photo
+while the other model embeds every other query."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from modeling_aio.evaluation.embedder import Embedder, EnsembleEmbedder, make_embedder
+from modeling_aio.evaluation.embedder import Embedder, EnsembleEmbedder, RGBPhotoEmbedder, make_embedder
 
 from conftest import random_image
 
@@ -50,3 +51,14 @@ def test_a_backend_runs_the_checkpoint_and_caches_apart_from_pytorch(tmp_path, m
 def test_a_backend_for_a_peer_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="'osnet-0267' is a peer"):
         Embedder("osnet-0267", 2, tmp_path, backend="onnx")
+
+
+def test_an_rgb_model_embeds_the_photos_and_the_model_the_other_queries(tmp_path):
+    images = [random_image(seed, size=(64, 128)) for seed in range(3)]
+    embedder = make_embedder("omz-0277", 4, tmp_path, rgb_model="osnet-0267")
+    assert isinstance(embedder, RGBPhotoEmbedder) and embedder.model_name == "omz-0277 (RGB photos: osnet-0267)"
+    photos = embedder.embed({"rgb": images}, "photos")
+    np.testing.assert_allclose(photos, Embedder("osnet-0267", 4, tmp_path).embed({"rgb": images}, "photos"))
+    sketches = embedder.embed({"sketch": images}, "sketches")
+    np.testing.assert_allclose(sketches, Embedder("omz-0277", 4, tmp_path).embed({"sketch": images}, "sketches"))
+    assert not np.allclose(photos, Embedder("omz-0277", 4, tmp_path).embed({"rgb": images}, "photos"))
