@@ -440,6 +440,13 @@ def distil_student(student: LowResolutionStudent, collator: StudentCollator, exa
     return log
 
 
+def _pixel_batches(paths: list[str], size: tuple[int, int], batch_size: int) -> list[torch.Tensor]:
+    """The photos at `paths` as the student reads them (processed at `size`), in batches."""
+    processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
+    return [processor([Image.open(p).convert("RGB") for p in paths[start:start + batch_size]], modality="rgb",
+                      return_tensors="pt")["pixel_values"] for start in range(0, len(paths), batch_size)]
+
+
 def run(args) -> dict[str, Any]:
     """`scripts/low_resolution_student.py`: teacher targets for the training photos of `args.split_file` (its
     development identities and the cross-domain source left out, as for every training run), the student (new, its
@@ -463,10 +470,7 @@ def run(args) -> dict[str, Any]:
         student = LowResolutionStudent(load_trunk(args.trunk), plain.shape[1], size, bank_weight=args.bank_weight,
                                        train_from=args.train_from)
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
-        processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
-        batches = [processor([Image.open(paths[i]).convert("RGB") for i in sample[start:start + 128]],
-                             modality="rgb", return_tensors="pt")["pixel_values"]
-                   for start in range(0, len(sample), 128)]
+        batches = _pixel_batches([paths[i] for i in sample], size, 128)
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
     if args.steps:
         stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
@@ -478,11 +482,8 @@ def run(args) -> dict[str, Any]:
         metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
     student.save_pretrained(args.output_dir, metadata)
     if args.int8:  # calibrated on 320 training photos, drawn apart from any run's seed
-        processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
         drawn = np.sort(np.random.default_rng(0).choice(len(paths), min(320, len(paths)), replace=False))
-        calibration = [processor([Image.open(paths[i]).convert("RGB") for i in drawn[start:start + 32]],
-                                 modality="rgb", return_tensors="pt")["pixel_values"]
-                       for start in range(0, len(drawn), 32)]
+        calibration = _pixel_batches([paths[i] for i in drawn], size, 32)
         print(f"int8 graph: {export_int8(student, calibration, args.output_dir)}")
     print(json.dumps(metadata, indent=2))
     print(f"score it: python scripts/evaluate_reid.py --model low-res-student{'-int8' if args.int8 else ''}:"

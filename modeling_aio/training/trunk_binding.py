@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from PIL import Image, ImageOps
 from torch import nn
 from transformers import Trainer, TrainingArguments
@@ -256,6 +257,9 @@ def train_trunk_in_place(trunk: nn.Module, loss_model: nn.Module, examples: list
     trainer = Trainer(model=loss_model, args=args, train_dataset=examples, data_collator=collator,
                       optimizers=optimizers)
     trainer.train(resume_from_checkpoint=resume or None)
+    # accelerate wrapped the model's forward in bf16 autocast; what runs it after training (an export, an
+    # evaluation) must compute in the model's own precision
+    extract_model_from_parallel(loss_model, keep_fp32_wrapper=False)
     trunk.requires_grad_(False)
     trunk.eval().to(device, memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]

@@ -258,6 +258,10 @@ def test_a_0267_student_keeps_its_batchnorm_statistics_and_reads_stage_maps_as_p
     examples = lrs.identity_examples([f"id{i // 2}" for i in range(32)])
     lrs.distil_student(tiny, collator, examples, tmp_path / "trainer", steps=2, warmup_steps=1, save_steps=1)
     assert (tmp_path / "trainer" / "checkpoint-2" / "model.safetensors").is_file()  # a checkpoint that loads
+    maps = []
+    tiny.osnet.conv5.register_forward_hook(lambda module, inputs, output: maps.append(output))
+    tiny(torch.randn(2, 3, 32, 16))
+    assert maps[0].dtype == torch.float32  # trained under bf16 autocast, it runs in float32 afterwards
     smaller = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (192, 96))
     assert smaller.osnet.global_avgpool.weight.shape[-2:] == (12, 6)
     assert smaller(torch.randn(2, 3, 192, 96)).embeds.shape == (2, 8)
