@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--train-from", choices=STAGES, default=None,
                         help="train only this stage and those above, on its input maps computed once (faster steps)")
     parser.add_argument("--int8", action="store_true",
-                        help="also write the student's int8 OpenVINO graph (NNCF, 320 training photos; needs nncf)")
+                        help="also write the student's int8 OpenVINO graph (NNCF, 640 training photos; needs nncf)")
     parser.add_argument("--save-steps", type=int, default=0, help="a resumable checkpoint this often (0: none)")
     parser.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --output-dir")
     parser.add_argument("--seed", type=int, default=42)

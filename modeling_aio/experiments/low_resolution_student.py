@@ -382,11 +382,17 @@ class StudentEmbeds(nn.Module):
         return self.student(pixel_values).embeds
 
 
+#: Layers an int8 student keeps in float (patterns of its exported graph's node names): the head, from conv5 to the
+#: map into the search space, where every channel of the embedding is formed (a small share of the time).
+FLOAT_HEAD = (".*to_search_space.*", ".*osnet/fc/.*", ".*global_avgpool.*", ".*osnet/conv5/.*")
+
+
 def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], folder: str | Path) -> Path:
     """The student's graph (ONNX, then OpenVINO, dynamic batch) quantised to int8 by NNCF's post-training
-    quantisation, calibrated on `calibration` (batches of training photos at the student's size), written as
-    `folder/student-int8.xml` + `.bin`, each whole before it is renamed into place (the weights first). Needs
-    `nncf`. Why: int8 runs an OSNet trunk's graph about 1.5x as fast as float on this CPU (docs/experiments.md)."""
+    quantisation (mixed preset: symmetric weights, asymmetric activations; `FLOAT_HEAD` left in float), calibrated
+    on `calibration` (batches of training photos at the student's size), written as `folder/student-int8.xml` +
+    `.bin`, each whole before it is renamed into place (the weights first). Needs `nncf`. Why: int8 runs an OSNet
+    trunk's graph about 1.5x as fast as float on this CPU (docs/experiments.md, twelfth session)."""
     import tempfile
 
     import nncf
@@ -400,7 +406,8 @@ def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], 
                           opset_version=17, dynamo=False)
         model = ov.convert_model(str(onnx_path))
     quantized = nncf.quantize(model, nncf.Dataset([batch.numpy() for batch in calibration]),
-                              subset_size=len(calibration))
+                              subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
+                              ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_HEAD), validate=False))
     final = Path(folder) / INT8_NAME
     partial = final.with_name(f".partial-{final.name}")
     ov.save_model(quantized, str(partial), compress_to_fp16=False)
@@ -481,8 +488,8 @@ def run(args) -> dict[str, Any]:
                              resume=args.resume)
         metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
     student.save_pretrained(args.output_dir, metadata)
-    if args.int8:  # calibrated on 320 training photos, drawn apart from any run's seed
-        drawn = np.sort(np.random.default_rng(0).choice(len(paths), min(320, len(paths)), replace=False))
+    if args.int8:  # calibrated on 640 training photos, drawn apart from any run's seed
+        drawn = np.sort(np.random.default_rng(0).choice(len(paths), min(640, len(paths)), replace=False))
         calibration = _pixel_batches([paths[i] for i in drawn], size, 32)
         print(f"int8 graph: {export_int8(student, calibration, args.output_dir)}")
     print(json.dumps(metadata, indent=2))
@@ -495,4 +502,4 @@ def run(args) -> dict[str, Any]:
 __all__ = ["load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
            "LowResolutionStudent", "load_student",
            "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_int8",
-           "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME"]
+           "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME", "FLOAT_HEAD"]
