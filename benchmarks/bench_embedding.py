@@ -98,15 +98,13 @@ def low_res_student_runners(folder: Path, batch_size: int, threads: int) -> dict
     PyTorch is printed."""
     import tempfile
 
-    from modeling_aio.experiments.low_resolution_student import INT8_NAME, StudentEmbeds, load_student
+    from modeling_aio.experiments.low_resolution_student import INT8_NAME, StudentEmbeds, export_onnx, load_student
     from modeling_aio.export import worst_cosine
 
     student = StudentEmbeds(load_student(folder)).eval()
     height, width = student.student.image_size
     pixels = torch.randn(batch_size, 3, height, width)
-    path = Path(tempfile.mkdtemp()) / "student.onnx"
-    torch.onnx.export(student, (pixels,), str(path), input_names=["pixel_values"],
-                      dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17, dynamo=False)
+    path = export_onnx(student.student, pixels, Path(tempfile.mkdtemp()) / "student.onnx")
     graphs = {"": path} | ({", int8": folder / INT8_NAME} if (folder / INT8_NAME).is_file() else {})
     trunk, runners = student.student.trunk_name, {}
     for precision, graph in graphs.items():

@@ -382,6 +382,14 @@ class StudentEmbeds(nn.Module):
         return self.student(pixel_values).embeds
 
 
+def export_onnx(student: LowResolutionStudent, example: torch.Tensor, path: str | Path) -> Path:
+    """The student as an ONNX graph of its pixels (`StudentEmbeds`; any batch), traced on `example`."""
+    torch.onnx.export(StudentEmbeds(student.eval()).eval(), (example,), str(path), input_names=["pixel_values"],
+                      output_names=["embeds"], dynamic_axes={"pixel_values": {0: "batch"}, "embeds": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    return Path(path)
+
+
 #: Layers an int8 student keeps in float (patterns of its exported graph's node names): the head, from conv5 to the
 #: map into the search space, where every channel of the embedding is formed (a small share of the time).
 FLOAT_HEAD = (".*to_search_space.*", ".*osnet/fc/.*", ".*global_avgpool.*", ".*osnet/conv5/.*")
@@ -398,13 +406,8 @@ def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], 
     import nncf
     import openvino as ov
 
-    module = StudentEmbeds(student.eval()).eval()
     with tempfile.TemporaryDirectory() as scratch:
-        onnx_path = Path(scratch) / "student.onnx"
-        torch.onnx.export(module, (calibration[0],), str(onnx_path), input_names=["pixel_values"],
-                          output_names=["embeds"], dynamic_axes={"pixel_values": {0: "batch"}, "embeds": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-        model = ov.convert_model(str(onnx_path))
+        model = ov.convert_model(str(export_onnx(student, calibration[0], Path(scratch) / "student.onnx")))
     quantized = nncf.quantize(model, nncf.Dataset([batch.numpy() for batch in calibration]),
                               subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
                               ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_HEAD), validate=False))
@@ -501,5 +504,5 @@ def run(args) -> dict[str, Any]:
 
 __all__ = ["load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
            "LowResolutionStudent", "load_student",
-           "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_int8",
+           "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_onnx", "export_int8",
            "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME", "FLOAT_HEAD"]
