@@ -24,6 +24,12 @@ import torch
 from ..checkpoint.paths import OSNET_0267_WEIGHTS
 
 
+def _files_stamp(paths: list[Path]) -> str:
+    """A short digest of where `paths` are and when each last changed: the cache key of a model read from them."""
+    stamp = "".join(f"{path.resolve()}{path.stat().st_mtime_ns}" for path in paths)
+    return hashlib.sha1(stamp.encode()).hexdigest()[:12]
+
+
 class Embedder:
     """Batched, cached embedding of images or captions with an AIO checkpoint or the frozen-encoder baseline."""
 
@@ -78,9 +84,7 @@ class Embedder:
             height, width = student.image_size
             self.image_processor = AIOImageProcessor(size={"height": height, "width": width})
             self.baseline = lambda pixels: student(pixels).embeds
-            stamp = "".join(f"{(folder / name).resolve()}{(folder / name).stat().st_mtime_ns}"
-                            for name in (WEIGHTS_NAME, CONFIG_NAME))
-            self.fingerprint = "low-res-student-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
+            self.fingerprint = "low-res-student-" + _files_stamp([folder / WEIGHTS_NAME, folder / CONFIG_NAME])
         elif model_name.startswith("low-res-student-int8:"):
             import json
 
@@ -96,9 +100,8 @@ class Embedder:
             height, width = json.loads((folder / CONFIG_NAME).read_text())["image_size"]
             self.image_processor = AIOImageProcessor(size={"height": height, "width": width})
             self.baseline = lambda pixels: torch.from_numpy(compiled([pixels.numpy()])[compiled.output(0)])
-            stamp = "".join(f"{path.resolve()}{path.stat().st_mtime_ns}"
-                            for path in (folder / INT8_NAME, (folder / INT8_NAME).with_suffix(".bin")))
-            self.fingerprint = "low-res-student-int8-" + hashlib.sha1(stamp.encode()).hexdigest()[:12]
+            graph = folder / INT8_NAME
+            self.fingerprint = "low-res-student-int8-" + _files_stamp([graph, graph.with_suffix(".bin")])
         elif model_name.startswith("openvino:"):
             from ..training.trunk_distillation import openvino_reid_embedder
 
