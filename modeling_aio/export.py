@@ -3,12 +3,15 @@
 Composed queries (several modalities in one sequence) stay on PyTorch: the exported graphs serve the high-volume
 jobs, indexing galleries and embedding single-modality queries. Each export is checked against PyTorch on a check
 batch (cosine similarity of the embeddings, must be >= 0.999). `runtime_for` picks what runs a checkpoint for a
-backend name (`BACKENDS`): the exported graphs, or PyTorch itself in bfloat16, compiled or not.
+backend name (`BACKENDS`): the exported graphs, or PyTorch itself in bfloat16, compiled or not. A checkpoint with a
+fast RGB gallery encoder (`AIOConfig.rgb_gallery_image_size`) also has an int8 OpenVINO graph of it
+(`export_rgb_gallery_int8`, calibrated on RGB photos), which the "openvino-int8" backend indexes RGB photos with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from pathlib import Path
 
@@ -23,7 +26,13 @@ MIN_COSINE = 0.999
 #: What can run a checkpoint: PyTorch in float32; PyTorch under bfloat16 autocast (about 2x faster on CPUs with
 #: native bf16, slower on others), also compiled by `torch.compile` (3-4x; the first batches of a process
 #: compile, about a minute); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
-BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino")
+#: "openvino-int8": OpenVINO, with RGB photos through the fast RGB gallery encoder in int8 (about 2x 0277's images/s).
+BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "openvino-int8")
+#: The int8 graph of the RGB gallery encoder, in the checkpoint's openvino/ folder.
+RGB_GALLERY_INT8 = "rgb_gallery-int8.xml"
+#: Layers an int8 graph keeps in float (patterns of the exported node names): the head, from conv5 to the map into
+#: the search space, where every channel of the embedding is formed (a small share of the time; docs/experiments.md).
+INT8_FLOAT_HEAD = (".*to_search_space.*", ".*osnet/fc/.*", ".*global_avgpool.*", ".*osnet/conv5/.*")
 
 
 class _ImagePath(nn.Module):
@@ -114,6 +123,66 @@ def export_openvino(model, out_dir: Path) -> dict[Path, float]:
     return results
 
 
+def export_pixels_onnx(module: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """A module of pixels alone (-> embeds) as an ONNX graph for any batch, traced on `example`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), str(path), input_names=["pixel_values"], output_names=["embeds"],
+                          dynamic_axes={"pixel_values": {0: "batch"}, "embeds": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    return Path(path)
+
+
+def export_int8_openvino(module: nn.Module, calibration: list[torch.Tensor], xml: str | Path) -> float:
+    """`module` (pixels -> embeds) quantised to int8 as an OpenVINO graph at `xml` (+ `.bin`, dynamic batch): NNCF
+    post-training quantisation, mixed preset (symmetric weights, asymmetric activations), `INT8_FLOAT_HEAD` left in
+    float, calibrated on the pixel batches `calibration`; each file written whole before it is renamed into place
+    (the weights first). Returns the graph's worst cosine to PyTorch on the first batch. Needs `nncf`."""
+    import tempfile
+
+    import nncf
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as scratch:
+        graph = ov.convert_model(str(export_pixels_onnx(module, calibration[0], Path(scratch) / "graph.onnx")))
+    quantized = nncf.quantize(graph, nncf.Dataset([batch.numpy() for batch in calibration]),
+                              subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
+                              ignored_scope=nncf.IgnoredScope(patterns=list(INT8_FLOAT_HEAD), validate=False))
+    final = Path(xml)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".partial-{final.name}")
+    ov.save_model(quantized, str(partial), compress_to_fp16=False)
+    os.replace(partial.with_suffix(".bin"), final.with_suffix(".bin"))
+    os.replace(partial, final)
+    compiled = ov.Core().compile_model(str(final), "CPU")
+    with torch.no_grad():
+        reference = module(calibration[0]).numpy()
+    return worst_cosine(reference, compiled([calibration[0].numpy()])[compiled.output(0)])
+
+
+def rgb_pixel_batches(paths: list[str], image_size: tuple[int, int], batch_size: int = 32) -> list[torch.Tensor]:
+    """The RGB photos at `paths` as the image processor makes them at `image_size`, in batches (a file that is no
+    image is an error naming it)."""
+    from processing_aio import AIOImageProcessor
+
+    processor = AIOImageProcessor(size={"height": image_size[0], "width": image_size[1]})
+    return [processor([str(p) for p in paths[start:start + batch_size]], modality="rgb", input_name="photos",
+                      return_tensors="pt")["pixel_values"] for start in range(0, len(paths), batch_size)]
+
+
+def export_rgb_gallery_int8(model, checkpoint: Path, calibration: list[torch.Tensor]) -> tuple[Path, float]:
+    """The checkpoint's RGB gallery encoder as `checkpoint/openvino/RGB_GALLERY_INT8`, calibrated on `calibration`
+    (batches of RGB photos processed at `config.rgb_gallery_image_size`: a few hundred of the photos it will index);
+    returns the file and its worst cosine to PyTorch."""
+    base = getattr(model, "aio", model)
+    if not hasattr(base, "rgb_gallery_encoder"):
+        raise ValueError("this checkpoint has no RGB gallery encoder (`config.rgb_gallery_image_size` is None).")
+    if not calibration:
+        raise ValueError("int8 calibration needs at least one batch of RGB photos.")
+    xml = Path(checkpoint) / "openvino" / RGB_GALLERY_INT8
+    return xml, export_int8_openvino(base.rgb_gallery_encoder.eval(), calibration, xml)
+
+
 def export_checkpoint(model, checkpoint: Path, backend: str = "onnx") -> dict[Path, float]:
     if backend == "onnx":
         return export_onnx(model, checkpoint / "onnx")
@@ -160,6 +229,17 @@ def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime 
         return None
     if backend.startswith("torch-bf16"):
         return TorchAutocastRuntime(model, compiled=backend == "torch-bf16-compiled")
+    if backend == "openvino-int8":
+        xml = Path(checkpoint) / "openvino" / RGB_GALLERY_INT8
+        if not hasattr(getattr(model, "aio", model), "rgb_gallery_encoder"):
+            raise ValueError("the openvino-int8 backend needs a checkpoint with an RGB gallery encoder "
+                             "(`config.rgb_gallery_image_size`); this one has none.")
+        if not xml.is_file():
+            raise FileNotFoundError(f"{xml} is missing: calibrate it on your RGB photos with `aio-reid export --model "
+                                    f"{checkpoint} --backend openvino-int8 --calibration-images FOLDER`.")
+        runtime = ExportedRuntime.for_checkpoint(model, Path(checkpoint), "openvino")
+        runtime.add_rgb_gallery(xml, tuple(model.config.rgb_gallery_image_size))
+        return runtime
     return ExportedRuntime.for_checkpoint(model, Path(checkpoint), backend)
 
 
@@ -168,6 +248,26 @@ class ExportedRuntime:
 
     def __init__(self, runners: dict[str, object]):
         self.runners = runners
+        self.rgb_gallery_size: tuple[int, int] | None = None  # set by `add_rgb_gallery`
+
+    def add_rgb_gallery(self, xml: Path, image_size: tuple[int, int]) -> None:
+        """RGB photos, processed at `image_size`, go through the RGB gallery encoder's graph `xml`
+        (`embed_rgb_gallery`)."""
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(xml), "CPU")
+        self.runners["rgb_gallery"] = lambda feed, c=compiled: c(feed)[c.output(0)]
+        self.rgb_gallery_size = image_size
+
+    def embed_rgb_gallery(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """Embeddings of RGB photos processed at `rgb_gallery_size` by the RGB gallery encoder's graph."""
+        if self.rgb_gallery_size is None:
+            raise ValueError("this runtime has no RGB gallery encoder graph (the openvino-int8 backend has one).")
+        if tuple(pixel_values.shape[-2:]) != self.rgb_gallery_size:
+            raise ValueError(f"the RGB gallery encoder reads {self.rgb_gallery_size} pixels, got "
+                             f"{tuple(pixel_values.shape[-2:])}.")
+        return finite_embeddings(torch.from_numpy(np.asarray(
+            self.runners["rgb_gallery"]({"pixel_values": pixel_values.numpy()}), dtype=np.float32))).numpy()
 
     @classmethod
     def for_checkpoint(cls, model, checkpoint: Path, backend: str) -> "ExportedRuntime":
@@ -206,4 +306,5 @@ class ExportedRuntime:
 
 
 __all__ = ["export_onnx", "export_openvino", "export_checkpoint", "ExportedRuntime", "TorchAutocastRuntime",
-           "runtime_for", "BACKENDS", "MIN_COSINE"]
+           "runtime_for", "BACKENDS", "MIN_COSINE", "RGB_GALLERY_INT8", "INT8_FLOAT_HEAD", "export_pixels_onnx",
+           "export_int8_openvino", "export_rgb_gallery_int8", "rgb_pixel_batches"]

@@ -5,8 +5,8 @@ every modality present in a query form one sequence, encoded in one forward of t
 tokenizers, embeddings, projection and heads train.
 
 This file imports only transformers, torch and its siblings `configuration_aio`, `checks_aio`, `embeddings_aio`,
-`text_alignment_aio`, `losses` and `osnet`, so that
-`save_pretrained` copies them next to the weights and `trust_remote_code=True` loading works anywhere.
+`text_alignment_aio`, `rgb_gallery_aio`, `losses` and `osnet`, so that `save_pretrained` copies them next to the
+weights and `trust_remote_code=True` loading works anywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .configuration_aio import IMAGE_MODALITIES, MODALITIES, OSNET_0267_CHANNELS
 from .checks_aio import PIXEL_KEYS, check_checkpoint_folder, finite_embeddings, query_inputs
 from .embeddings_aio import AIOEmbeddings, AIOTextTokenizer
 from .osnet import OSNet, OSNetTop
+from .rgb_gallery_aio import AIORGBGalleryEncoder
 from .text_alignment_aio import (  # noqa: F401 (ALIGNMENT_QUERY_KINDS: re-exported)
     ALIGNMENT_QUERY_KINDS, AIOTextAlignmentImageHead, AIOTextAlignmentTextHead, bidirectional_layer_mask,
 )
@@ -234,6 +235,8 @@ class AIOModel(AIOPreTrainedModel):
             branch = config.text_alignment_trunk_from  # None: a whole trunk; else its top stages
             self.text_alignment_rgb_trunk = (OSNet(channels=OSNET_0267_CHANNELS) if branch is None
                                              else OSNetTop(branch, OSNET_0267_CHANNELS))
+        if config.rgb_gallery_image_size:  # trained apart, by distillation from this model's RGB embedding
+            self.rgb_gallery_encoder = AIORGBGalleryEncoder(config)
         self.post_init()
         self.freeze_encoder()
 
@@ -248,9 +251,10 @@ class AIOModel(AIOPreTrainedModel):
             self.embeddings.image_backbone.eval()
         self.embeddings.modality_backbones.requires_grad_(False)
         self.embeddings.modality_backbones.eval()
-        if hasattr(self, "second_rgb_trunk"):
-            self.second_rgb_trunk.requires_grad_(False)
-            self.second_rgb_trunk.eval()
+        for name in ("second_rgb_trunk", "rgb_gallery_encoder"):
+            if hasattr(self, name):
+                getattr(self, name).requires_grad_(False)
+                getattr(self, name).eval()
         if hasattr(self, "text_alignment_rgb_trunk"):  # trained in the text-alignment stage only
             self.text_alignment_rgb_trunk.requires_grad_(False)
             self.text_alignment_rgb_trunk.eval()
@@ -422,6 +426,14 @@ class AIOModel(AIOPreTrainedModel):
         finite (broken weights or inputs) is an error naming it, never a NaN vector in a gallery."""
         return finite_embeddings(self(**inputs).embeds)
 
+    @torch.no_grad()
+    def get_rgb_gallery_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit embeddings of RGB photos by the fast gallery encoder, in `get_features`' space; the pixels
+        come from the image processor at `config.rgb_gallery_image_size`."""
+        if not hasattr(self, "rgb_gallery_encoder"):
+            raise ValueError("this checkpoint has no RGB gallery encoder (`config.rgb_gallery_image_size` is None).")
+        return finite_embeddings(self.rgb_gallery_encoder(pixel_values))
+
 
 class AIOForReIdentification(AIOPreTrainedModel):
     """AIO with its three training heads: identity CE behind a BNNeck, multimodal feature binding, and
@@ -449,6 +461,9 @@ class AIOForReIdentification(AIOPreTrainedModel):
 
     def get_features(self, **inputs) -> torch.Tensor:
         return self.aio.get_features(**inputs)
+
+    def get_rgb_gallery_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.aio.get_rgb_gallery_features(pixel_values)
 
     def forward(
         self,

@@ -34,9 +34,10 @@ def main() -> None:
     parser.add_argument("--osnet-width", type=int, default=None, metavar="N",
                         help="osnet tokenizer: trunks N times as wide as 0267 (2: x1.0), started from 0267 widened "
                              "without changing its function (default: the trained weights', else 1)")
-    parser.add_argument("--osnet-weights", choices=OSNET_SOURCES, default="osnet-0267",
+    parser.add_argument("--osnet-weights", choices=OSNET_SOURCES, default=None,
                         help="pretrained OSNet the trunks start from: 0267 (x0.5) or 0277 (x1.0, needs "
-                             "--osnet-width 2, from its port in weights/); trained weights are merged over them")
+                             "--osnet-width 2, from its port in weights/); trained weights are merged over them "
+                             "(default: what the trained weights record, else 0267)")
     parser.add_argument("--second-rgb-trunk-share", type=float, default=None, metavar="S",
                         help="share of the second RGB trunk (0267) in RGB-to-RGB similarity, over the trained "
                              "weights' (see AIOConfig; 0: none)")

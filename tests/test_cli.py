@@ -184,3 +184,18 @@ def test_the_backends_offered_are_the_runtimes_the_package_has():
     from modeling_aio.export import BACKENDS as RUNTIMES
 
     assert BACKENDS == RUNTIMES
+
+
+def test_an_int8_export_without_calibration_photos_or_a_gallery_encoder_is_refused(capsys, model_dir, tmp_path):
+    pytest.importorskip("nncf")
+    code, _, err = run(capsys, "export", "--model", model_dir, "--backend", "openvino-int8")
+    assert code == 2 and "needs --calibration-images FOLDER" in err
+    (tmp_path / "no-photos").mkdir()
+    (tmp_path / "no-photos" / "notes.txt").write_text("not a photo")
+    code, _, err = run(capsys, "export", "--model", model_dir, "--backend", "openvino-int8",
+                       "--calibration-images", tmp_path / "no-photos")
+    assert code == 1 and "no-photos holds no images" in err
+    random_image(0).save(tmp_path / "no-photos" / "a.jpg")
+    code, _, err = run(capsys, "export", "--model", model_dir, "--backend", "openvino-int8",
+                       "--calibration-images", tmp_path / "no-photos")
+    assert code == 1 and "has no RGB gallery encoder" in err

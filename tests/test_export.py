@@ -82,3 +82,36 @@ def test_the_compiled_bf16_runtime_embeds_close_to_float32_and_leaves_the_model_
     other_embeds = runtime_for(other, tmp_path, "torch-bf16-compiled").embed(batch)
     assert (other_embeds * other_reference).sum(axis=1).min() > 0.99
     assert (runtime.embed(batch) * reference).sum(axis=1).min() > 0.99  # the first still serves its own
+
+
+@pytest.mark.slow
+def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_in_int8(tmp_path, processor):
+    """`export_rgb_gallery_int8` writes the int8 graph whole, close to PyTorch; "openvino-int8" embeds RGB photos
+    alone with it (at the encoder's size) and everything else with the float graphs, under its own fingerprint;
+    without the graph, or without an encoder, the backend is refused with what to do."""
+    pytest.importorskip("nncf")
+    from conftest import random_image
+    from modeling_aio.export import RGB_GALLERY_INT8, export_rgb_gallery_int8, rgb_pixel_batches, runtime_for
+    from modeling_aio.search import AIOSearcher
+
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config(rgb_gallery_image_size=(64, 32))).eval()
+    with pytest.raises(FileNotFoundError, match="--backend openvino-int8 --calibration-images FOLDER"):
+        runtime_for(model, tmp_path, "openvino-int8")
+    photos = []
+    for index in range(16):
+        photos.append(tmp_path / f"photo{index}.png")
+        random_image(index, (40, 90)).save(photos[-1])
+    batches = rgb_pixel_batches(photos, (64, 32), batch_size=8)
+    xml, cosine = export_rgb_gallery_int8(model, tmp_path, batches)
+    assert xml == tmp_path / "openvino" / RGB_GALLERY_INT8 and cosine > 0.9
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["rgb_gallery-int8.bin", RGB_GALLERY_INT8]
+    searcher = AIOSearcher(model, processor, backend=runtime_for(model, tmp_path, "openvino-int8"))
+    plain = AIOSearcher(model, processor)
+    embeds, reference = searcher.embed(rgb=photos), model.get_rgb_gallery_features(torch.cat(batches)).numpy()
+    assert embeds.shape == reference.shape and (embeds * reference).sum(1).mean() > 0.9
+    captions = ["a man in a red shirt", "a woman with a blue bag"]
+    assert (searcher.embed(text=captions) * plain.embed(text=captions)).sum(1).min() > 0.999  # the float graph
+    assert searcher.fingerprint == plain.fingerprint + "+rgb-gallery-int8"  # an index knows which network made it
+    with pytest.raises(ValueError, match="needs a checkpoint with an RGB gallery encoder"):
+        runtime_for(AIOModel(tiny_config()), tmp_path, "openvino-int8")

@@ -5,11 +5,13 @@
 * text tokenizer and initial word/position embeddings: MiniLM-L6 (384-d, the width of DINOv2-S);
 * OSNet image trunks: 0267 (`weights/osnet-0267.safetensors`) or 0277 (`weights/omz-0277.safetensors`); the second
   RGB trunk (`AIOConfig.second_rgb_trunk_share`): 0267;
-* trained tokenizer and head weights (`weights/aio-reid-trainable.safetensors`), when present.
+* trained tokenizer and head weights (`weights/aio-reid-trainable.safetensors`), when present, and the fast RGB
+  gallery encoder among them (`ship_rgb_gallery_encoder`); with photos in `../shared`, its int8 OpenVINO graph.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -41,6 +43,7 @@ def trained_shapes(trained: Path | None, encoder: str | None, image_size: tuple[
         overrides = json.loads(shape_file.read_text())
     trained_encoder = overrides.pop("encoder", None)
     modules = overrides.pop("trained_modules", [])
+    overrides.pop("osnet_weights", None)  # where the trunks start (`trunk_start`), not a config field
     if encoder and trained_encoder and encoder != trained_encoder:
         raise SystemExit(f"error: {trained} was trained with the {trained_encoder} encoder, not {encoder}.")
     if image_size is not None:
@@ -91,6 +94,55 @@ def ship_second_rgb_trunk(trainable: Path, share: float) -> None:
     shapes.pop("second_rgb_trunk_share", None)
     if share:
         shapes["second_rgb_trunk_share"] = share
+    atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
+
+
+def trunk_start(trained: Path | None, osnet_weights: str | None) -> str:
+    """The pretrained OSNet the trunks start from: `osnet_weights` when given, else what the trained weights' shape
+    file records (a trunk they leave out is that source unchanged), else 0267."""
+    shape_file = trained.with_suffix(".json") if trained is not None else None
+    recorded = json.loads(shape_file.read_text()).get("osnet_weights") if shape_file and shape_file.exists() else None
+    if osnet_weights and recorded and osnet_weights != recorded:
+        raise SystemExit(f"error: {trained} leaves out trunks that are {recorded} unchanged; they cannot start from "
+                         f"{osnet_weights}.")
+    return osnet_weights or recorded or "osnet-0267"
+
+
+def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
+    """Puts a distilled student of `experiments.low_resolution_student` (0277's OSNet) into the trained weights
+    `trainable` as the RGB gallery encoder (float16) and records its input size in their shape file. A shared trunk
+    that is still 0277's port, unchanged, leaves the file (the build starts it from the port: `trunk_start`), which
+    keeps the shipped weights within their 40 MB. Both files are written whole."""
+    from safetensors.torch import save
+
+    from ..rgb_gallery_aio import AIORGBGalleryEncoder
+    from ..search.storage import atomic_write
+
+    meta = json.loads((student_folder / "student.json").read_text())
+    if meta.get("trunk") != "osnet-0277":
+        raise SystemExit(f"error: {student_folder} is a {meta.get('trunk')} student; the RGB gallery encoder is "
+                         "0277's OSNet (`--trunk osnet-0277`).")
+    shape_file = trainable.with_suffix(".json")
+    shapes, weights = json.loads(shape_file.read_text()), load_file(str(trainable))
+    config = AIOConfig(image_tokenizer="osnet", rgb_gallery_image_size=meta["image_size"],
+                       **{k: shapes[k] for k in ("embedding_size", "text_alignment_size", "second_rgb_trunk_share")
+                          if k in shapes})
+    student = load_file(str(student_folder / "student.safetensors"))
+    try:
+        AIORGBGalleryEncoder(config).load_state_dict(student)
+    except RuntimeError as error:
+        raise SystemExit(f"error: {student_folder} does not fit this model's RGB gallery encoder: "
+                         f"{str(error).splitlines()[0]}") from None
+    weights = {k: v for k, v in weights.items() if not k.startswith("rgb_gallery_encoder.")}
+    weights |= {f"rgb_gallery_encoder.{k}": v.half() if v.is_floating_point() else v for k, v in student.items()}
+    prefix, modules = "embeddings.image_backbone.", [m for m in shapes["trained_modules"] if m != "rgb_gallery_encoder"]
+    backbone = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    port, _ = pretrained_osnet_state("omz-0277", 2) if shapes.get("osnet_width") == 2 else ({}, "")
+    if backbone and backbone.keys() == port.keys() and all(torch.equal(port[k].to(v.dtype), v) for k, v in backbone.items()):
+        weights = {k: v for k, v in weights.items() if not k.startswith(prefix)}
+        modules, shapes["osnet_weights"] = [m for m in modules if m != "embeddings.image_backbone"], "omz-0277"
+    shapes |= {"trained_modules": sorted(modules + ["rgb_gallery_encoder"]), "rgb_gallery_image_size": meta["image_size"]}
+    atomic_write(trainable, save(weights))
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
 
 
@@ -247,13 +299,32 @@ def save_checkpoint(model: AIOModel, out: Path, minilm_dir: Path, encoder: str) 
         print(f"  {path.name:32s} {path.stat().st_size:>12,d} bytes")
 
 
+def export_gallery_int8(model: AIOModel, out: Path) -> None:
+    """The RGB gallery encoder's int8 graph in `out/openvino/` (the "openvino-int8" backend), calibrated on 640
+    training photos of `../shared`; skipped, said, without them or without `nncf` (then `aio-reid export --backend
+    openvino-int8 --calibration-images FOLDER` makes it from a user's own photos)."""
+    from ..export import export_rgb_gallery_int8, rgb_pixel_batches
+    from ..training.recipe import SHARED_DATA, calibration_photos
+
+    if importlib.util.find_spec("nncf") is None:
+        print("RGB gallery encoder: no int8 graph (nncf is not installed)")
+        return
+    if not SHARED_DATA.exists():
+        print(f"RGB gallery encoder: no int8 graph ({SHARED_DATA} with calibration photos is missing)")
+        return
+    batches = rgb_pixel_batches(calibration_photos(), model.config.rgb_gallery_image_size)
+    xml, cosine = export_rgb_gallery_int8(model, out, batches)
+    print(f"RGB gallery encoder in int8: {xml.relative_to(out.parent)} (calibrated on "
+          f"{sum(len(b) for b in batches)} training photos; worst cosine to PyTorch {cosine:.4f} on 32 of them)")
+
+
 def build(out: Path, encoder: str | None, trained: Path | None, image_size: tuple[int, int] | None = None,
           image_tokenizer: str | None = None, osnet_embedding_skip: bool = False,
           text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = (),
-          osnet_width: int | None = None, osnet_weights: str = "osnet-0267",
+          osnet_width: int | None = None, osnet_weights: str | None = None,
           second_rgb_trunk_share: float | None = None) -> AIOModel:
-    """Writes the checkpoint folder `out` and returns its model; its trunks start from `osnet_weights` (then the
-    trained weights, which hold every trunk they trained, are merged over them). `second_rgb_trunk_share` overrides
+    """Writes the checkpoint folder `out` and returns its model; its trunks start from `osnet_weights` (`trunk_start`;
+    then the trained weights, which hold every trunk they trained, are merged over them). `second_rgb_trunk_share` overrides
     the trained weights' share of the second RGB trunk (`ship_second_rgb_trunk` records one)."""
     encoder, overrides, modules = trained_shapes(trained, encoder, image_size, image_tokenizer, osnet_embedding_skip,
                                                  text_embedding_skip, osnet_modality_trunks, osnet_width,
@@ -270,15 +341,17 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
         model.encoder.layers.load_state_dict(layers)
         print(f"MiniLM-L6 encoder: {sum(v.numel() for v in layers.values()):,} parameters from {minilm_dir}")
     if model.config.image_tokenizer == "osnet":
-        load_osnet_trunks(model, osnet_weights)
+        load_osnet_trunks(model, trunk_start(trained, osnet_weights))
     init_text_tokenizer(model, minilm)
     if trained is not None and trained.exists():
         merge_trained(model, trained, modules)
     else:
         print("no trained weights found: tokenizers and projection are untrained (random / MiniLM init)")
     save_checkpoint(model, out, minilm_dir, encoder)
+    if model.config.rgb_gallery_image_size:
+        export_gallery_int8(model, out)
     return model
 
 
-__all__ = ["build", "ship_second_rgb_trunk", "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks",
+__all__ = ["build", "ship_second_rgb_trunk", "ship_rgb_gallery_encoder", "trunk_start", "export_gallery_int8", "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks",
            "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]

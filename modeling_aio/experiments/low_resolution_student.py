@@ -39,6 +39,7 @@ from processing_aio import AIOImageProcessor
 
 from ..checkpoint.openvino_port import OpenVINOGraph, load_port
 from ..checkpoint.paths import OSNET_0267_WEIGHTS
+from ..export import export_int8_openvino, export_pixels_onnx, rgb_pixel_batches
 from ..losses import bank_relation_distillation_loss, feature_regression_loss, relation_distillation_loss
 from ..osnet import OSNet
 from ..training.trunk_binding import train_trunk_in_place
@@ -384,38 +385,15 @@ class StudentEmbeds(nn.Module):
 
 def export_onnx(student: LowResolutionStudent, example: torch.Tensor, path: str | Path) -> Path:
     """The student as an ONNX graph of its pixels (`StudentEmbeds`; any batch), traced on `example`."""
-    torch.onnx.export(StudentEmbeds(student.eval()).eval(), (example,), str(path), input_names=["pixel_values"],
-                      output_names=["embeds"], dynamic_axes={"pixel_values": {0: "batch"}, "embeds": {0: "batch"}},
-                      opset_version=17, dynamo=False)
-    return Path(path)
-
-
-#: Layers an int8 student keeps in float (patterns of its exported graph's node names): the head, from conv5 to the
-#: map into the search space, where every channel of the embedding is formed (a small share of the time).
-FLOAT_HEAD = (".*to_search_space.*", ".*osnet/fc/.*", ".*global_avgpool.*", ".*osnet/conv5/.*")
+    return export_pixels_onnx(StudentEmbeds(student.eval()), example, path)
 
 
 def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], folder: str | Path) -> Path:
-    """The student's graph (ONNX, then OpenVINO, dynamic batch) quantised to int8 by NNCF's post-training
-    quantisation (mixed preset: symmetric weights, asymmetric activations; `FLOAT_HEAD` left in float), calibrated
-    on `calibration` (batches of training photos at the student's size), written as `folder/student-int8.xml` +
-    `.bin`, each whole before it is renamed into place (the weights first). Needs `nncf`. Why: int8 runs an OSNet
-    trunk's graph about 1.5x as fast as float on this CPU (docs/experiments.md, twelfth session)."""
-    import tempfile
-
-    import nncf
-    import openvino as ov
-
-    with tempfile.TemporaryDirectory() as scratch:
-        model = ov.convert_model(str(export_onnx(student, calibration[0], Path(scratch) / "student.onnx")))
-    quantized = nncf.quantize(model, nncf.Dataset([batch.numpy() for batch in calibration]),
-                              subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
-                              ignored_scope=nncf.IgnoredScope(patterns=list(FLOAT_HEAD), validate=False))
+    """The student's int8 OpenVINO graph (`export.export_int8_openvino`: the recipe the shipped RGB gallery encoder
+    uses), calibrated on `calibration` (batches of training photos at the student's size), as
+    `folder/student-int8.xml`. Needs `nncf`."""
     final = Path(folder) / INT8_NAME
-    partial = final.with_name(f".partial-{final.name}")
-    ov.save_model(quantized, str(partial), compress_to_fp16=False)
-    os.replace(partial.with_suffix(".bin"), final.with_suffix(".bin"))
-    os.replace(partial, final)
+    export_int8_openvino(StudentEmbeds(student.eval()), calibration, final)
     return final
 
 
@@ -450,18 +428,11 @@ def distil_student(student: LowResolutionStudent, collator: StudentCollator, exa
     return log
 
 
-def _pixel_batches(paths: list[str], size: tuple[int, int], batch_size: int) -> list[torch.Tensor]:
-    """The photos at `paths` as the student reads them (processed at `size`), in batches."""
-    processor = AIOImageProcessor(size={"height": size[0], "width": size[1]})
-    return [processor([Image.open(p).convert("RGB") for p in paths[start:start + batch_size]], modality="rgb",
-                      return_tensors="pt")["pixel_values"] for start in range(0, len(paths), batch_size)]
-
-
 def run(args) -> dict[str, Any]:
     """`scripts/low_resolution_student.py`: teacher targets for the training photos of `args.split_file` (its
     development identities and the cross-domain source left out, as for every training run), the student (new, its
     map fitted on 4,096 photos, or `args.init_from`'s), distillation, the folder written; returns its metadata."""
-    from ..training.recipe import shared_recipe
+    from ..training.recipe import calibration_photos, shared_recipe
 
     torch.set_num_threads(args.threads)
     records = shared_recipe(args.split_file, None, 42)
@@ -480,7 +451,7 @@ def run(args) -> dict[str, Any]:
         student = LowResolutionStudent(load_trunk(args.trunk), plain.shape[1], size, bank_weight=args.bank_weight,
                                        train_from=args.train_from)
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
-        batches = _pixel_batches([paths[i] for i in sample], size, 128)
+        batches = rgb_pixel_batches([paths[i] for i in sample], size, 128)
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
     if args.steps:
         stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
@@ -491,9 +462,8 @@ def run(args) -> dict[str, Any]:
                              resume=args.resume)
         metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
     student.save_pretrained(args.output_dir, metadata)
-    if args.int8:  # calibrated on 640 training photos, drawn apart from any run's seed
-        drawn = np.sort(np.random.default_rng(0).choice(len(paths), min(640, len(paths)), replace=False))
-        calibration = _pixel_batches([paths[i] for i in drawn], size, 32)
+    if args.int8:  # calibrated as the shipped RGB gallery encoder is
+        calibration = rgb_pixel_batches(calibration_photos(), size, 32)
         print(f"int8 graph: {export_int8(student, calibration, args.output_dir)}")
     print(json.dumps(metadata, indent=2))
     print(f"score it: python scripts/evaluate_reid.py --model low-res-student{'-int8' if args.int8 else ''}:"
@@ -505,4 +475,4 @@ def run(args) -> dict[str, Any]:
 __all__ = ["load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
            "LowResolutionStudent", "load_student",
            "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_onnx", "export_int8",
-           "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME", "FLOAT_HEAD"]
+           "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME"]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -87,6 +88,7 @@ class AIOSearcher:
         self.batch_size = batch_size
         self.backend = backend  # a runtime of modeling_aio.export (bf16 autocast, exported graphs) or None
         self._fingerprint: str | None = None
+        self._rgb_gallery_processor = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, backend: str = "torch",
@@ -112,11 +114,29 @@ class AIOSearcher:
         settings (not the folder's name), so the same weights anywhere match and other weights never do."""
         if self._fingerprint is None:
             self._fingerprint = f"{self.model.config.model_type}:{model_fingerprint(self.model, self.processor)}"
+            if self.rgb_gallery_processor is not None:  # RGB photos are embedded by another network
+                self._fingerprint += "+rgb-gallery-int8"
         return self._fingerprint
+
+    @property
+    def rgb_gallery_processor(self):
+        """With a backend that embeds RGB photos by the RGB gallery encoder ("openvino-int8"): the image processor
+        at that encoder's size; else None."""
+        size = getattr(self.backend, "rgb_gallery_size", None)
+        if size is None:
+            return None
+        if self._rgb_gallery_processor is None:
+            self._rgb_gallery_processor = copy.deepcopy(self.processor.image_processor)
+            self._rgb_gallery_processor.size = {"height": size[0], "width": size[1]}
+        return self._rgb_gallery_processor
 
     @torch.no_grad()
     def embed(self, **query: Sequence[Any]) -> np.ndarray:
-        """(B, D) embeddings of B queries, each made of the given modalities (`text=`, `rgb=`, `ir=`, `sketch=`)."""
+        """(B, D) embeddings of B queries, each made of the given modalities (`text=`, `rgb=`, `ir=`, `sketch=`); RGB
+        photos alone go through the RGB gallery encoder where the backend has one."""
+        if set(query) == {"rgb"} and self.rgb_gallery_processor is not None:
+            pixels = self.rgb_gallery_processor(query["rgb"], modality="rgb", input_name="rgb", return_tensors="pt")
+            return self.backend.embed_rgb_gallery(pixels["pixel_values"])
         batch = self.processor(**query, return_tensors="pt")
         if self.backend is not None:
             return self.backend.embed(batch)

@@ -51,6 +51,18 @@ def shared_recipe(split_file: Path, max_identities: int | None, seed: int,
     return limit_identities(records, max_identities, seed)
 
 
+def calibration_photos(count: int = 640) -> list[str]:
+    """`count` training photos of the `../shared` recipe (every development and cross-domain identity left out),
+    drawn apart from any training seed: what the int8 graphs are calibrated on."""
+    import numpy as np
+
+    from ..checkpoint.paths import SPLIT_FILE
+
+    paths = [record["image"] for record in shared_recipe(SPLIT_FILE, None, 42)]
+    return [paths[i] for i in np.sort(np.random.default_rng(0).choice(len(paths), min(count, len(paths)),
+                                                                       replace=False))]
+
+
 def limit_identities(records: list[dict], max_identities: int | None, seed: int) -> list[dict]:
     """At most `max_identities` identities: every captioned or sketched one, then a seeded draw of the rest."""
     if not max_identities:

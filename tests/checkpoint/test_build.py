@@ -118,3 +118,71 @@ def test_the_pretrained_trunk_a_run_starts_from_is_recognised_and_a_changed_one_
         assert pretrained_trunk_source(state, width) == "osnet-0267"
     state["conv1.conv.weight"] = state["conv1.conv.weight"] + 1e-3
     assert pretrained_trunk_source(state, 2) is None
+
+
+def _trained_weights(folder, backbone: dict[str, torch.Tensor]):
+    """A trained-weights file and its shape file, as `scripts/train.py` writes them, holding `backbone` as the shared
+    trunk and one head."""
+    import json
+
+    from safetensors.torch import save_file
+
+    weights = {f"embeddings.image_backbone.{k}": v.half() if v.is_floating_point() else v for k, v in backbone.items()}
+    weights["projection.weight"] = torch.zeros(256, 384, dtype=torch.float16)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "trainable.safetensors"))
+    shapes = {"encoder": "minilm", "image_tokenizer": "osnet", "osnet_width": 2, "embedding_size": 256,
+              "trained_modules": ["embeddings.image_backbone", "projection"]}
+    (folder / "trainable.json").write_text(json.dumps(shapes))
+    return folder / "trainable.safetensors"
+
+
+def _student(folder, trunk, search_size: int = 256):
+    from modeling_aio.experiments.low_resolution_student import LowResolutionStudent
+
+    torch.manual_seed(0)
+    student = LowResolutionStudent(trunk, search_size, (64, 32))
+    student.save_pretrained(folder, {"steps": 0})
+    return student
+
+
+def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_shared_trunk_that_is_0277s_port(tmp_path):
+    """The student goes in as `rgb_gallery_encoder.*` (float16) with its size in the shape file; the shared trunk,
+    still 0277's port, leaves the file and the build starts it from the port instead (`trunk_start`); a trunk that
+    changed stays; a 0267 student or one of another search size is refused."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from modeling_aio.checkpoint.build import pretrained_osnet_state, ship_rgb_gallery_encoder, trunk_start
+    from modeling_aio.osnet import OSNet
+    from modeling_aio.rgb_gallery_aio import OSNET_X1_CHANNELS
+
+    port, _ = pretrained_osnet_state("omz-0277", 2)
+    trainable = _trained_weights(tmp_path / "weights", port)
+    student = _student(tmp_path / "student", OSNet(channels=OSNET_X1_CHANNELS))
+    ship_rgb_gallery_encoder(trainable, tmp_path / "student")
+    weights, shapes = load_file(str(trainable)), json.loads(trainable.with_suffix(".json").read_text())
+    assert not any(k.startswith("embeddings.image_backbone.") for k in weights)
+    assert shapes["osnet_weights"] == "omz-0277" and shapes["rgb_gallery_image_size"] == [64, 32]
+    assert shapes["trained_modules"] == ["projection", "rgb_gallery_encoder"]
+    for name, value in student.state_dict().items():
+        shipped = weights[f"rgb_gallery_encoder.{name}"]
+        assert shipped.dtype == (torch.float16 if value.is_floating_point() else value.dtype)
+        torch.testing.assert_close(shipped, value.to(shipped.dtype))
+    assert trunk_start(trainable, None) == "omz-0277" and trunk_start(None, None) == "osnet-0267"
+    with pytest.raises(SystemExit, match="cannot start from osnet-0267"):
+        trunk_start(trainable, "osnet-0267")
+
+    changed = {k: v + 1e-2 if v.is_floating_point() else v for k, v in port.items()}
+    trainable = _trained_weights(tmp_path / "changed", changed)
+    ship_rgb_gallery_encoder(trainable, tmp_path / "student")
+    assert "embeddings.image_backbone.conv1.conv.weight" in load_file(str(trainable))
+    assert "osnet_weights" not in json.loads(trainable.with_suffix(".json").read_text())
+
+    _student(tmp_path / "narrow", OSNet())
+    with pytest.raises(SystemExit, match="osnet-0267 student; the RGB gallery encoder is 0277's OSNet"):
+        ship_rgb_gallery_encoder(trainable, tmp_path / "narrow")
+    _student(tmp_path / "other-space", OSNet(channels=OSNET_X1_CHANNELS), search_size=128)
+    with pytest.raises(SystemExit, match="does not fit this model's RGB gallery encoder"):
+        ship_rgb_gallery_encoder(trainable, tmp_path / "other-space")
