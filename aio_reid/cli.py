@@ -57,7 +57,8 @@ CALIBRATION_PHOTOS = 640
 
 
 def backend_need(backend: str) -> list[str]:
-    return [] if backend.startswith("torch") else [f"export-{backend}"]
+    """What running `backend` needs (an int8 graph runs on OpenVINO alone; only making it needs nncf)."""
+    return [] if backend.startswith("torch") else [f"export-{backend.removesuffix('-int8')}"]
 
 
 def positive_int(text: str) -> int:

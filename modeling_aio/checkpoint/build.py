@@ -108,11 +108,18 @@ def trunk_start(trained: Path | None, osnet_weights: str | None) -> str:
     return osnet_weights or recorded or "osnet-0267"
 
 
+#: What the training summary keeps of a shipped gallery encoder's run (`low_resolution_student.py` flags).
+GALLERY_RUN_KEYS = ("trunk", "image_size", "train_from", "learning_rate", "bank_size", "steps", "seed",
+                    "training_photos", "teacher_backend")
+
+
 def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
     """Puts a distilled student of `experiments.low_resolution_student` (0277's OSNet) into the trained weights
     `trainable` as the RGB gallery encoder (float16) and records its input size in their shape file. A shared trunk
     that is still 0277's port, unchanged, leaves the file (the build starts it from the port: `trunk_start`), which
-    keeps the shipped weights within their 40 MB. Both files are written whole."""
+    keeps the shipped weights within their 40 MB. The run's settings join `training_summary.json` beside them, for
+the model card. Every file is written whole."""
+    from safetensors import safe_open
     from safetensors.torch import save
 
     from ..rgb_gallery_aio import AIORGBGalleryEncoder
@@ -142,8 +149,15 @@ def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
         weights = {k: v for k, v in weights.items() if not k.startswith(prefix)}
         modules, shapes["osnet_weights"] = [m for m in modules if m != "embeddings.image_backbone"], "omz-0277"
     shapes |= {"trained_modules": sorted(modules + ["rgb_gallery_encoder"]), "rgb_gallery_image_size": meta["image_size"]}
-    atomic_write(trainable, save(weights))
+    with safe_open(str(trainable), "pt") as handle:
+        metadata = {**(handle.metadata() or {}), "rgb_gallery_encoder": "scripts/low_resolution_student.py"}
+    atomic_write(trainable, save(weights, metadata=metadata))
     atomic_write(shape_file, (json.dumps(shapes, indent=1) + "\n").encode())
+    summary_file = trainable.parent / "training_summary.json"  # the model card's source for how it was made
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        summary["rgb_gallery_encoder"] = {k: meta[k] for k in GALLERY_RUN_KEYS if k in meta}
+        atomic_write(summary_file, (json.dumps(summary, indent=1) + "\n").encode())
 
 
 def minilm_encoder_config(minilm_dir: Path) -> dict:

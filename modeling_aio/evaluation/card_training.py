@@ -194,6 +194,32 @@ def second_rgb_trunk_reproduce_line(shape: dict) -> str:
     return f"python scripts/ship_second_rgb_trunk.py --share {share:g} && python scripts/build_checkpoint.py\n"
 
 
+def rgb_gallery_line(shape: dict, summary: dict) -> str:
+    """The card's line on the fast RGB gallery encoder (empty without one)."""
+    size, run = shape.get("rgb_gallery_image_size"), summary.get("rgb_gallery_encoder") or {}
+    if not size:
+        return ""
+    return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
+            f"**{size[0]}x{size[1]}** plus a linear map into the search space, distilled from this model's RGB search "
+            f"embedding of the training photos ({run.get('steps', '?')} steps, `scripts/low_resolution_student.py`); "
+            "the `openvino-int8` backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training "
+            "photos), so text, sketch and IR queries search a gallery it embedded (the `openvino-int8` column);\n")
+
+
+def rgb_gallery_reproduce_lines(summary: dict) -> str:
+    """The commands that distil, ship and score the fast RGB gallery encoder (none without one)."""
+    run = summary.get("rgb_gallery_encoder")
+    if not run:
+        return ""
+    height, width = run["image_size"]
+    return (f"python scripts/low_resolution_student.py --trunk {run['trunk']} --image-size {height}x{width} "
+            f"--train-from {run['train_from']} --learning-rate {run['learning_rate']:g} --bank-size {run['bank_size']} "
+            f"--steps {run['steps']} --save-steps 500 --seed {run['seed']} --output-dir runs/gallery\n"
+            "python scripts/ship_rgb_gallery_encoder.py runs/gallery && python scripts/build_checkpoint.py  # + int8 graph\n"
+            "BACKEND=openvino-int8 scripts/dev_eval.sh aio-reid aio-reid-int8 \"sketch text text-full-gallery rgb "
+            "rgb-cross-domain ir\"\n")
+
+
 def late_stage_reproduce_lines(shape: dict, summary: dict) -> str:
     """The commands of the stages after the main run and its IR stage: the text-aligned part and the second RGB
     trunk, the trunk first when the part's image head reads it (`text_alignment_trunk`); last, when the part's

@@ -12,8 +12,8 @@ from ..checkpoint.paths import MODEL_CARD, WEIGHTS_DIR
 from ..configuration_aio import AIOConfig
 from .card_training import (
     distill_flags, distillation_line, image_tokenizer_text, init_flags, ir_reproduce_lines, ir_training_text,
-    late_stage_reproduce_lines, schedule_flags, second_rgb_trunk_line, text_alignment_line, trained_trunks,
-    trunk_line,
+    late_stage_reproduce_lines, rgb_gallery_line, rgb_gallery_reproduce_lines, schedule_flags, second_rgb_trunk_line,
+    text_alignment_line, trained_trunks, trunk_line,
 )
 
 TASKS = [  # task file, label in the card, dataset in the model-index
@@ -55,7 +55,9 @@ COMPOSED = {"text+sketch": ("text-anchor", "sketch-anchor"), "text+ir": ("text-a
             "text+sketch-full-gallery": ("text-anchor-full-gallery", "sketch-anchor-full-gallery"),
             "text+ir-full-gallery": ("text-anchor-full-gallery", "ir-anchor-full-gallery")}
 RGB_PEERS = ("osnet-0267", "openvino-0277", "openvino-0288")
-COMPARED = [("aio-reid", "aio-reid (this model)"), ("aio-reid-trunk", "its shared OSNet trunk alone"),
+COMPARED = [("aio-reid", "aio-reid (this model)"),
+            ("aio-reid-int8", "aio-reid, RGB photos by its gallery encoder (openvino-int8)"),
+            ("aio-reid-trunk", "its shared OSNet trunk alone"),
             ("frozen-dinov2", "frozen DINOv2-S alone"),
             ("osnet-0267", "OSNet 0267 (RGB-only peer)"), ("openvino-0277", "OMZ 0277 (RGB-only peer)"),
             ("openvino-0288", "OMZ 0288 (RGB-only peer)")]
@@ -110,6 +112,10 @@ def goals(results: Path) -> list[str]:
     for key, name in (("rank-1", "Rank-1"), ("mAP", "mAP")):
         row(f"RGB → RGB cross-domain {name} ≥ OMZ 0277's ({'—' if omz is None else f'{omz[key]:.1f}'})",
             cross and cross[key], None if cross is None or omz is None else cross[key] >= omz[key])
+    fast = get("aio-reid-int8", "rgb-cross-domain")
+    for key, name in (("rank-1", "Rank-1"), ("mAP", "mAP")) if fast else ():
+        row(f"the same with RGB photos by the gallery encoder in int8 (`openvino-int8`), {name} ≥ OMZ 0277's",
+            fast[key], None if omz is None else fast[key] >= omz[key])
     for composed, singles in COMPOSED.items():
         c = get("aio-reid", composed)
         best = best_rank1(results, [("aio-reid", t) for t in singles])
@@ -218,8 +224,9 @@ def limitations(results: Path, summary: dict) -> list[str]:
                         f"peer: {best_peer:.1f})." if trunk else "."))
     if summary.get("pretrained_trunk") == "omz-0277":
         lines.append("* Speed: an RGB photo runs two OSNet trunks (0277, x1.0, and 0267, x0.5) and the encoder, so "
-                     "indexing a gallery is slower than 0277 alone (`benchmarks/RESULTS.md`, "
-                     "`benchmarks/bench_embedding.py`).")
+                     "indexing a gallery with the full model is slower than 0277 alone; the `openvino-int8` backend "
+                     "indexes RGB photos with the gallery encoder instead, faster than 0277, at the figures of its "
+                     "column (`benchmarks/RESULTS.md`, `benchmarks/bench_embedding.py`).")
     lines += ["* Evaluation is on held-out identities of the same datasets (development), not on the benchmarks' "
               "official test sets.",
               "* Trained on CPU for a short schedule; see the numbers above before relying on it."]
@@ -297,7 +304,7 @@ def checkpoint_section(shape: dict, summary: dict) -> str:
   queries take a weighted mean of the skips, one weight per modality{(' (' + ', '.join(f'{k} {v:.2f}' for k, v in summary['skip_weights'].items()) + ')') if summary.get('skip_weights') else ''},
   chosen by Rank-1 over a grid of text-to-image weight ratios on captioned identities whose captions no training
   step saw (`--fusion-holdout`){fusion_choice(summary)};
-{text_alignment_line(shape, summary)}{second_rgb_trunk_line(shape)}* heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
+{text_alignment_line(shape, summary)}{second_rgb_trunk_line(shape)}{rgb_gallery_line(shape, summary)}* heads trained: identity CE with BNNeck, multimodal feature binding (supervised contrastive toward RGB),
   vision-guided masked attribute modelling; each on single-modality queries and on the composed queries that are
   asked (text + IR, text + sketch), besides the query of all modalities of a batch. Only tokenizer adapters,
   embeddings, projection and heads train.
@@ -360,7 +367,7 @@ python scripts/build_checkpoint.py --out runs/init --encoder {shape.get('encoder
 python scripts/train.py --init runs/init --output-dir runs/aio {schedule_flags(summary)} --save-steps 100 \\
     --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --learning-rate 1e-3 --seed {summary.get('seed', 42)}{distill_flags(shape, summary)}
 {'python scripts/train.py --init runs/init --output-dir runs/aio --align-only runs/aio/checkpoint-' + str(summary.get('steps')) + ' --max-identities 4000 --identities-per-batch 16 --instances-per-identity 2 --seed ' + str(summary.get('seed', 42)) + '   # the shipped last stage was re-run this way' + chr(10) if summary.get('alignment_only_on') else ''}cp runs/aio/aio-reid-trainable.* runs/aio/training_summary.json weights/ && python scripts/build_checkpoint.py
-{ir_reproduce_lines(summary)}{late_stage_reproduce_lines(shape, summary)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
+{ir_reproduce_lines(summary)}{late_stage_reproduce_lines(shape, summary)}{rgb_gallery_reproduce_lines(summary)}# the encoder comparison: the same run stopped at step 300 (same learning-rate schedule) with each encoder
 python scripts/build_checkpoint.py --out runs/init-dinov2 --encoder dinov2 --image-tokenizer osnet --osnet-embedding-skip --text-embedding-skip --trained none
 python scripts/train.py --init runs/init-dinov2 --output-dir runs/cmp-dinov2 --max-steps 1000 --stop-after 300 ...  # same flags as above
 python scripts/build_checkpoint.py --out runs/cmp-dinov2-built --trained runs/cmp-dinov2/aio-reid-trainable.safetensors
@@ -404,7 +411,8 @@ def write_model_card(results: Path, out: Path = MODEL_CARD) -> Path:
     return out
 
 
-README_COLUMNS = ("task", "aio-reid (this model)", "OMZ 0277 (RGB-only peer)")
+README_COLUMNS = ("task", "aio-reid (this model)", "aio-reid, RGB photos by its gallery encoder (openvino-int8)",
+                  "OMZ 0277 (RGB-only peer)")
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 

@@ -134,6 +134,7 @@ def _trained_weights(folder, backbone: dict[str, torch.Tensor]):
     shapes = {"encoder": "minilm", "image_tokenizer": "osnet", "osnet_width": 2, "embedding_size": 256,
               "trained_modules": ["embeddings.image_backbone", "projection"]}
     (folder / "trainable.json").write_text(json.dumps(shapes))
+    (folder / "training_summary.json").write_text(json.dumps({"steps": 600}))
     return folder / "trainable.safetensors"
 
 
@@ -149,7 +150,8 @@ def _student(folder, trunk, search_size: int = 256):
 def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_shared_trunk_that_is_0277s_port(tmp_path):
     """The student goes in as `rgb_gallery_encoder.*` (float16) with its size in the shape file; the shared trunk,
     still 0277's port, leaves the file and the build starts it from the port instead (`trunk_start`); a trunk that
-    changed stays; a 0267 student or one of another search size is refused."""
+    changed stays; the run's settings join the training summary; a 0267 student or one of another search size is
+    refused."""
     import json
 
     from safetensors.torch import load_file
@@ -166,6 +168,8 @@ def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_sh
     assert not any(k.startswith("embeddings.image_backbone.") for k in weights)
     assert shapes["osnet_weights"] == "omz-0277" and shapes["rgb_gallery_image_size"] == [64, 32]
     assert shapes["trained_modules"] == ["projection", "rgb_gallery_encoder"]
+    summary = json.loads((tmp_path / "weights" / "training_summary.json").read_text())
+    assert summary["steps"] == 600 and summary["rgb_gallery_encoder"]["image_size"] == [64, 32]  # for the card
     for name, value in student.state_dict().items():
         shipped = weights[f"rgb_gallery_encoder.{name}"]
         assert shipped.dtype == (torch.float16 if value.is_floating_point() else value.dtype)
