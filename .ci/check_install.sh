@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The install a user makes: `pip install .` (not editable, without constraints.txt) into a fresh venv. The base
-# install names the extra `index` needs at once; with the search and export extras, the README's Python and
+# install names the extra `index` needs at once; with the search, export and int8 extras, the README's Python and
 # command-line examples run as written from a folder outside the repository. Needs the repo's .venv (`make` makes
 # it) to build the checkpoint, whose weights live in the repository.
 set -euo pipefail
@@ -17,7 +17,7 @@ if "$work/venv/bin/aio-reid" index "$repo/demo/pku_sketch/photo" --out base.inde
 fi
 grep -q "pip install 'aio-reid\[search\]'" base.err || { cat base.err >&2; exit 1; }
 echo "base install: aio-reid index names the search extra at once"
-"$py" -m pip install -q "$repo[search,export,db]" 2>&1 | grep -v "^WARNING: Location" || true
+"$py" -m pip install -q "$repo[search,export,db,int8]" 2>&1 | grep -v "^WARNING: Location" || true
 "$repo/.venv/bin/python" "$repo/scripts/build_checkpoint.py" --out "$work/checkpoint" > build.log
 export AIO_REID_MODEL="$work/checkpoint" HF_HUB_OFFLINE=1
 mkdir crops

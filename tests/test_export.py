@@ -115,3 +115,21 @@ def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_i
     assert searcher.fingerprint == plain.fingerprint + "+rgb-gallery-int8"  # an index knows which network made it
     with pytest.raises(ValueError, match="needs a checkpoint with an RGB gallery encoder"):
         runtime_for(AIOModel(tiny_config()), tmp_path, "openvino-int8")
+
+
+@pytest.mark.slow
+def test_an_int8_graph_keeps_the_layers_asked_in_float(tmp_path):
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from modeling_aio.export import export_int8_openvino
+
+    torch.manual_seed(0)
+    encoder = AIOModel(tiny_config(rgb_gallery_image_size=(64, 32))).eval().rgb_gallery_encoder
+    pixels = torch.randn(8, 3, 64, 32)
+    export_int8_openvino(encoder, [pixels], tmp_path / "float-map.xml", keep_float=(".*to_search_space.*",))
+    graph = ov.Core().read_model(str(tmp_path / "float-map.xml"))
+    maps = [op for op in graph.get_ops() if op.get_type_name() == "MatMul" and "to_search_space" in op.get_friendly_name()]
+    assert maps and not any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
+                            for op in maps for i in op.inputs())
+    assert any(op.get_type_name() == "FakeQuantize" for op in graph.get_ops())  # the rest is int8

@@ -303,11 +303,7 @@ def test_the_int8_graph_is_written_whole_and_scores_as_a_peer(tmp_path):
 
     graph = ov.Core().read_model(str(written))
     quantised = {op.get_friendly_name() for op in graph.get_ops() if op.get_type_name() == "FakeQuantize"}
-    assert quantised  # int8 where it is not the head
-    head = [op for op in graph.get_ops()
-            if op.get_type_name() == "MatMul" and "to_search_space" in op.get_friendly_name()]
-    assert head and not any(value.get_node().get_type_name() == "FakeQuantize"
-                            for op in head for value in (i.get_source_output() for i in op.inputs()))
+    assert quantised and any("to_search_space" in name for name in quantised)  # int8 up to the map
     embedder = Embedder(f"low-res-student-int8:{tmp_path / 'student'}", 4, tmp_path / "cache")
     assert embedder.image_processor.size == {"height": 64, "width": 32}
     with torch.no_grad():
