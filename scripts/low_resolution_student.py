@@ -54,6 +54,9 @@ def main() -> None:
                         help="train only this stage and those above, on its input maps computed once (faster steps)")
     parser.add_argument("--int8", action="store_true",
                         help="also write the student's int8 OpenVINO graph (NNCF, 640 training photos; needs nncf)")
+    parser.add_argument("--balance-parts", action="store_true",
+                        help="distil toward targets whose parts (ReID, text-aligned, second trunk) weigh alike, so "
+                             "the text-aligned part that text queries read is learnt as well as the rest")
     parser.add_argument("--save-steps", type=int, default=0, help="a resumable checkpoint this often (0: none)")
     parser.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --output-dir")
     parser.add_argument("--seed", type=int, default=42)

@@ -110,7 +110,17 @@ def trunk_start(trained: Path | None, osnet_weights: str | None) -> str:
 
 #: What the training summary keeps of a shipped gallery encoder's run (`low_resolution_student.py` flags).
 GALLERY_RUN_KEYS = ("trunk", "image_size", "train_from", "learning_rate", "bank_size", "steps", "seed",
-                    "training_photos", "teacher_backend")
+                    "balanced_parts", "training_photos", "teacher_backend")
+
+
+def gallery_run(meta: dict) -> dict:
+    """A student's settings (`GALLERY_RUN_KEYS`), with those of the run it went on from (`init_from`), if any."""
+    run = {k: meta[k] for k in GALLERY_RUN_KEYS if k in meta}
+    if meta.get("init_from"):
+        first = Path(meta["init_from"])
+        first = first if first.is_absolute() else REPO_ROOT / first
+        run["init_from_run"] = gallery_run(json.loads((first / "student.json").read_text()))
+    return run
 
 
 def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
@@ -156,7 +166,7 @@ the model card. Every file is written whole."""
     summary_file = trainable.parent / "training_summary.json"  # the model card's source for how it was made
     if summary_file.exists():
         summary = json.loads(summary_file.read_text())
-        summary["rgb_gallery_encoder"] = {k: meta[k] for k in GALLERY_RUN_KEYS if k in meta}
+        summary["rgb_gallery_encoder"] = gallery_run(meta)
         atomic_write(summary_file, (json.dumps(summary, indent=1) + "\n").encode())
 
 

@@ -194,16 +194,29 @@ def second_rgb_trunk_reproduce_line(shape: dict) -> str:
     return f"python scripts/ship_second_rgb_trunk.py --share {share:g} && python scripts/build_checkpoint.py\n"
 
 
+def gallery_steps(run: dict) -> int | str:
+    """Every training step a gallery encoder took, over the runs it went on from."""
+    steps = run.get("steps")
+    if steps is None:
+        return "?"
+    first = run.get("init_from_run")
+    return steps + (gallery_steps(first) if first and gallery_steps(first) != "?" else 0)
+
+
 def rgb_gallery_line(shape: dict, summary: dict) -> str:
     """The card's line on the fast RGB gallery encoder (empty without one)."""
     size, run = shape.get("rgb_gallery_image_size"), summary.get("rgb_gallery_encoder") or {}
     if not size:
         return ""
+    steps = f"{gallery_steps(run)} steps"
+    if run.get("balanced_parts"):
+        steps += (f", the last {run['steps']} toward targets whose ReID, text-aligned and second-trunk parts weigh "
+                  "alike")
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
             f"**{size[0]}x{size[1]}** plus a linear map into the search space, distilled from this model's RGB search "
-            f"embedding of the training photos ({run.get('steps', '?')} steps, `scripts/low_resolution_student.py`); "
-            "the `openvino-int8` backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training "
-            "photos), so text, sketch and IR queries search a gallery it embedded (the `openvino-int8` column);\n")
+            f"embedding of the training photos ({steps}; `scripts/low_resolution_student.py`); the `openvino-int8` "
+            "backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training photos), so text, sketch "
+            "and IR queries search a gallery it embedded (the `openvino-int8` column);\n")
 
 
 def rgb_gallery_reproduce_lines(summary: dict) -> str:
@@ -211,11 +224,19 @@ def rgb_gallery_reproduce_lines(summary: dict) -> str:
     run = summary.get("rgb_gallery_encoder")
     if not run:
         return ""
-    height, width = run["image_size"]
-    return (f"python scripts/low_resolution_student.py --trunk {run['trunk']} --image-size {height}x{width} "
-            f"--train-from {run['train_from']} --learning-rate {run['learning_rate']:g} --bank-size {run['bank_size']} "
-            f"--steps {run['steps']} --save-steps 500 --seed {run['seed']} --output-dir runs/gallery\n"
-            "python scripts/ship_rgb_gallery_encoder.py runs/gallery && python scripts/build_checkpoint.py  # + int8 graph\n"
+    stages = [run]
+    while "init_from_run" in stages[0]:
+        stages.insert(0, stages[0]["init_from_run"])
+    lines = ""
+    for index, stage in enumerate(stages):
+        height, width = stage["image_size"]
+        start = f"--init-from runs/gallery-{index - 1} " if index else f"--trunk {stage['trunk']} "
+        lines += (f"python scripts/low_resolution_student.py {start}--image-size {height}x{width} --train-from "
+                  f"{stage['train_from']} --learning-rate {stage['learning_rate']:g} --bank-size {stage['bank_size']} "
+                  f"--steps {stage['steps']} --save-steps 500 --seed {stage['seed']}"
+                  f"{' --balance-parts' if stage.get('balanced_parts') else ''} --output-dir runs/gallery-{index}\n")
+    return (lines + f"python scripts/ship_rgb_gallery_encoder.py runs/gallery-{len(stages) - 1} && "
+            "python scripts/build_checkpoint.py  # + its int8 graph\n"
             "BACKEND=openvino-int8 scripts/dev_eval.sh aio-reid aio-reid-int8 \"sketch text text-full-gallery rgb "
             "rgb-cross-domain ir\"\n")
 

@@ -232,6 +232,13 @@ class LowResolutionStudent(nn.Module):
         self.to_search_space.bias.copy_(solution[-1])
         return float(F.cosine_similarity(design @ solution, targets).mean())
 
+    @torch.no_grad()
+    def scale_search_map(self, scales: torch.Tensor) -> None:
+        """Multiplies the map's outputs by `scales` (one per dimension): into a reweighted target space to train in
+        (`balanced_part_scales`), and back out of it (by the reciprocals) before the student is saved."""
+        self.to_search_space.weight.mul_(scales[:, None].to(self.to_search_space.weight.dtype))
+        self.to_search_space.bias.mul_(scales.to(self.to_search_space.bias.dtype))
+
     def save_pretrained(self, folder: str | Path, metadata: dict[str, Any]) -> None:
         """Writes `student.safetensors` and `student.json` (trunk, image size, search size, `metadata`), each file
         whole."""
@@ -397,6 +404,20 @@ def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], 
     return final
 
 
+def balanced_part_scales(targets: np.ndarray, part_sizes: list[int]) -> np.ndarray:
+    """Per-dimension scales that give each part of the teacher's search vector (ReID, text-aligned, second RGB trunk:
+    `part_sizes`) the same mean energy over `targets`. Why: in an RGB photo's vector the text-aligned part holds
+    about 7% of the energy, so a student fitted to the whole vector reproduces it poorly, and text queries, which
+    read mostly that part, lost 8.6 Rank-1 against its gallery (docs/experiments.md, thirteenth session)."""
+    if sum(part_sizes) != targets.shape[1]:
+        raise ValueError(f"parts of {part_sizes} do not add up to the targets' {targets.shape[1]} dimensions.")
+    bounds, scales = np.cumsum([0, *part_sizes]), np.ones(targets.shape[1], np.float32)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        energy = float(np.square(targets[:, start:end].astype(np.float32)).sum(1).mean())
+        scales[start:end] = 1.0 / np.sqrt(max(energy, 1e-12) * len(part_sizes))
+    return scales
+
+
 def identity_examples(identities: list[str]) -> list[dict[str, list[int]]]:
     """One example per identity with at least two photos: the indices of its photos."""
     photos: dict[str, list[int]] = {}
@@ -453,6 +474,16 @@ def run(args) -> dict[str, Any]:
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
         batches = rgb_pixel_batches([paths[i] for i in sample], size, 128)
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)
+    scales = None
+    if args.balance_parts:  # train toward targets whose parts weigh alike, then fold the scales back into the map
+        from ..configuration_aio import AIOConfig
+
+        teacher = AIOConfig.from_pretrained(args.model)
+        parts = [p for p in (teacher.embedding_size, teacher.text_alignment_size, teacher.second_rgb_trunk_size) if p]
+        scales = balanced_part_scales(plain, parts)
+        plain, mirrored = plain * scales, mirrored * scales
+        student.scale_search_map(torch.from_numpy(scales))
+        metadata["balanced_parts"] = parts
     if args.steps:
         stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
         collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size,
@@ -461,6 +492,8 @@ def run(args) -> dict[str, Any]:
                              args.steps, args.learning_rate, seed=args.seed, save_steps=args.save_steps,
                              resume=args.resume)
         metadata |= {"first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]} if log else {}
+    if scales is not None:
+        student.scale_search_map(torch.from_numpy(1.0 / scales))
     student.save_pretrained(args.output_dir, metadata)
     if args.int8:  # calibrated as the shipped RGB gallery encoder is
         calibration = rgb_pixel_batches(calibration_photos(), size, 32)
@@ -472,7 +505,7 @@ def run(args) -> dict[str, Any]:
     return metadata
 
 
-__all__ = ["load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
+__all__ = ["balanced_part_scales", "load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
            "LowResolutionStudent", "load_student",
            "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_onnx", "export_int8",
            "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME"]

@@ -180,3 +180,18 @@ def test_the_card_states_the_width_of_the_vectors_the_model_returns():
     config = AIOConfig(image_tokenizer="osnet", image_size=(256, 128), **shape)
     assert search_vector_width(shape) == config.search_embedding_size == 1024
     assert search_vector_width({}) == 512
+
+
+def test_the_card_describes_and_reproduces_a_gallery_encoder_trained_in_two_stages():
+    from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
+
+    first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
+             "bank_size": 4096, "steps": 2000, "seed": 7}
+    run = {**first, "steps": 1500, "balanced_parts": [512, 256, 256], "init_from_run": first}
+    assert rgb_gallery_line({}, {"rgb_gallery_encoder": run}) == "" == rgb_gallery_reproduce_lines({})
+    line = rgb_gallery_line({"rgb_gallery_image_size": [224, 112]}, {"rgb_gallery_encoder": run})
+    assert "**224x112**" in line and "3500 steps, the last 1500 toward targets" in line
+    lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": run}).splitlines()
+    assert lines[0].startswith("python scripts/low_resolution_student.py --trunk osnet-0277 --image-size 224x112")
+    assert "--init-from runs/gallery-0 " in lines[1] and "--steps 1500" in lines[1] and "--balance-parts" in lines[1]
+    assert lines[2].startswith("python scripts/ship_rgb_gallery_encoder.py runs/gallery-1")

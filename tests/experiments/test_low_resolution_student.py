@@ -312,3 +312,26 @@ def test_the_int8_graph_is_written_whole_and_scores_as_a_peer(tmp_path):
     written.unlink()
     with pytest.raises(SystemExit, match="no student-int8.xml"):
         Embedder(f"low-res-student-int8:{tmp_path / 'student'}", 4, tmp_path / "cache")
+
+
+def test_balanced_part_scales_give_every_part_the_same_energy_and_fold_back_into_the_map():
+    """The scales make each part of the targets (here 4 + 2 + 2 dimensions holding 90%, 7% and 3% of the energy)
+    weigh alike; scaling the map into that space and back leaves the student's embedding as it was."""
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((64, 4)) * np.sqrt(0.9 / 4), rng.standard_normal((64, 2)) * np.sqrt(0.07 / 2),
+             rng.standard_normal((64, 2)) * np.sqrt(0.03 / 2)]
+    targets = np.concatenate(parts, axis=1).astype(np.float16)
+    scales = lrs.balanced_part_scales(targets, [4, 2, 2])
+    balanced = targets.astype(np.float32) * scales
+    energies = [np.square(balanced[:, a:b]).sum(1).mean() for a, b in ((0, 4), (4, 6), (6, 8))]
+    np.testing.assert_allclose(energies, [1 / 3] * 3, rtol=1e-4)
+    with pytest.raises(ValueError, match="do not add up"):
+        lrs.balanced_part_scales(targets, [4, 2])
+    torch.manual_seed(0)
+    student = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (64, 32)).eval()
+    pixels = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        before = student(pixels).embeds
+        student.scale_search_map(torch.from_numpy(scales))
+        student.scale_search_map(torch.from_numpy(1 / scales))
+        torch.testing.assert_close(student(pixels).embeds, before)
