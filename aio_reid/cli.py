@@ -210,15 +210,16 @@ def _export(args: argparse.Namespace) -> int:
 def _export_int8(model, folder: Path, calibration_images: Path | None) -> int:
     """The RGB gallery encoder in int8, calibrated on up to `CALIBRATION_PHOTOS` of the folder's images, beside the
     float OpenVINO graphs that the other modalities use."""
+    from PIL import Image
+
     from modeling_aio.export import export_checkpoint, export_rgb_gallery_int8, rgb_pixel_batches
     from modeling_aio.search.searcher import list_images
-    from processing_aio.datasets.loaders import IMAGE_SUFFIXES
 
     if calibration_images is None:
         print("error: --backend openvino-int8 needs --calibration-images FOLDER (a few hundred RGB person crops "
               "like those you will index)", file=sys.stderr)
         return 2
-    photos = [p for p in list_images(calibration_images) if p.suffix.lower() in IMAGE_SUFFIXES]
+    photos = [p for p in list_images(calibration_images) if p.suffix.lower() in Image.registered_extensions()]
     if not photos:
         raise ValueError(f"--calibration-images {calibration_images} holds no images.")
     photos = photos[::-(-len(photos) // CALIBRATION_PHOTOS)]

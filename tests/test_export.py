@@ -110,6 +110,7 @@ def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_i
     plain = AIOSearcher(model, processor)
     embeds, reference = searcher.embed(rgb=photos), model.get_rgb_gallery_features(torch.cat(batches)).numpy()
     assert embeds.shape == reference.shape and (embeds * reference).sum(1).mean() > 0.9
+    np.testing.assert_array_equal(searcher.embed(images=photos), embeds)  # the processor's alias of rgb
     captions = ["a man in a red shirt", "a woman with a blue bag"]
     assert (searcher.embed(text=captions) * plain.embed(text=captions)).sum(1).min() > 0.999  # the float graph
     assert searcher.fingerprint == plain.fingerprint + "+rgb-gallery-int8"  # an index knows which network made it
@@ -129,7 +130,8 @@ def test_an_int8_graph_keeps_the_layers_asked_in_float(tmp_path):
     pixels = torch.randn(8, 3, 64, 32)
     export_int8_openvino(encoder, [pixels], tmp_path / "float-map.xml", keep_float=(".*to_search_space.*",))
     graph = ov.Core().read_model(str(tmp_path / "float-map.xml"))
-    maps = [op for op in graph.get_ops() if op.get_type_name() == "MatMul" and "to_search_space" in op.get_friendly_name()]
+    maps = [op for op in graph.get_ops()
+            if op.get_type_name() == "MatMul" and "to_search_space" in op.get_friendly_name()]
     assert maps and not any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
                             for op in maps for i in op.inputs())
     assert any(op.get_type_name() == "FakeQuantize" for op in graph.get_ops())  # the rest is int8

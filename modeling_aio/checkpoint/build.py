@@ -128,7 +128,7 @@ def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
     `trainable` as the RGB gallery encoder (float16) and records its input size in their shape file. A shared trunk
     that is still 0277's port, unchanged, leaves the file (the build starts it from the port: `trunk_start`), which
     keeps the shipped weights within their 40 MB. The run's settings join `training_summary.json` beside them, for
-the model card. Every file is written whole."""
+    the model card. Every file is written whole."""
     from safetensors import safe_open
     from safetensors.torch import save
 
@@ -155,10 +155,12 @@ the model card. Every file is written whole."""
     prefix, modules = "embeddings.image_backbone.", [m for m in shapes["trained_modules"] if m != "rgb_gallery_encoder"]
     backbone = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     port, _ = pretrained_osnet_state("omz-0277", 2) if shapes.get("osnet_width") == 2 else ({}, "")
-    if backbone and backbone.keys() == port.keys() and all(torch.equal(port[k].to(v.dtype), v) for k, v in backbone.items()):
+    if backbone and backbone.keys() == port.keys() and all(torch.equal(port[k].to(v.dtype), v)
+                                                           for k, v in backbone.items()):
         weights = {k: v for k, v in weights.items() if not k.startswith(prefix)}
         modules, shapes["osnet_weights"] = [m for m in modules if m != "embeddings.image_backbone"], "omz-0277"
-    shapes |= {"trained_modules": sorted(modules + ["rgb_gallery_encoder"]), "rgb_gallery_image_size": meta["image_size"]}
+    shapes |= {"trained_modules": sorted(modules + ["rgb_gallery_encoder"]),
+               "rgb_gallery_image_size": meta["image_size"]}
     with safe_open(str(trainable), "pt") as handle:
         metadata = {**(handle.metadata() or {}), "rgb_gallery_encoder": "scripts/low_resolution_student.py"}
     atomic_write(trainable, save(weights, metadata=metadata))
@@ -338,7 +340,7 @@ def export_gallery_int8(model: AIOModel, out: Path) -> None:
         return
     batches = rgb_pixel_batches(calibration_photos(), model.config.rgb_gallery_image_size)
     xml, cosine = export_rgb_gallery_int8(model, out, batches)
-    print(f"RGB gallery encoder in int8: {xml.relative_to(out.parent)} (calibrated on "
+    print(f"RGB gallery encoder in int8: {xml} (calibrated on "
           f"{sum(len(b) for b in batches)} training photos; worst cosine to PyTorch {cosine:.4f} on 32 of them)")
 
 
@@ -347,8 +349,9 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
           text_embedding_skip: bool = False, osnet_modality_trunks: tuple[str, ...] = (),
           osnet_width: int | None = None, osnet_weights: str | None = None,
           second_rgb_trunk_share: float | None = None) -> AIOModel:
-    """Writes the checkpoint folder `out` and returns its model; its trunks start from `osnet_weights` (`trunk_start`;
-    then the trained weights, which hold every trunk they trained, are merged over them). `second_rgb_trunk_share` overrides
+    """Writes the checkpoint folder `out` and returns its model; its trunks start from `osnet_weights`
+    (`trunk_start`; then the trained weights, which hold every trunk they trained, are merged over them); with an
+    RGB gallery encoder, its int8 graph too (`export_gallery_int8`). `second_rgb_trunk_share` overrides
     the trained weights' share of the second RGB trunk (`ship_second_rgb_trunk` records one)."""
     encoder, overrides, modules = trained_shapes(trained, encoder, image_size, image_tokenizer, osnet_embedding_skip,
                                                  text_embedding_skip, osnet_modality_trunks, osnet_width,
@@ -377,5 +380,5 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
     return model
 
 
-__all__ = ["build", "ship_second_rgb_trunk", "ship_rgb_gallery_encoder", "trunk_start", "export_gallery_int8", "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks",
-           "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]
+__all__ = ["build", "ship_second_rgb_trunk", "ship_rgb_gallery_encoder", "trunk_start", "export_gallery_int8",
+           "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks", "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]

@@ -1,4 +1,5 @@
-"""A fast RGB gallery encoder, tried for issue 19: the shipped model's RGB search embedding (computed at 256x128)
+"""A fast RGB gallery encoder (issue 19; one ships as the model's `AIORGBGalleryEncoder`, put into the weights by
+`checkpoint.build.ship_rgb_gallery_encoder`): the shipped model's RGB search embedding (computed at 256x128)
 distilled into a network that runs at least twice as many images/s as Open Model Zoo 0277 through OpenVINO: 0277's
 own architecture at a smaller input size (in float, or in int8 through `export_int8`), or 0267's (OSNet x0.5) at
 full size (`TRUNKS`).
@@ -15,8 +16,9 @@ distillation, in the batch and optionally against a bank of other teacher rows (
 once (`stage_input_cache`), so that a step runs only the layers that learn (0277 from conv3: about 5x fewer seconds
 a step on the CPU). Its embeddings live in the shipped model's search space, so text and sketch queries would search
 a gallery it indexed. `scripts/low_resolution_student.py` runs it; the folder it writes scores as the peer
-`low-res-student:FOLDER` of `scripts/evaluate_reid.py`. Figures and verdict: docs/experiments.md, the 2026-12-05
-entries.
+`low-res-student:FOLDER` of `scripts/evaluate_reid.py`; `balanced_part_scales` weighs the parts of the target
+alike, so that the text-aligned part that text queries read is learnt too. Figures and verdict: docs/experiments.md,
+the 2026-12-05 entries.
 """
 
 from __future__ import annotations
@@ -505,7 +507,7 @@ def run(args) -> dict[str, Any]:
     return metadata
 
 
-__all__ = ["balanced_part_scales", "load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name", "stage_input_nodes",
-           "LowResolutionStudent", "load_student",
-           "StudentCollator", "teacher_targets", "stage_input_cache", "StudentEmbeds", "export_onnx", "export_int8",
-           "identity_examples", "distil_student", "run", "POOLING_GRID", "STAGES", "INT8_NAME"]
+__all__ = ["balanced_part_scales", "load_trunk", "TRUNKS", "resize_pooling_kernel", "pooling_kernel_name",
+           "stage_input_nodes", "LowResolutionStudent", "load_student", "StudentCollator", "teacher_targets",
+           "stage_input_cache", "StudentEmbeds", "export_onnx", "export_int8", "identity_examples", "distil_student",
+           "run", "POOLING_GRID", "STAGES", "INT8_NAME"]

@@ -134,8 +134,9 @@ class AIOSearcher:
     def embed(self, **query: Sequence[Any]) -> np.ndarray:
         """(B, D) embeddings of B queries, each made of the given modalities (`text=`, `rgb=`, `ir=`, `sketch=`); RGB
         photos alone go through the RGB gallery encoder where the backend has one."""
-        if set(query) == {"rgb"} and self.rgb_gallery_processor is not None:
-            pixels = self.rgb_gallery_processor(query["rgb"], modality="rgb", input_name="rgb", return_tensors="pt")
+        if len(query) == 1 and set(query) <= {"rgb", "images"} and self.rgb_gallery_processor is not None:
+            (name, photos), = query.items()  # `images` is the processor's alias of `rgb`
+            pixels = self.rgb_gallery_processor(photos, modality="rgb", input_name=name, return_tensors="pt")
             return self.backend.embed_rgb_gallery(pixels["pixel_values"])
         batch = self.processor(**query, return_tensors="pt")
         if self.backend is not None:
