@@ -39,7 +39,8 @@ def test_trained_weights_are_small_fp16_without_encoder_or_classifier():
     """Every trained tensor is fp16, except what was fitted or chosen rather than trained, kept in fp32 as it was
     measured: the thermal gate's regression (four tensors of at most a few hundred numbers,
     `experiments.thermal_binding.ship_ir_trunk`) and the text-aligned part's four shares
-    (`training.ship_alignment.ship_text_alignment`, one per kind of query)."""
+    (`training.ship_alignment.ship_text_alignment`, one per kind of query); the RGB gallery encoder's BatchNorm step
+    counters stay integers (`checkpoint.build.ship_rgb_gallery_encoder`)."""
     from safetensors import safe_open
 
     assert TRAINED.stat().st_size <= 40 * 2**20
@@ -47,7 +48,9 @@ def test_trained_weights_are_small_fp16_without_encoder_or_classifier():
         keys = list(weights.keys())
         gate = [k for k in keys if k.startswith("embeddings.thermal_gate.")]
         fitted = gate + [k for k in keys if k == "alignment_shares"]
-        assert all(weights.get_tensor(k).dtype == torch.float16 for k in keys if k not in fitted)
+        counters = [k for k in keys if k.startswith("rgb_gallery_encoder.") and k.endswith(".num_batches_tracked")]
+        assert all(weights.get_tensor(k).dtype == torch.int64 for k in counters)
+        assert all(weights.get_tensor(k).dtype == torch.float16 for k in keys if k not in fitted + counters)
         assert all(weights.get_tensor(k).dtype == torch.float32 for k in fitted)
         assert len(gate) <= 4 and sum(weights.get_tensor(k).numel() for k in gate) <= 1024
         assert "alignment_shares" not in keys or weights.get_tensor("alignment_shares").numel() == 4
