@@ -95,25 +95,31 @@ def test_composed_query_differs_from_its_parts(searcher):
     assert float(both @ alone_text) < 0.999 and float(both @ alone_sketch) < 0.999
 
 
-def test_a_distilled_shared_trunk_comes_from_the_trained_weights(searcher, tmp_path):
-    """When the trained weights' shape file lists the shared trunk among its trained modules, the built model holds
-    that trunk, not 0267; weights that list it without carrying it are refused."""
+def test_the_shared_trunk_comes_from_the_trained_weights_or_from_the_source_they_record(searcher, tmp_path):
+    """A shared trunk the trained weights list is theirs; one they leave out is the pretrained source their shape
+    file records (`osnet_weights`, 0277's port), to the bit. Weights that list a module without carrying it are
+    refused."""
     from safetensors.torch import load_file, save_file
 
+    from modeling_aio.checkpoint.build import pretrained_osnet_state
+
     shape = json.loads(TRAINED.with_suffix(".json").read_text())
-    if "embeddings.image_backbone" not in shape["trained_modules"]:
-        pytest.skip("the shipped weights keep the pretrained 0267 trunk")
     trained = load_file(str(TRAINED))
     built = searcher.model.embeddings.image_backbone.state_dict()
-    pretrained = load_file(str(REPO / "weights" / "osnet-0267.safetensors"))
-    name = "conv1.conv.weight"
-    assert torch.equal(built[name], trained[f"embeddings.image_backbone.{name}"].float())
-    assert not torch.equal(built[name], pretrained[name])
-    without_trunk = tmp_path / "trained.safetensors"
-    save_file({k: v for k, v in trained.items() if not k.startswith("embeddings.image_backbone.")}, str(without_trunk))
-    without_trunk.with_suffix(".json").write_text(json.dumps(shape))
-    with pytest.raises(RuntimeError, match=r"lacks the trained modules \['embeddings.image_backbone'\]"):
-        build(tmp_path / "ckpt", None, without_trunk)
+    if "embeddings.image_backbone" in shape["trained_modules"]:
+        expected = {k[len("embeddings.image_backbone."):]: v for k, v in trained.items()
+                    if k.startswith("embeddings.image_backbone.")}
+    else:
+        expected, _ = pretrained_osnet_state(shape["osnet_weights"], shape["osnet_width"])
+    assert built.keys() == expected.keys()
+    assert all(torch.equal(built[k], expected[k].to(built[k].dtype)) for k in built)
+    module = "embeddings.image_backbone" if "embeddings.image_backbone" in shape["trained_modules"] else \
+        "rgb_gallery_encoder"
+    without = tmp_path / "trained.safetensors"
+    save_file({k: v for k, v in trained.items() if not k.startswith(module + ".")}, str(without))
+    without.with_suffix(".json").write_text(json.dumps(shape))
+    with pytest.raises(RuntimeError, match=rf"lacks the trained modules \['{module}'\]"):
+        build(tmp_path / "ckpt", None, without)
 
 
 def test_build_with_a_wider_trunk_starts_as_0267(tmp_path):
