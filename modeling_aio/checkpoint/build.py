@@ -126,9 +126,9 @@ def gallery_run(meta: dict) -> dict:
 def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
     """Puts a distilled student of `experiments.low_resolution_student` (0277's OSNet) into the trained weights
     `trainable` as the RGB gallery encoder (float16) and records its input size in their shape file. A shared trunk
-    that is still 0277's port, unchanged, leaves the file (the build starts it from the port: `trunk_start`), which
-    keeps the shipped weights within their 40 MB. The run's settings join `training_summary.json` beside them, for
-    the model card. Every file is written whole."""
+    that is still a pretrained source unchanged (0277's port here: `pretrained_trunk_source`) leaves the file (the
+    build starts it from that source: `trunk_start`), which keeps the shipped weights within their 40 MB. The run's
+    settings join `training_summary.json` beside them, for the model card. Every file is written whole."""
     from safetensors import safe_open
     from safetensors.torch import save
 
@@ -154,11 +154,10 @@ def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
     weights |= {f"rgb_gallery_encoder.{k}": v.half() if v.is_floating_point() else v for k, v in student.items()}
     prefix, modules = "embeddings.image_backbone.", [m for m in shapes["trained_modules"] if m != "rgb_gallery_encoder"]
     backbone = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    port, _ = pretrained_osnet_state("omz-0277", 2) if shapes.get("osnet_width") == 2 else ({}, "")
-    if backbone and backbone.keys() == port.keys() and all(torch.equal(port[k].to(v.dtype), v)
-                                                           for k, v in backbone.items()):
+    source = pretrained_trunk_source(backbone, shapes.get("osnet_width", 1)) if backbone else None
+    if source is not None:
         weights = {k: v for k, v in weights.items() if not k.startswith(prefix)}
-        modules, shapes["osnet_weights"] = [m for m in modules if m != "embeddings.image_backbone"], "omz-0277"
+        modules, shapes["osnet_weights"] = [m for m in modules if m != "embeddings.image_backbone"], source
     shapes |= {"trained_modules": sorted(modules + ["rgb_gallery_encoder"]),
                "rgb_gallery_image_size": meta["image_size"]}
     with safe_open(str(trainable), "pt") as handle:
@@ -233,15 +232,17 @@ def pretrained_osnet_state(source: str, width: int) -> tuple[dict[str, torch.Ten
 
 
 def pretrained_trunk_source(trunk_state: dict[str, torch.Tensor], width: int) -> str | None:
-    """Which of `OSNET_SOURCES` the OSNet trunk `trunk_state` is (every tensor equal to that source's at `width`),
-    or None when none (a trained or distilled trunk): the provenance a training run records for the model card."""
+    """Which of `OSNET_SOURCES` the OSNet trunk `trunk_state` is (every tensor equal to that source's at `width`,
+    in the trunk's own precision: a float16 copy of a source is that source), or None when none (a trained or
+    distilled trunk): the provenance a training run records for the model card, and what lets shipped weights
+    leave a trunk out (`ship_rgb_gallery_encoder`)."""
     for source in OSNET_SOURCES:
         try:
             reference, _ = pretrained_osnet_state(source, width)
         except SystemExit:  # that source does not come at this width
             continue
         if reference.keys() == trunk_state.keys() and all(
-                torch.equal(reference[k].float(), trunk_state[k].float()) for k in reference):
+                torch.equal(reference[k].to(trunk_state[k].dtype), trunk_state[k]) for k in reference):
             return source
     return None
 

@@ -199,8 +199,8 @@ def gallery_steps(run: dict) -> int | str:
     steps = run.get("steps")
     if steps is None:
         return "?"
-    first = run.get("init_from_run")
-    return steps + (gallery_steps(first) if first and gallery_steps(first) != "?" else 0)
+    earlier = gallery_steps(run["init_from_run"]) if run.get("init_from_run") else 0
+    return steps + (earlier if earlier != "?" else 0)
 
 
 def rgb_gallery_line(shape: dict, summary: dict) -> str:
