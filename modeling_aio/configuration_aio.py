@@ -47,6 +47,8 @@ OSNET_0267_CHANNELS: tuple[int, int, int, int] = (32, 128, 192, 256)  # OSNet x0
 TEXT_ALIGNMENT_TRUNKS: tuple[str, ...] = ("shared", "second_rgb", "tuned")
 #: OSNet's stages above the stem (`osnet.OSNet.stages`), where a tuned trunk may branch from the second RGB trunk.
 OSNET_STAGES: tuple[str, ...] = ("conv2", "conv3", "conv4", "conv5")
+#: The OSNet blocks a fast RGB gallery encoder may leave out (`osnet.OSNet.skippable_blocks`).
+RGB_GALLERY_SKIPPABLE_BLOCKS: tuple[str, ...] = ("conv2.1", "conv3.1", "conv4.1")
 SECOND_RGB_TRUNK_EMBEDDING = 256  # 0267's ReID embedding, the second RGB trunk's part of the search vector
 
 
@@ -121,6 +123,8 @@ class AIOConfig(PreTrainedConfig):
             gallery encoder (`AIORGBGalleryEncoder`: 0277's OSNet x1.0 at a smaller size, distilled from this
             model's RGB search embedding, so it indexes RGB photos into the same space at about twice 0277's
             speed in int8); None: the model has none.
+        rgb_gallery_skipped_blocks (`list[str]`): OSNet blocks the gallery encoder leaves out (of `conv2.1`,
+            `conv3.1`, `conv4.1`: `OSNet.skip_blocks`), a shallower network distilled without them.
         stem_width (`int`): channels after the first stem convolution.
         embedding_size (`int`): dimension D of the ReID part of the query embedding (the whole embedding without
             `text_alignment_size`).
@@ -162,6 +166,7 @@ class AIOConfig(PreTrainedConfig):
     text_alignment_trunk_from: str | None = None
     second_rgb_trunk_share: float = 0.0
     rgb_gallery_image_size: list[int] | tuple[int, ...] | None = None
+    rgb_gallery_skipped_blocks: list[str] | tuple[str, ...] = ()
     stem_width: int = 64
     embedding_size: int = 512
     num_identities: int = 0
@@ -226,6 +231,11 @@ class AIOConfig(PreTrainedConfig):
                     for side in self.rgb_gallery_image_size):
                 raise ValueError("`rgb_gallery_image_size` must be (height, width), multiples of 16, got "
                                  f"{self.rgb_gallery_image_size}.")
+        self.rgb_gallery_skipped_blocks = tuple(self.rgb_gallery_skipped_blocks)
+        unknown = [b for b in self.rgb_gallery_skipped_blocks if b not in RGB_GALLERY_SKIPPABLE_BLOCKS]
+        if unknown or (self.rgb_gallery_skipped_blocks and self.rgb_gallery_image_size is None):
+            raise ValueError(f"`rgb_gallery_skipped_blocks` takes blocks of {RGB_GALLERY_SKIPPABLE_BLOCKS} and needs "
+                             f"`rgb_gallery_image_size`, got {self.rgb_gallery_skipped_blocks}.")
         if self.osnet_embedding_skip and (self.image_tokenizer != "osnet" or self.embedding_size < 256):
             raise ValueError("`osnet_embedding_skip` needs the osnet image tokenizer and `embedding_size` >= 256.")
         unknown = [m for m in self.osnet_modality_trunks if m not in ("ir", "sketch")]

@@ -131,7 +131,8 @@ class OSNet(nn.Module):
     channels = (32, 128, 192, 256)
     embedding_size = 256
 
-    def __init__(self, feature_size: tuple[int, int] = (16, 8), channels: tuple[int, int, int, int] | None = None):
+    def __init__(self, feature_size: tuple[int, int] = (16, 8), channels: tuple[int, int, int, int] | None = None,
+                 skipped_blocks: tuple[str, ...] = ()):
         super().__init__()
         if channels is not None:
             self.channels = tuple(int(c) for c in channels)
@@ -148,6 +149,24 @@ class OSNet(nn.Module):
         self.conv5 = ConvLayer(c3, c3, 1)
         self.global_avgpool = nn.Conv2d(c3, c3, feature_size, groups=c3)
         self.fc = nn.Sequential(nn.Linear(c3, self.embedding_size), nn.BatchNorm1d(self.embedding_size), nn.PReLU())
+        self.skipped_blocks: tuple[str, ...] = ()
+        self.skip_blocks(skipped_blocks)
+
+    #: The omni-scale blocks that `skip_blocks` can leave out: each stage's second, which keeps its width.
+    skippable_blocks: tuple[str, ...] = ("conv2.1", "conv3.1", "conv4.1")
+
+    def skip_blocks(self, names: tuple[str, ...] | list[str]) -> None:
+        """Leaves out the residual blocks `names` (of `skippable_blocks`), in place: each becomes an identity, so
+        the other modules keep their names and weights. Why: a shallower trunk for the fast RGB gallery encoder;
+        a residual block whose input is already a ReLU's output is close to an identity to start from, and
+        distillation fine-tunes the rest (docs/experiments.md, fourteenth session)."""
+        for name in names:
+            if name not in self.skippable_blocks:
+                raise ValueError(f"OSNet block {name!r} cannot be skipped; expected one of "
+                                 f"{', '.join(self.skippable_blocks)}.")
+            stage, index = name.split(".")
+            getattr(self, stage)[int(index)] = nn.Identity()
+        self.skipped_blocks = tuple(sorted({*self.skipped_blocks, *names}))
 
     #: The stages a feature map passes through after the stem, in order: `features_before` / `feature_map_from`
     #: split the trunk at one of them, so that a caller can cache what the stages below compute.

@@ -19,14 +19,16 @@ OSNET_X1_CHANNELS: tuple[int, int, int, int] = tuple(2 * c for c in OSNET_0267_C
 
 
 class AIORGBGalleryEncoder(nn.Module):
-    """OSNet x1.0 at `config.rgb_gallery_image_size` (its learned global pooling sized to the stride-16 map) and a
-    linear map of its 256-d embedding to the `search_embedding_size`-d search space; returns unit vectors."""
+    """OSNet x1.0 at `config.rgb_gallery_image_size` (its learned global pooling sized to the stride-16 map), less
+    the blocks of `config.rgb_gallery_skipped_blocks`, and a linear map of its 256-d embedding to the
+    `search_embedding_size`-d search space; returns unit vectors."""
 
     def __init__(self, config: AIOConfig):
         super().__init__()
         height, width = config.rgb_gallery_image_size
         self.image_size = (height, width)
-        self.osnet = OSNet(feature_size=(height // 16, width // 16), channels=OSNET_X1_CHANNELS)
+        self.osnet = OSNet(feature_size=(height // 16, width // 16), channels=OSNET_X1_CHANNELS,
+                           skipped_blocks=config.rgb_gallery_skipped_blocks)
         self.to_search_space = nn.Linear(OSNet.embedding_size, config.search_embedding_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--balance-parts", action="store_true",
                         help="distil toward targets whose parts (ReID, text-aligned, second trunk) weigh alike, so "
                              "the text-aligned part that text queries read is learnt as well as the rest")
+    parser.add_argument("--skip-blocks", type=lambda text: [name for name in text.split(",") if name], default=[],
+                        help="OSNet blocks to leave out, comma-separated (of conv2.1, conv3.1, conv4.1): a shallower, "
+                             "faster trunk")
     parser.add_argument("--save-steps", type=int, default=0, help="a resumable checkpoint this often (0: none)")
     parser.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --output-dir")
     parser.add_argument("--seed", type=int, default=42)

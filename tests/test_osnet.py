@@ -217,3 +217,23 @@ def test_osnet_width_sets_trunk_and_adapter_widths():
             osnet_config(osnet_width=bad)
     with pytest.raises(ValueError, match="channels"):
         OSNet(channels=(32, 100, 192, 256))
+
+
+def test_skipped_blocks_become_identities_and_the_other_modules_keep_their_names():
+    torch.manual_seed(0)
+    net = OSNet(skipped_blocks=("conv4.1", "conv3.1")).eval()
+    assert net.skipped_blocks == ("conv3.1", "conv4.1")
+    assert isinstance(net.conv3[1], torch.nn.Identity) and isinstance(net.conv3[2][0], ConvLayer)
+    whole = OSNet().state_dict()
+    kept = net.state_dict()
+    assert not any(k.startswith(("conv3.1.", "conv4.1.")) for k in kept)
+    assert set(kept) == {k for k in whole if not k.startswith(("conv3.1.", "conv4.1."))}  # loads by name
+    full = OSNet().eval()
+    full.load_state_dict({**full.state_dict(), **kept})
+    full.skip_blocks(["conv3.1", "conv4.1"])  # skipping in place gives the same network
+    pixels = torch.randn(2, 3, 256, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(full(pixels)[1], net(pixels)[1])
+        assert net(pixels)[0].shape == (2, 256, 16, 8)
+    with pytest.raises(ValueError, match="OSNet block 'conv3.0' cannot be skipped"):
+        OSNet(skipped_blocks=("conv3.0",))

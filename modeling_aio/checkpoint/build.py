@@ -110,7 +110,7 @@ def trunk_start(trained: Path | None, osnet_weights: str | None) -> str:
 
 #: What the training summary keeps of a shipped gallery encoder's run (`low_resolution_student.py` flags).
 GALLERY_RUN_KEYS = ("trunk", "image_size", "train_from", "learning_rate", "bank_size", "steps", "seed",
-                    "balanced_parts", "training_photos", "teacher_backend")
+                    "balanced_parts", "skipped_blocks", "training_photos", "teacher_backend")
 
 
 def gallery_run(meta: dict) -> dict:
@@ -125,7 +125,8 @@ def gallery_run(meta: dict) -> dict:
 
 def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
     """Puts a distilled student of `experiments.low_resolution_student` (0277's OSNet) into the trained weights
-    `trainable` as the RGB gallery encoder (float16) and records its input size in their shape file. A shared trunk
+    `trainable` as the RGB gallery encoder (float16) and records its input size (and the blocks it leaves out) in
+    their shape file. A shared trunk
     that is still a pretrained source unchanged (0277's port here: `pretrained_trunk_source`) leaves the file (the
     build starts it from that source: `trunk_start`), which keeps the shipped weights within their 40 MB. The run's
     settings join `training_summary.json` beside them, for the model card. Every file is written whole."""
@@ -141,7 +142,9 @@ def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
                          "0277's OSNet (`--trunk osnet-0277`).")
     shape_file = trainable.with_suffix(".json")
     shapes, weights = json.loads(shape_file.read_text()), load_file(str(trainable))
+    skipped = meta.get("skipped_blocks", [])
     config = AIOConfig(image_tokenizer="osnet", rgb_gallery_image_size=meta["image_size"],
+                       rgb_gallery_skipped_blocks=skipped,
                        **{k: shapes[k] for k in ("embedding_size", "text_alignment_size", "second_rgb_trunk_share")
                           if k in shapes})
     student = load_file(str(student_folder / "student.safetensors"))
@@ -160,6 +163,9 @@ def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
         modules, shapes["osnet_weights"] = [m for m in modules if m != "embeddings.image_backbone"], source
     shapes |= {"trained_modules": sorted(modules + ["rgb_gallery_encoder"]),
                "rgb_gallery_image_size": meta["image_size"]}
+    shapes.pop("rgb_gallery_skipped_blocks", None)
+    if skipped:
+        shapes["rgb_gallery_skipped_blocks"] = skipped
     with safe_open(str(trainable), "pt") as handle:
         metadata = {**(handle.metadata() or {}), "rgb_gallery_encoder": "scripts/low_resolution_student.py"}
     atomic_write(trainable, save(weights, metadata=metadata))

@@ -208,15 +208,26 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
     size, run = shape.get("rgb_gallery_image_size"), summary.get("rgb_gallery_encoder") or {}
     if not size:
         return ""
-    steps = f"{gallery_steps(run)} steps"
-    if run.get("balanced_parts"):
-        steps += (f", the last {run['steps']} toward targets whose ReID, text-aligned and second-trunk parts weigh "
+    steps, balanced, stage = f"{gallery_steps(run)} steps", 0, run
+    while stage.get("balanced_parts") and isinstance(stage.get("steps"), int):  # the stages that ran balanced last
+        balanced, stage = balanced + stage["steps"], stage.get("init_from_run") or {}
+    if balanced:
+        steps += (f", the last {balanced} toward targets whose ReID, text-aligned and second-trunk parts weigh "
                   "alike")
+    skipped = shape.get("rgb_gallery_skipped_blocks")
+    network = f"less its blocks {', '.join(skipped)}, " if skipped else ""
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
-            f"**{size[0]}x{size[1]}** plus a linear map into the search space, distilled from this model's RGB search "
-            f"embedding of the training photos ({steps}; `scripts/low_resolution_student.py`); the `openvino-int8` "
-            "backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training photos), so text, sketch "
-            "and IR queries search a gallery it embedded (the `openvino-int8` column);\n")
+            f"**{size[0]}x{size[1]}**, {network}plus a linear map into the search space, distilled from this "
+            f"model's RGB search embedding of the training photos ({steps}; `scripts/low_resolution_student.py`); the "
+            "`openvino-int8` backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training photos), so "
+            "text, sketch and IR queries search a gallery it embedded (the `openvino-int8` column);\n")
+
+
+def skip_flag(stage: dict, earlier: list[dict]) -> str:
+    """`--skip-blocks` for the blocks a stage leaves out that the stage it went on from still had."""
+    before = set(earlier[-1].get("skipped_blocks", [])) if earlier else set()
+    new = [block for block in stage.get("skipped_blocks", []) if block not in before]
+    return f" --skip-blocks {','.join(new)}" if new else ""
 
 
 def rgb_gallery_reproduce_lines(summary: dict) -> str:
@@ -234,7 +245,8 @@ def rgb_gallery_reproduce_lines(summary: dict) -> str:
         lines += (f"python scripts/low_resolution_student.py {start}--image-size {height}x{width} --train-from "
                   f"{stage['train_from']} --learning-rate {stage['learning_rate']:g} --bank-size {stage['bank_size']} "
                   f"--steps {stage['steps']} --save-steps 500 --seed {stage['seed']}"
-                  f"{' --balance-parts' if stage.get('balanced_parts') else ''} --output-dir runs/gallery-{index}\n")
+                  f"{' --balance-parts' if stage.get('balanced_parts') else ''}{skip_flag(stage, stages[:index])}"
+                  f" --output-dir runs/gallery-{index}\n")
     return (lines + f"python scripts/ship_rgb_gallery_encoder.py runs/gallery-{len(stages) - 1} && "
             "python scripts/build_checkpoint.py  # + its int8 graph\n"
             "BACKEND=openvino-int8 scripts/dev_eval.sh aio-reid aio-reid-int8 \"sketch text text-full-gallery rgb "

@@ -252,6 +252,8 @@ class LowResolutionStudent(nn.Module):
         atomic_write(folder / WEIGHTS_NAME, save(state))
         config = {"trunk": self.trunk_name, "image_size": list(self.image_size),
                   "search_size": self.to_search_space.out_features} | metadata
+        if self.trunk_name.startswith("osnet") and self.osnet.skipped_blocks:
+            config["skipped_blocks"] = list(self.osnet.skipped_blocks)
         atomic_write(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
 
 
@@ -265,8 +267,10 @@ def load_student(folder: str | Path, image_size: tuple[int, int] | None = None, 
     config = json.loads((folder / CONFIG_NAME).read_text())
     state = load_file(str(folder / WEIGHTS_NAME))
     size = tuple(image_size or config["image_size"])
-    student = LowResolutionStudent(load_trunk(config.get("trunk", "omz-0277")), config["search_size"], size,
-                                   train_from=train_from)
+    trunk = load_trunk(config.get("trunk", "omz-0277"))
+    if config.get("skipped_blocks"):
+        trunk.skip_blocks(config["skipped_blocks"])
+    student = LowResolutionStudent(trunk, config["search_size"], size, train_from=train_from)
     name = ("osnet." if student.trunk_name.startswith("osnet") else "port.weights.") + student.pooling_kernel
     state[name] = resize_pooling_kernel(state[name], (size[0] // 16, size[1] // 16))
     student.load_state_dict(state)
@@ -473,6 +477,11 @@ def run(args) -> dict[str, Any]:
     else:
         student = LowResolutionStudent(load_trunk(args.trunk), plain.shape[1], size, bank_weight=args.bank_weight,
                                        train_from=args.train_from)
+    if args.skip_blocks:  # before the map is fitted: it is fitted to the shallower trunk
+        if not student.trunk_name.startswith("osnet"):
+            raise ValueError(f"--skip-blocks needs an OSNet trunk, not {student.trunk_name}.")
+        student.osnet.skip_blocks(args.skip_blocks)
+    if not args.init_from:
         sample = np.sort(np.random.default_rng(0).choice(len(paths), min(4096, len(paths)), replace=False))
         batches = rgb_pixel_batches([paths[i] for i in sample], size, 128)
         metadata["fitted_map_cosine"] = student.fit_search_map(batches, torch.from_numpy(plain[sample]), bf16=True)

@@ -156,7 +156,8 @@ def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_sh
 
     from safetensors.torch import load_file
 
-    from modeling_aio.checkpoint.build import pretrained_osnet_state, ship_rgb_gallery_encoder, trunk_start
+    from modeling_aio import AIOConfig
+    from modeling_aio.checkpoint.build import pretrained_osnet_state, ship_rgb_gallery_encoder, trained_shapes, trunk_start
     from modeling_aio.osnet import OSNet
     from modeling_aio.rgb_gallery_aio import OSNET_X1_CHANNELS
 
@@ -183,6 +184,17 @@ def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_sh
     ship_rgb_gallery_encoder(trainable, tmp_path / "student")
     assert "embeddings.image_backbone.conv1.conv.weight" in load_file(str(trainable))
     assert "osnet_weights" not in json.loads(trainable.with_suffix(".json").read_text())
+
+    shallow = _student(tmp_path / "shallow", OSNet(channels=OSNET_X1_CHANNELS, skipped_blocks=("conv3.1",)))
+    ship_rgb_gallery_encoder(trainable, tmp_path / "shallow")  # a student without some blocks: they are recorded
+    shapes = json.loads(trainable.with_suffix(".json").read_text())
+    assert shapes["rgb_gallery_skipped_blocks"] == ["conv3.1"]
+    assert not any(k.startswith("rgb_gallery_encoder.osnet.conv3.1.") for k in load_file(str(trainable)))
+    assert len(shallow.state_dict()) == len([k for k in load_file(str(trainable)) if k.startswith("rgb_gallery")])
+    _, overrides, _ = trained_shapes(trainable, None, None, None, False, False, (), None)
+    assert AIOConfig(**overrides).rgb_gallery_skipped_blocks == ("conv3.1",)  # what the build's model is made of
+    ship_rgb_gallery_encoder(trainable, tmp_path / "student")  # and a full one again: the record goes
+    assert "rgb_gallery_skipped_blocks" not in json.loads(trainable.with_suffix(".json").read_text())
 
     _student(tmp_path / "narrow", OSNet())
     with pytest.raises(SystemExit, match="osnet-0267 student; the RGB gallery encoder is 0277's OSNet"):

@@ -195,3 +195,19 @@ def test_the_card_describes_and_reproduces_a_gallery_encoder_trained_in_two_stag
     assert lines[0].startswith("python scripts/low_resolution_student.py --trunk osnet-0277 --image-size 224x112")
     assert "--init-from runs/gallery-0 " in lines[1] and "--steps 1500" in lines[1] and "--balance-parts" in lines[1]
     assert lines[2].startswith("python scripts/ship_rgb_gallery_encoder.py runs/gallery-1")
+    assert "--skip-blocks" not in "".join(lines)
+
+
+def test_the_card_names_the_blocks_a_gallery_encoder_left_out_and_the_run_that_left_them_out():
+    from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
+
+    first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
+             "bank_size": 4096, "steps": 2000, "seed": 7}
+    balanced = {**first, "steps": 1500, "balanced_parts": [512, 256, 256], "init_from_run": first}
+    run = {**balanced, "steps": 2000, "skipped_blocks": ["conv3.1", "conv4.1"], "init_from_run": balanced}
+    shape = {"rgb_gallery_image_size": [224, 112], "rgb_gallery_skipped_blocks": ["conv3.1", "conv4.1"]}
+    line = rgb_gallery_line(shape, {"rgb_gallery_encoder": run})
+    assert "**224x112**, less its blocks conv3.1, conv4.1," in line and "5500 steps, the last 3500 toward" in line
+    lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": run}).splitlines()
+    assert "--skip-blocks" not in lines[0] + lines[1] and lines[2].endswith("--skip-blocks conv3.1,conv4.1 "
+                                                                             "--output-dir runs/gallery-2")

@@ -279,9 +279,12 @@ def test_0277_as_an_osnet_student_computes_what_its_port_does_and_round_trips(tm
     assert float(cosine.min()) > 0.9999
     smaller = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0277"), 8, (224, 112), train_from="conv3")
     assert smaller.stage_inputs(torch.randn(2, 3, 224, 112)).shape == (2, 256, 28, 14)
+    smaller.osnet.skip_blocks(["conv4.1"])  # `--skip-blocks`: a shallower student, and so it is saved
     smaller.save_pretrained(tmp_path, {})
+    assert lrs.json.loads((tmp_path / lrs.CONFIG_NAME).read_text())["skipped_blocks"] == ["conv4.1"]
     loaded = lrs.load_student(tmp_path)
     assert loaded.trunk_name == "osnet-0277" and loaded.image_size == (224, 112)
+    assert loaded.osnet.skipped_blocks == ("conv4.1",)
     small_pixels = torch.randn(2, 3, 224, 112)
     torch.testing.assert_close(loaded(small_pixels).embeds, smaller.eval()(small_pixels).embeds)
 
