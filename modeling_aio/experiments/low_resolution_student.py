@@ -410,17 +410,21 @@ def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], 
     return final
 
 
-def balanced_part_scales(targets: np.ndarray, part_sizes: list[int]) -> np.ndarray:
+def balanced_part_scales(targets: np.ndarray, part_sizes: list[int], weights: list[float] | None = None
+                         ) -> np.ndarray:
     """Per-dimension scales that give each part of the teacher's search vector (ReID, text-aligned, second RGB trunk:
-    `part_sizes`) the same mean energy over `targets`. Why: in an RGB photo's vector the text-aligned part holds
+    `part_sizes`) the same mean energy over `targets` (or energies in the ratio of `weights`). Why: in an RGB photo's vector the text-aligned part holds
     about 7% of the energy, so a student fitted to the whole vector reproduces it poorly, and text queries, which
     read mostly that part, lost 8.6 Rank-1 against its gallery (docs/experiments.md, thirteenth session)."""
     if sum(part_sizes) != targets.shape[1]:
         raise ValueError(f"parts of {part_sizes} do not add up to the targets' {targets.shape[1]} dimensions.")
+    weights = [1.0] * len(part_sizes) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(part_sizes) or min(weights) <= 0:
+        raise ValueError(f"part weights {weights}: one positive weight for each of the {len(part_sizes)} parts.")
     bounds, scales = np.cumsum([0, *part_sizes]), np.ones(targets.shape[1], np.float32)
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end, weight in zip(bounds[:-1], bounds[1:], weights):
         energy = float(np.square(targets[:, start:end].astype(np.float32)).sum(1).mean())
-        scales[start:end] = 1.0 / np.sqrt(max(energy, 1e-12) * len(part_sizes))
+        scales[start:end] = np.sqrt(weight / sum(weights) / max(energy, 1e-12))
     return scales
 
 
@@ -491,10 +495,12 @@ def run(args) -> dict[str, Any]:
 
         teacher = AIOConfig.from_pretrained(args.model)
         parts = [p for p in (teacher.embedding_size, teacher.text_alignment_size, teacher.second_rgb_trunk_size) if p]
-        scales = balanced_part_scales(plain, parts)
+        scales = balanced_part_scales(plain, parts, args.part_weights)
         plain, mirrored = plain * scales, mirrored * scales
         student.scale_search_map(torch.from_numpy(scales))
         metadata["balanced_parts"] = parts
+        if args.part_weights:
+            metadata["part_weights"] = list(args.part_weights)
     if args.steps:
         stage_maps = stage_input_cache(student, paths, args.output_dir / "stage-inputs") if args.train_from else None
         collator = StudentCollator(paths, plain, mirrored, size, seed=args.seed, bank_size=args.bank_size,

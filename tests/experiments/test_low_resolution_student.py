@@ -328,8 +328,13 @@ def test_balanced_part_scales_give_every_part_the_same_energy_and_fold_back_into
     balanced = targets.astype(np.float32) * scales
     energies = [np.square(balanced[:, a:b]).sum(1).mean() for a, b in ((0, 4), (4, 6), (6, 8))]
     np.testing.assert_allclose(energies, [1 / 3] * 3, rtol=1e-4)
+    weighted = targets.astype(np.float32) * lrs.balanced_part_scales(targets, [4, 2, 2], [1, 2, 1])
+    energies = [np.square(weighted[:, a:b]).sum(1).mean() for a, b in ((0, 4), (4, 6), (6, 8))]
+    np.testing.assert_allclose(energies, [0.25, 0.5, 0.25], rtol=1e-4)  # `--part-weights 1,2,1`
     with pytest.raises(ValueError, match="do not add up"):
         lrs.balanced_part_scales(targets, [4, 2])
+    with pytest.raises(ValueError, match="one positive weight for each of the 3 parts"):
+        lrs.balanced_part_scales(targets, [4, 2, 2], [1, 2])
     torch.manual_seed(0)
     student = lrs.LowResolutionStudent(lrs.load_trunk("osnet-0267"), 8, (64, 32)).eval()
     pixels = torch.randn(2, 3, 64, 32)
