@@ -110,7 +110,7 @@ def trunk_start(trained: Path | None, osnet_weights: str | None) -> str:
 
 #: What the training summary keeps of a shipped gallery encoder's run (`low_resolution_student.py` flags).
 GALLERY_RUN_KEYS = ("trunk", "image_size", "train_from", "learning_rate", "bank_size", "steps", "seed",
-                    "balanced_parts", "skipped_blocks", "training_photos", "teacher_backend")
+                    "balanced_parts", "part_weights", "skipped_blocks", "training_photos", "teacher_backend")
 
 
 def gallery_run(meta: dict) -> dict:

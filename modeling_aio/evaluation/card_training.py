@@ -214,6 +214,8 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
     if balanced:
         steps += (f", the last {balanced} toward targets whose ReID, text-aligned and second-trunk parts weigh "
                   "alike")
+    if run.get("part_weights"):
+        steps += f" (the last {run['steps']} in the ratio {':'.join(f'{w:g}' for w in run['part_weights'])})"
     skipped = shape.get("rgb_gallery_skipped_blocks")
     network = f"less its blocks {', '.join(skipped)}, " if skipped else ""
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
@@ -242,11 +244,13 @@ def rgb_gallery_reproduce_lines(summary: dict) -> str:
     for index, stage in enumerate(stages):
         height, width = stage["image_size"]
         start = f"--init-from runs/gallery-{index - 1} " if index else f"--trunk {stage['trunk']} "
+        flags = " --balance-parts" if stage.get("balanced_parts") else ""
+        if stage.get("part_weights"):
+            flags += f" --part-weights {','.join(f'{w:g}' for w in stage['part_weights'])}"
         lines += (f"python scripts/low_resolution_student.py {start}--image-size {height}x{width} --train-from "
                   f"{stage['train_from']} --learning-rate {stage['learning_rate']:g} --bank-size {stage['bank_size']} "
-                  f"--steps {stage['steps']} --save-steps 500 --seed {stage['seed']}"
-                  f"{' --balance-parts' if stage.get('balanced_parts') else ''}{skip_flag(stage, stages[:index])}"
-                  f" --output-dir runs/gallery-{index}\n")
+                  f"--steps {stage['steps']} --save-steps 500 --seed {stage['seed']}{flags}"
+                  f"{skip_flag(stage, stages[:index])} --output-dir runs/gallery-{index}\n")
     return (lines + f"python scripts/ship_rgb_gallery_encoder.py runs/gallery-{len(stages) - 1} && "
             "python scripts/build_checkpoint.py  # + its int8 graph\n"
             "BACKEND=openvino-int8 scripts/dev_eval.sh aio-reid aio-reid-int8 \"sketch text text-full-gallery rgb "

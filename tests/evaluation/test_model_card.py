@@ -204,10 +204,13 @@ def test_the_card_names_the_blocks_a_gallery_encoder_left_out_and_the_run_that_l
     first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
              "bank_size": 4096, "steps": 2000, "seed": 7}
     balanced = {**first, "steps": 1500, "balanced_parts": [512, 256, 256], "init_from_run": first}
-    run = {**balanced, "steps": 2000, "skipped_blocks": ["conv3.1", "conv4.1"], "init_from_run": balanced}
+    run = {**balanced, "steps": 2000, "skipped_blocks": ["conv3.1", "conv4.1"], "part_weights": [1.0, 2.0, 1.0],
+           "init_from_run": balanced}
     shape = {"rgb_gallery_image_size": [224, 112], "rgb_gallery_skipped_blocks": ["conv3.1", "conv4.1"]}
     line = rgb_gallery_line(shape, {"rgb_gallery_encoder": run})
     assert "**224x112**, less its blocks conv3.1, conv4.1," in line and "5500 steps, the last 3500 toward" in line
+    assert "alike (the last 2000 in the ratio 1:2:1)" in line
     lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": run}).splitlines()
-    assert "--skip-blocks" not in lines[0] + lines[1] and lines[2].endswith("--skip-blocks conv3.1,conv4.1 "
-                                                                             "--output-dir runs/gallery-2")
+    assert "--skip-blocks" not in lines[0] + lines[1] and "--part-weights" not in lines[1]
+    assert lines[2].endswith("--balance-parts --part-weights 1,2,1 --skip-blocks conv3.1,conv4.1 "
+                             "--output-dir runs/gallery-2")
