@@ -157,9 +157,9 @@ class OSNet(nn.Module):
 
     def skip_blocks(self, names: tuple[str, ...] | list[str]) -> None:
         """Leaves out the residual blocks `names` (of `skippable_blocks`), in place: each becomes an identity, so
-        the other modules keep their names and weights. Why: a shallower trunk for the fast RGB gallery encoder;
-        a residual block whose input is already a ReLU's output is close to an identity to start from, and
-        distillation fine-tunes the rest (docs/experiments.md, fourteenth session)."""
+        the other modules keep their names and weights. Why: a shallower, faster trunk for the fast RGB gallery
+        encoder, distilled without them (conv3.1 and conv4.1 out ran x1.17 in int8 but cost 6.8 Rank-1 at CPU
+        step counts: docs/experiments.md, fourteenth session)."""
         for name in names:
             if name not in self.skippable_blocks:
                 raise ValueError(f"OSNet block {name!r} cannot be skipped; expected one of "

@@ -34,6 +34,14 @@ def image_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def part_weights(text: str) -> list[float]:
+    try:
+        return [float(weight) for weight in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--part-weights takes comma-separated numbers, e.g. 1,2,1, got {text!r}"
+                                         ) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO_ROOT / "aio-reid"), help="the teacher: an AIO checkpoint")
@@ -57,7 +65,7 @@ def main() -> None:
     parser.add_argument("--balance-parts", action="store_true",
                         help="distil toward targets whose parts (ReID, text-aligned, second trunk) weigh alike, so "
                              "the text-aligned part that text queries read is learnt as well as the rest")
-    parser.add_argument("--part-weights", type=lambda text: [float(w) for w in text.split(",")], default=None,
+    parser.add_argument("--part-weights", type=part_weights, default=None,
                         help="with --balance-parts: the parts' energies in this ratio instead of alike, e.g. 1,2,1")
     parser.add_argument("--skip-blocks", type=lambda text: [name for name in text.split(",") if name], default=[],
                         help="OSNet blocks to leave out, comma-separated (of conv2.1, conv3.1, conv4.1): a shallower, "

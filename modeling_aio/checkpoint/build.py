@@ -126,10 +126,10 @@ def gallery_run(meta: dict) -> dict:
 def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
     """Puts a distilled student of `experiments.low_resolution_student` (0277's OSNet) into the trained weights
     `trainable` as the RGB gallery encoder (float16) and records its input size (and the blocks it leaves out) in
-    their shape file. A shared trunk
-    that is still a pretrained source unchanged (0277's port here: `pretrained_trunk_source`) leaves the file (the
-    build starts it from that source: `trunk_start`), which keeps the shipped weights within their 40 MB. The run's
-    settings join `training_summary.json` beside them, for the model card. Every file is written whole."""
+    their shape file. A shared trunk that is still a pretrained source unchanged (0277's port here:
+    `pretrained_trunk_source`) leaves the file (the build starts it from that source: `trunk_start`), which keeps
+    the shipped weights within their 40 MB. The run's settings join `training_summary.json` beside them, for the
+    model card. Every file is written whole."""
     from safetensors import safe_open
     from safetensors.torch import save
 

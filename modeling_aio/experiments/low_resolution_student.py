@@ -413,9 +413,10 @@ def export_int8(student: LowResolutionStudent, calibration: list[torch.Tensor], 
 def balanced_part_scales(targets: np.ndarray, part_sizes: list[int], weights: list[float] | None = None
                          ) -> np.ndarray:
     """Per-dimension scales that give each part of the teacher's search vector (ReID, text-aligned, second RGB trunk:
-    `part_sizes`) the same mean energy over `targets` (or energies in the ratio of `weights`). Why: in an RGB photo's vector the text-aligned part holds
-    about 7% of the energy, so a student fitted to the whole vector reproduces it poorly, and text queries, which
-    read mostly that part, lost 8.6 Rank-1 against its gallery (docs/experiments.md, thirteenth session)."""
+    `part_sizes`) the same mean energy over `targets` (or energies in the ratio of `weights`). Why: in an RGB
+    photo's vector the text-aligned part holds about 7% of the energy, so a student fitted to the whole vector
+    reproduces it poorly, and text queries, which read mostly that part, lost 8.6 Rank-1 against its gallery
+    (docs/experiments.md, thirteenth session)."""
     if sum(part_sizes) != targets.shape[1]:
         raise ValueError(f"parts of {part_sizes} do not add up to the targets' {targets.shape[1]} dimensions.")
     weights = [1.0] * len(part_sizes) if weights is None else [float(w) for w in weights]
@@ -465,6 +466,8 @@ def run(args) -> dict[str, Any]:
     map fitted on 4,096 photos, or `args.init_from`'s), distillation, the folder written; returns its metadata."""
     from ..training.recipe import calibration_photos, shared_recipe
 
+    if args.part_weights and not args.balance_parts:
+        raise ValueError("--part-weights sets the ratio of --balance-parts; give both.")
     torch.set_num_threads(args.threads)
     records = shared_recipe(args.split_file, None, 42)
     paths, identities = [r["image"] for r in records], [r["identity"] for r in records]

@@ -16,6 +16,8 @@ from modeling_aio.checkpoint.openvino_port import load_port
 from modeling_aio.evaluation.embedder import Embedder
 from modeling_aio.experiments import low_resolution_student as lrs
 
+from conftest import REPO
+
 
 def test_resized_kernel_keeps_each_channels_sum_and_takes_the_new_size():
     kernel = torch.rand(4, 1, 1, 16, 8)
@@ -343,3 +345,20 @@ def test_balanced_part_scales_give_every_part_the_same_energy_and_fold_back_into
         student.scale_search_map(torch.from_numpy(scales))
         student.scale_search_map(torch.from_numpy(1 / scales))
         torch.testing.assert_close(student(pixels).embeds, before)
+
+
+def test_part_weights_without_balanced_parts_are_refused_before_any_work():
+    import argparse
+
+    with pytest.raises(ValueError, match="--part-weights sets the ratio of --balance-parts"):
+        lrs.run(argparse.Namespace(part_weights=[1.0, 2.0, 1.0], balance_parts=False))
+
+
+@pytest.mark.slow
+def test_the_script_names_part_weights_that_are_not_numbers():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "low_resolution_student.py"), "--part-weights",
+                             "1,two,1"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and "--part-weights takes comma-separated numbers" in result.stderr
