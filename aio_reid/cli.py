@@ -212,7 +212,7 @@ def _export_int8(model, folder: Path, calibration_images: Path | None) -> int:
     float OpenVINO graphs that the other modalities use."""
     from PIL import Image
 
-    from modeling_aio.export import export_checkpoint, export_rgb_gallery_int8, rgb_pixel_batches
+    from modeling_aio.export import export_checkpoint, export_rgb_gallery_int8, graphs_are_current, rgb_pixel_batches
     from modeling_aio.search.searcher import list_images
 
     if calibration_images is None:
@@ -226,7 +226,7 @@ def _export_int8(model, folder: Path, calibration_images: Path | None) -> int:
     size = model.config.rgb_gallery_image_size
     if size is None:
         raise ValueError(f"{folder} has no RGB gallery encoder (`config.rgb_gallery_image_size` is None).")
-    if not (folder / "openvino" / "text.xml").exists():
+    if not graphs_are_current(model, folder, "openvino"):  # the other modalities' graphs, beside it
         export_checkpoint(model, folder, "openvino")
     xml, cosine = export_rgb_gallery_int8(model, folder, rgb_pixel_batches(photos, size))
     print(f"wrote {xml} (calibrated on {len(photos)} photos of {calibration_images}; worst cosine to PyTorch "

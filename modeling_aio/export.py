@@ -6,11 +6,15 @@ batch (cosine similarity of the embeddings, must be >= 0.999). `runtime_for` pic
 backend name (`BACKENDS`): the exported graphs, or PyTorch itself in bfloat16, compiled or not. A checkpoint with a
 fast RGB gallery encoder (`AIOConfig.rgb_gallery_image_size`) also has an int8 OpenVINO graph of it
 (`export_rgb_gallery_int8`, calibrated on RGB photos), which the "openvino-int8" backend indexes RGB photos with.
+Each set of graphs has a record written after it (`write_graph_record`): the digest of the weights it was exported
+from and of its files, so that graphs left half-written, or exported from other weights, never run as current.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -30,6 +34,10 @@ MIN_COSINE = 0.999
 BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "openvino-int8")
 #: The int8 graph of the RGB gallery encoder, in the checkpoint's openvino/ folder.
 RGB_GALLERY_INT8 = "rgb_gallery-int8.xml"
+#: The record of a backend folder's float graphs, and that of the int8 graph (calibrated apart), beside them.
+GRAPHS_RECORD, RGB_GALLERY_INT8_RECORD = "graphs.json", "rgb_gallery-int8.json"
+#: Config keys that saving or loading a checkpoint sets, not what its graphs compute.
+_VOLATILE_CONFIG_KEYS = ("transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
 
 
 class _ImagePath(nn.Module):
@@ -60,6 +68,59 @@ def _check_inputs(model) -> dict[str, dict[str, torch.Tensor]]:
     inputs = {m: {"pixel_values": torch.randn(3, 3, height, width, generator=generator)} for m in IMAGE_MODALITIES}
     inputs["text"] = {"input_ids": ids, "attention_mask": mask}
     return inputs
+
+
+def weights_digest(module: nn.Module, config=None) -> str:
+    """sha256 of `module`'s weights (names, types, shapes, values) and of `config` (without the keys that saving or
+    loading sets): what a graph exported from it computes."""
+    digest = hashlib.sha256()
+    if config is not None:
+        digest.update(json.dumps(_settings(config.to_dict()), sort_keys=True, default=str).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _settings(config: dict) -> dict:
+    """`config` (and the configs nested in it) without the keys that saving or loading sets."""
+    return {key: _settings(value) if isinstance(value, dict) else value for key, value in config.items()
+            if not str(key).startswith("_") and key not in _VOLATILE_CONFIG_KEYS}
+
+
+def _model_digest(model) -> str:
+    base = getattr(model, "aio", model)
+    return weights_digest(base, base.config)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_graph_record(record: Path, source_digest: str, graphs: list[Path]) -> None:
+    """`record` (JSON, written whole, after the graphs): `source_digest` (`weights_digest` of what they were
+    exported from) and the digest of every file of `graphs` (an OpenVINO `.xml` with its `.bin`)."""
+    from .search.storage import atomic_write
+
+    files = sorted({path for graph in graphs for path in (Path(graph), Path(graph).with_suffix(".bin"))
+                    if path.is_file()})
+    content = {"weights": source_digest, "files": {path.name: _file_digest(path) for path in files}}
+    atomic_write(record, (json.dumps(content, indent=1) + "\n").encode())
+
+
+def graph_record_matches(record: Path, source_digest: str) -> bool:
+    """Whether the graphs of `record` are whole and were exported from weights of `source_digest`."""
+    if not record.is_file():
+        return False
+    content = json.loads(record.read_text())
+    files = content.get("files") or {}
+    return content.get("weights") == source_digest and bool(files) and all(
+        (record.parent / name).is_file() and _file_digest(record.parent / name) == digest
+        for name, digest in files.items())
 
 
 def worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -181,15 +242,25 @@ def export_rgb_gallery_int8(model, checkpoint: Path, calibration: list[torch.Ten
     if not calibration:
         raise ValueError("int8 calibration needs at least one batch of RGB photos.")
     xml = Path(checkpoint) / "openvino" / RGB_GALLERY_INT8
-    return xml, export_int8_openvino(base.rgb_gallery_encoder.eval(), calibration, xml)
+    cosine = export_int8_openvino(base.rgb_gallery_encoder.eval(), calibration, xml)
+    write_graph_record(xml.with_name(RGB_GALLERY_INT8_RECORD), weights_digest(base.rgb_gallery_encoder), [xml])
+    return xml, cosine
 
 
 def export_checkpoint(model, checkpoint: Path, backend: str = "onnx") -> dict[Path, float]:
-    if backend == "onnx":
-        return export_onnx(model, checkpoint / "onnx")
-    if backend == "openvino":
-        return export_openvino(model, checkpoint / "openvino")
-    raise ValueError(f"export backend must be onnx or openvino, got {backend!r}.")
+    """The single-modality graphs of `model` in `checkpoint/backend/`, then their record (`GRAPHS_RECORD`); returns
+    each graph's worst cosine to PyTorch."""
+    if backend not in ("onnx", "openvino"):
+        raise ValueError(f"export backend must be onnx or openvino, got {backend!r}.")
+    folder = Path(checkpoint) / backend
+    results = (export_onnx if backend == "onnx" else export_openvino)(model, folder)
+    write_graph_record(folder / GRAPHS_RECORD, _model_digest(model), list(results))
+    return results
+
+
+def graphs_are_current(model, checkpoint: Path, backend: str) -> bool:
+    """Whether `checkpoint/backend/` holds whole graphs exported from `model`'s weights (`export_checkpoint`)."""
+    return graph_record_matches(Path(checkpoint) / backend / GRAPHS_RECORD, _model_digest(model))
 
 
 class TorchAutocastRuntime:
@@ -235,9 +306,14 @@ def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime 
         if not hasattr(getattr(model, "aio", model), "rgb_gallery_encoder"):
             raise ValueError("the openvino-int8 backend needs a checkpoint with an RGB gallery encoder "
                              "(`config.rgb_gallery_image_size`); this one has none.")
+        calibrate = (f"calibrate it on your RGB photos with `aio-reid export --model {checkpoint} --backend "
+                     "openvino-int8 --calibration-images FOLDER`")
         if not xml.is_file():
-            raise FileNotFoundError(f"{xml} is missing: calibrate it on your RGB photos with `aio-reid export --model "
-                                    f"{checkpoint} --backend openvino-int8 --calibration-images FOLDER`.")
+            raise FileNotFoundError(f"{xml} is missing: {calibrate}.")
+        encoder = getattr(model, "aio", model).rgb_gallery_encoder
+        if not graph_record_matches(xml.with_name(RGB_GALLERY_INT8_RECORD), weights_digest(encoder)):
+            raise ValueError(f"{xml} was not exported from this checkpoint's RGB gallery encoder, or was left "
+                             f"half-written: {calibrate}.")
         runtime = ExportedRuntime.for_checkpoint(model, Path(checkpoint), "openvino")
         runtime.add_rgb_gallery(xml, tuple(model.config.rgb_gallery_image_size))
         return runtime
@@ -274,7 +350,7 @@ class ExportedRuntime:
     def for_checkpoint(cls, model, checkpoint: Path, backend: str) -> "ExportedRuntime":
         folder = checkpoint / backend
         suffix = ".onnx" if backend == "onnx" else ".xml"
-        if not (folder / f"text{suffix}").exists():
+        if not graphs_are_current(model, checkpoint, backend):  # missing, half-written, or from other weights
             export_checkpoint(model, checkpoint, backend)
         runners = {}
         for name in (*IMAGE_MODALITIES, "text"):
@@ -308,4 +384,6 @@ class ExportedRuntime:
 
 __all__ = ["export_onnx", "export_openvino", "export_checkpoint", "ExportedRuntime", "TorchAutocastRuntime",
            "runtime_for", "BACKENDS", "MIN_COSINE", "RGB_GALLERY_INT8", "export_pixels_onnx",
-           "export_int8_openvino", "export_rgb_gallery_int8", "rgb_pixel_batches"]
+           "export_int8_openvino", "export_rgb_gallery_int8", "rgb_pixel_batches", "weights_digest",
+           "write_graph_record", "graph_record_matches", "graphs_are_current", "GRAPHS_RECORD",
+           "RGB_GALLERY_INT8_RECORD"]

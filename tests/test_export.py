@@ -105,7 +105,8 @@ def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_i
     batches = rgb_pixel_batches(photos, (64, 32), batch_size=8)
     xml, cosine = export_rgb_gallery_int8(model, tmp_path, batches)
     assert xml == tmp_path / "openvino" / RGB_GALLERY_INT8 and cosine > 0.9
-    assert sorted(p.name for p in xml.parent.iterdir()) == ["rgb_gallery-int8.bin", RGB_GALLERY_INT8]
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["rgb_gallery-int8.bin", "rgb_gallery-int8.json",
+                                                             RGB_GALLERY_INT8]
     searcher = AIOSearcher(model, processor, backend=runtime_for(model, tmp_path, "openvino-int8"))
     plain = AIOSearcher(model, processor)
     embeds, reference = searcher.embed(rgb=photos), model.get_rgb_gallery_features(torch.cat(batches)).numpy()
@@ -116,6 +117,37 @@ def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_i
     assert searcher.fingerprint == plain.fingerprint + "+rgb-gallery-int8"  # an index knows which network made it
     with pytest.raises(ValueError, match="needs a checkpoint with an RGB gallery encoder"):
         runtime_for(AIOModel(tiny_config()), tmp_path, "openvino-int8")
+    with torch.no_grad():  # other weights: the graph is not theirs, and the error says how to calibrate again
+        model.rgb_gallery_encoder.to_search_space.bias.add_(0.1)
+    with pytest.raises(ValueError, match="not exported from this checkpoint's RGB gallery encoder.*--calibration"):
+        runtime_for(model, tmp_path, "openvino-int8")
+
+
+def test_graphs_run_only_while_whole_and_exported_from_the_weights_at_hand(tmp_path):
+    """`export_checkpoint` writes a record after the graphs; the runtime exports again when the record is missing,
+    a graph file changed (half-written) or the weights changed, and a saved-and-loaded model still matches it."""
+    pytest.importorskip("onnxruntime")
+    from modeling_aio.export import GRAPHS_RECORD, ExportedRuntime, export_checkpoint, graphs_are_current
+
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    assert not graphs_are_current(model, tmp_path, "onnx")
+    export_checkpoint(model, tmp_path, "onnx")
+    record = tmp_path / "onnx" / GRAPHS_RECORD
+    assert graphs_are_current(model, tmp_path, "onnx") and "text.onnx" in record.read_text()
+    loaded = AIOModel.from_pretrained(tmp_path).eval()
+    assert graphs_are_current(loaded, tmp_path, "onnx")  # the config's saving keys and paths do not count
+    text = tmp_path / "onnx" / "text.onnx"
+    text.write_bytes(text.read_bytes()[:100])  # a graph cut short
+    assert not graphs_are_current(model, tmp_path, "onnx")
+    ExportedRuntime.for_checkpoint(model, tmp_path, "onnx")  # exported again, whole
+    assert graphs_are_current(model, tmp_path, "onnx") and text.stat().st_size > 100
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    assert not graphs_are_current(model, tmp_path, "onnx")
+    record.unlink()
+    assert not graphs_are_current(loaded, tmp_path, "onnx")
 
 
 @pytest.mark.slow
