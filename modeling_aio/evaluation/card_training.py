@@ -215,11 +215,11 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
         steps += (f", the last {balanced} toward targets whose ReID, text-aligned and second-trunk parts weigh "
                   "alike")
     if run.get("part_weights"):
-        steps += f" (the last {run['steps']} in the ratio {':'.join(f'{w:g}' for w in run['part_weights'])})"
+        steps += f", the last {run['steps']} of them in the ratio {':'.join(f'{w:g}' for w in run['part_weights'])}"
     skipped = shape.get("rgb_gallery_skipped_blocks")
-    network = f"less its blocks {', '.join(skipped)}, " if skipped else ""
+    network = f", less its blocks {', '.join(skipped)}," if skipped else ""
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
-            f"**{size[0]}x{size[1]}**, {network}plus a linear map into the search space, distilled from this "
+            f"**{size[0]}x{size[1]}**{network} plus a linear map into the search space, distilled from this "
             f"model's RGB search embedding of the training photos ({steps}; `scripts/low_resolution_student.py`); the "
             "`openvino-int8` backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training photos), so "
             "text, sketch and IR queries search a gallery it embedded (the `openvino-int8` column);\n")

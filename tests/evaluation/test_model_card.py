@@ -209,7 +209,7 @@ def test_the_card_names_the_blocks_a_gallery_encoder_left_out_and_the_run_that_l
     shape = {"rgb_gallery_image_size": [224, 112], "rgb_gallery_skipped_blocks": ["conv3.1", "conv4.1"]}
     line = rgb_gallery_line(shape, {"rgb_gallery_encoder": run})
     assert "**224x112**, less its blocks conv3.1, conv4.1," in line and "5500 steps, the last 3500 toward" in line
-    assert "alike (the last 2000 in the ratio 1:2:1)" in line
+    assert "alike, the last 2000 of them in the ratio 1:2:1;" in line
     lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": run}).splitlines()
     assert "--skip-blocks" not in lines[0] + lines[1] and "--part-weights" not in lines[1]
     assert lines[2].endswith("--balance-parts --part-weights 1,2,1 --skip-blocks conv3.1,conv4.1 "
