@@ -114,9 +114,12 @@ def write_graph_record(record: Path, source_digest: str, graphs: list[Path]) -> 
 
 def graph_record_matches(record: Path, source_digest: str) -> bool:
     """Whether the graphs of `record` are whole and were exported from weights of `source_digest`."""
-    if not record.is_file():
+    try:
+        content = json.loads(record.read_text())
+    except (OSError, ValueError):  # missing, or not a record (edited by hand): the graphs count as not current
         return False
-    content = json.loads(record.read_text())
+    if not isinstance(content, dict):
+        return False
     files = content.get("files") or {}
     return content.get("weights") == source_digest and bool(files) and all(
         (record.parent / name).is_file() and _file_digest(record.parent / name) == digest

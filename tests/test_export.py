@@ -146,6 +146,8 @@ def test_graphs_run_only_while_whole_and_exported_from_the_weights_at_hand(tmp_p
     with torch.no_grad():
         next(model.parameters()).add_(0.1)
     assert not graphs_are_current(model, tmp_path, "onnx")
+    record.write_text("[not a record")
+    assert not graphs_are_current(loaded, tmp_path, "onnx")
     record.unlink()
     assert not graphs_are_current(loaded, tmp_path, "onnx")
 
