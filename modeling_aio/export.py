@@ -36,8 +36,6 @@ BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "o
 RGB_GALLERY_INT8 = "rgb_gallery-int8.xml"
 #: The record of a backend folder's float graphs, and that of the int8 graph (calibrated apart), beside them.
 GRAPHS_RECORD, RGB_GALLERY_INT8_RECORD = "graphs.json", "rgb_gallery-int8.json"
-#: Config keys that saving or loading a checkpoint sets, not what its graphs compute.
-_VOLATILE_CONFIG_KEYS = ("transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
 
 
 class _ImagePath(nn.Module):
@@ -72,20 +70,22 @@ def _check_inputs(model) -> dict[str, dict[str, torch.Tensor]]:
 
 def weights_digest(module: nn.Module, config=None) -> str:
     """sha256 of `module`'s weights (names, types, shapes, values) and of `config` (without the keys that saving or
-    loading sets): what a graph exported from it computes."""
+    loading sets, at any depth): what a graph exported from it computes."""
+    from .search.storage import update_with_weights
+
     digest = hashlib.sha256()
     if config is not None:
         digest.update(json.dumps(_settings(config.to_dict()), sort_keys=True, default=str).encode())
-    for name, tensor in module.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy())
+    update_with_weights(digest, module)
     return digest.hexdigest()
 
 
 def _settings(config: dict) -> dict:
     """`config` (and the configs nested in it) without the keys that saving or loading sets."""
+    from .search.storage import LOADING_CONFIG_KEYS
+
     return {key: _settings(value) if isinstance(value, dict) else value for key, value in config.items()
-            if not str(key).startswith("_") and key not in _VOLATILE_CONFIG_KEYS}
+            if key not in LOADING_CONFIG_KEYS}
 
 
 def _model_digest(model) -> str:
@@ -93,27 +93,21 @@ def _model_digest(model) -> str:
     return weights_digest(base, base.config)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_graph_record(record: Path, source_digest: str, graphs: list[Path]) -> None:
     """`record` (JSON, written whole, after the graphs): `source_digest` (`weights_digest` of what they were
     exported from) and the digest of every file of `graphs` (an OpenVINO `.xml` with its `.bin`)."""
-    from .search.storage import atomic_write
+    from .search.storage import atomic_write, sha256
 
     files = sorted({path for graph in graphs for path in (Path(graph), Path(graph).with_suffix(".bin"))
                     if path.is_file()})
-    content = {"weights": source_digest, "files": {path.name: _file_digest(path) for path in files}}
+    content = {"weights": source_digest, "files": {path.name: sha256(path.read_bytes()) for path in files}}
     atomic_write(record, (json.dumps(content, indent=1) + "\n").encode())
 
 
 def graph_record_matches(record: Path, source_digest: str) -> bool:
     """Whether the graphs of `record` are whole and were exported from weights of `source_digest`."""
+    from .search.storage import sha256
+
     try:
         content = json.loads(record.read_text())
     except (OSError, ValueError):  # missing, or not a record (edited by hand): the graphs count as not current
@@ -122,7 +116,7 @@ def graph_record_matches(record: Path, source_digest: str) -> bool:
         return False
     files = content.get("files") or {}
     return content.get("weights") == source_digest and bool(files) and all(
-        (record.parent / name).is_file() and _file_digest(record.parent / name) == digest
+        (record.parent / name).is_file() and sha256((record.parent / name).read_bytes()) == digest
         for name, digest in files.items())
 
 

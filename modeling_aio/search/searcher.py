@@ -27,6 +27,7 @@ from .index import (
 )
 from .layout import compile_pattern, parse_ids, parse_time_group, relative_path, require_matches
 from .rerank import k_reciprocal_rerank
+from .storage import LOADING_CONFIG_KEYS, update_with_weights
 
 def describe_image(path: str, layout: re.Pattern | None = None, root: str | Path | None = None) -> dict:
     """Width, height and, with a compiled `layout` (`layout.compile_pattern`), the person id and camera it finds in
@@ -61,8 +62,7 @@ def model_fingerprint(model, processor) -> str:
     where it was loaded from, and the processor's image settings and text limits."""
     digest = hashlib.sha256()
     config = model.config.to_dict()
-    for key in ("_name_or_path", "transformers_version", "_commit_hash", "auto_map", "architectures", "dtype",
-                "torch_dtype"):
+    for key in LOADING_CONFIG_KEYS:
         config.pop(key, None)
     settings = processor.image_processor.to_dict()
     settings.pop("processor_class", None)
@@ -70,10 +70,7 @@ def model_fingerprint(model, processor) -> str:
     text = {"max_text_length": getattr(processor, "max_text_length", None),
             "vocab_size": len(tokenizer) if tokenizer is not None else None}
     digest.update(json.dumps([config, settings, text], sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_weights(digest, model)
     return digest.hexdigest()[:24]
 
 

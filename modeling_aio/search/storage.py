@@ -55,6 +55,22 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: Config keys that saving or loading a checkpoint sets: not part of what a model computes.
+LOADING_CONFIG_KEYS = ("_name_or_path", "transformers_version", "_commit_hash", "auto_map", "architectures", "dtype",
+                       "torch_dtype")
+
+
+def update_with_weights(digest, module) -> None:
+    """Feeds every tensor of `module` (name, dtype, shape, bytes; by name) to the hash `digest`: what a model's
+    fingerprint and an exported graph's record are made of."""
+    import torch
+
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def read_checked(path: Path, expected: dict) -> bytes:
     """The bytes of `path`, refused (naming the file) unless their size and SHA-256 are `expected`'s."""
     if not Path(path).is_file():
@@ -81,4 +97,4 @@ def load_json(data: bytes, name: str):
 
 
 __all__ = ["atomic_write", "remove", "sync_directory", "npy_bytes", "json_bytes", "sha256", "read_checked",
-           "load_npy", "load_json"]
+           "load_npy", "load_json", "LOADING_CONFIG_KEYS", "update_with_weights"]
