@@ -205,18 +205,18 @@ def main() -> None:
         print(f"  the model against the baseline model {args.baseline_model}, per backend: {gains}")
     peer = results.get(f"peer {PEER_0277} (OpenVINO)")
     if peer:
-        def paired(name: str) -> float:  # the machine's speed drifts: each round's ratio, then their median
-            return statistics.median(a / b for a, b in zip(rounds[name], rounds[f"peer {PEER_0277} (OpenVINO)"]))
+        def round_ratios(name: str) -> list[float]:  # the machine's speed drifts: compare within each round
+            return [a / b for a, b in zip(rounds[name], rounds[f"peer {PEER_0277} (OpenVINO)"])]
 
-        torch_ratios = ", ".join(f"{name.rsplit(' ', 1)[-1]} x{paired(name):.2f}" for name in results
-                                 if name.startswith("AIO get_features rgb, torch"))
+        torch_ratios = ", ".join(f"{name.rsplit(' ', 1)[-1]} x{statistics.median(round_ratios(name)):.2f}"
+                                 for name in results if name.startswith("AIO get_features rgb, torch"))
+        per_round = round_ratios(best[1])
         print(f"  against {PEER_0277} through OpenVINO, median of the rounds' ratios: best AIO backend "
-              f"x{paired(best[1]):.2f} (goal >= 2; ratio of the medians above x{best[0] / peer:.2f}); "
+              f"x{statistics.median(per_round):.2f} (goal >= 2; ratio of the medians above x{best[0] / peer:.2f}); "
               f"{torch_ratios} (goal >= 0.30)")
-        per_round = [a / b for a, b in zip(rounds[best[1]], rounds[f"peer {PEER_0277} (OpenVINO)"])]
         print(f"  the best backend's ratio in each round: {', '.join(f'x{r:.2f}' for r in per_round)}")
         for name in (n for n in results if n.startswith("low-res student")):
-            per_round = [a / b for a, b in zip(rounds[name], rounds[f"peer {PEER_0277} (OpenVINO)"])]
+            per_round = round_ratios(name)
             print(f"  {name}, not AIO: x{results[name] / peer:.2f} of 0277 "
                   f"(rounds {', '.join(f'x{r:.2f}' for r in per_round)})")
 
