@@ -169,3 +169,22 @@ def test_an_int8_graph_keeps_the_layers_asked_in_float(tmp_path):
     assert maps and not any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
                             for op in maps for i in op.inputs())
     assert any(op.get_type_name() == "FakeQuantize" for op in graph.get_ops())  # the rest is int8
+
+
+def test_the_openvino_runner_gives_a_batch_split_over_streams_the_outputs_of_one_call_in_order(tmp_path):
+    """`OpenVINORunner` runs a batch as slices over parallel streams and a single input on a latency-compiled copy;
+    both give what PyTorch gives, row for row (in float32; an odd batch, so the slices differ in size)."""
+    ov = pytest.importorskip("openvino")
+    from modeling_aio.export import OpenVINORunner, export_pixels_onnx
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    xml = tmp_path / "graph.xml"
+    ov.save_model(ov.convert_model(str(export_pixels_onnx(module, torch.zeros(2, 3, 16, 8), tmp_path / "g.onnx"))),
+                  str(xml), compress_to_fp16=False)
+    runner = OpenVINORunner(xml, {"INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2, "INFERENCE_PRECISION_HINT": "f32"})
+    pixels = np.random.default_rng(0).standard_normal((7, 3, 16, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(runner({"pixel_values": pixels}), expected, atol=1e-5)
+    np.testing.assert_allclose(runner({"pixel_values": pixels[3:4]}), expected[3:4], atol=1e-5)
