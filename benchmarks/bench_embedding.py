@@ -16,7 +16,7 @@ rounds (`--rounds`; each figure is the median of its rounds), since this machine
   same rounds, so that a change's gain is read from one run; its rows are not AIO's and are not ranked;
 * `--low-res-student`: a student of `modeling_aio.experiments.low_resolution_student` (0277's architecture at a
   smaller input size, or 0267's at full size, distilled from the shipped model), exported to ONNX and run by
-  OpenVINO on a batch of its own size; not AIO, not ranked, its ratio to 0277 printed apart;
+  OpenVINO as the AIO backends are, on a batch of its own size; not AIO, not ranked, its ratio to 0277 printed apart;
 * text queries (what an operator types): captions/s of `get_features` on 32 witness-style descriptions, tokenising
   included, with torch and ONNX Runtime (`--text-backends`).
 
@@ -124,7 +124,7 @@ def low_res_student_runners(folder: Path, batch_size: int, threads: int) -> dict
     import tempfile
 
     from modeling_aio.experiments.low_resolution_student import INT8_NAME, StudentEmbeds, export_onnx, load_student
-    from modeling_aio.export import worst_cosine
+    from modeling_aio.export import OpenVINORunner, worst_cosine
 
     student = StudentEmbeds(load_student(folder)).eval()
     height, width = student.student.image_size
@@ -132,8 +132,9 @@ def low_res_student_runners(folder: Path, batch_size: int, threads: int) -> dict
     path = export_onnx(student.student, pixels, Path(tempfile.mkdtemp()) / "student.onnx")
     graphs = {"": path} | ({", int8": folder / INT8_NAME} if (folder / INT8_NAME).is_file() else {})
     trunk, runners = student.student.trunk_name, {}
-    for precision, graph in graphs.items():
-        compiled = openvino_runner(graph, threads, per_image=False)
+    for precision, graph in graphs.items():  # run as the AIO OpenVINO backends run their graphs
+        runner = OpenVINORunner(graph, {"INFERENCE_NUM_THREADS": threads})
+        compiled = lambda x, r=runner: r({"pixel_values": x.numpy()})  # noqa: E731
         with torch.no_grad():
             cosine = worst_cosine(student(pixels).numpy(), compiled(pixels))
         print(f"  low-res student {folder}{precision}: {trunk} at {height}x{width}, OpenVINO against PyTorch, "
