@@ -243,5 +243,6 @@ def main() -> None:
             print(f"  {name}, not AIO: x{statistics.median(per_round):.2f} of 0277 at its fastest "
                   f"(rounds {', '.join(f'x{r:.2f}' for r in per_round)})")
 
+
 if __name__ == "__main__":
     main()

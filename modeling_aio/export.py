@@ -327,8 +327,9 @@ class OpenVINORunner:
 
     OpenVINO's default compiles for latency: one stream, every core on one request. On a batch, running parallel
     streams (its THROUGHPUT hint, a core or two each) over slices of the batch is faster (benchmarks/RESULTS.md);
-    on one input it is slower, so a batch smaller than the number of streams goes to a latency-compiled copy. Each
-    copy is compiled on first use. Outputs are those of the graph's first output, in the batch's order."""
+    on one input it is slower, so a batch smaller than the number of streams goes to a latency-compiled copy. The
+    throughput copy is compiled on the first call (it says how many streams there are), the latency copy on the
+    first small batch. Outputs are those of the graph's first output, in the batch's order; one call at a time."""
 
     def __init__(self, graph: "str | Path | ov.Model", config: dict[str, object] | None = None):
         self.graph = str(graph) if isinstance(graph, (str, Path)) else graph  # a file, or a graph already read
