@@ -342,9 +342,9 @@ class OpenVINORunner:
         return ov.Core().compile_model(self.graph, "CPU", {**self.config, "PERFORMANCE_HINT": hint})
 
     def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        import openvino as ov
-
         if self._throughput is None:
+            import openvino as ov
+
             compiled = self._compiled("THROUGHPUT")
             self._throughput = (compiled, ov.AsyncInferQueue(compiled, compiled.get_property(
                 "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))

@@ -94,12 +94,12 @@ class Embedder:
             if not (folder / INT8_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
                 raise SystemExit(f"error: {folder} has no {INT8_NAME} + {CONFIG_NAME} (write them with "
                                  "`scripts/low_resolution_student.py --int8`).")
-            import openvino as ov
+            from ..export import OpenVINORunner
 
-            compiled = ov.Core().compile_model(str(folder / INT8_NAME), "CPU")
+            runner = OpenVINORunner(folder / INT8_NAME)  # as the openvino-int8 backend runs its graph
             height, width = json.loads((folder / CONFIG_NAME).read_text())["image_size"]
             self.image_processor = AIOImageProcessor(size={"height": height, "width": width})
-            self.baseline = lambda pixels: torch.from_numpy(compiled([pixels.numpy()])[compiled.output(0)])
+            self.baseline = lambda pixels: torch.from_numpy(runner({"pixel_values": pixels.numpy()}))
             graph = folder / INT8_NAME
             self.fingerprint = "low-res-student-int8-" + _files_stamp([graph, graph.with_suffix(".bin")])
         elif model_name.startswith("openvino:"):
