@@ -198,7 +198,8 @@ def export_int8_openvino(module: nn.Module, calibration: list[torch.Tensor], xml
     """`module` (pixels -> embeds) quantised to int8 as an OpenVINO graph at `xml` (+ `.bin`, dynamic batch): NNCF
     post-training quantisation, mixed preset (symmetric weights, asymmetric activations: the symmetric "performance"
     preset cost the distilled gallery encoder 0.3-0.5 mAP; keeping its head in float bought nothing and cost 5% of
-    the speed, docs/experiments.md), the layers matching `keep_float` (node-name patterns) left in float,
+    the speed) with NNCF's accurate bias correction (the fast one lost 0.3 mAP more to float on two gallery
+    encoders cross-domain; docs/experiments.md), the layers matching `keep_float` (node-name patterns) left in float,
     calibrated on the pixel batches `calibration`; each file written whole before it is renamed into place (the
     weights first). Returns the graph's worst cosine to PyTorch on the first batch. Needs `nncf`."""
     import tempfile
@@ -210,6 +211,7 @@ def export_int8_openvino(module: nn.Module, calibration: list[torch.Tensor], xml
         graph = ov.convert_model(str(export_pixels_onnx(module, calibration[0], Path(scratch) / "graph.onnx")))
     quantized = nncf.quantize(graph, nncf.Dataset([batch.numpy() for batch in calibration]),
                               subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
+                              fast_bias_correction=False,
                               ignored_scope=nncf.IgnoredScope(patterns=list(keep_float), validate=False)
                               if keep_float else None)
     final = Path(xml)
@@ -369,12 +371,17 @@ class ExportedRuntime:
     def __init__(self, runners: dict[str, object]):
         self.runners = runners
         self.rgb_gallery_size: tuple[int, int] | None = None  # set by `add_rgb_gallery`
+        self.rgb_gallery_digest: str | None = None
 
     def add_rgb_gallery(self, xml: Path, image_size: tuple[int, int]) -> None:
         """RGB photos, processed at `image_size`, go through the RGB gallery encoder's graph `xml`
-        (`embed_rgb_gallery`)."""
+        (`embed_rgb_gallery`). `rgb_gallery_digest` (of the graph's files) tells one calibration from another:
+        int8 graphs of the same weights calibrated on other photos embed differently."""
+        from .search.storage import sha256
+
         self.runners["rgb_gallery"] = OpenVINORunner(xml)
         self.rgb_gallery_size = image_size
+        self.rgb_gallery_digest = sha256(Path(xml).read_bytes() + Path(xml).with_suffix(".bin").read_bytes())[:12]
 
     def embed_rgb_gallery(self, pixel_values: torch.Tensor) -> np.ndarray:
         """Embeddings of RGB photos processed at `rgb_gallery_size` by the RGB gallery encoder's graph."""

@@ -87,8 +87,8 @@ def test_the_compiled_bf16_runtime_embeds_close_to_float32_and_leaves_the_model_
 @pytest.mark.slow
 def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_in_int8(tmp_path, processor):
     """`export_rgb_gallery_int8` writes the int8 graph whole, close to PyTorch; "openvino-int8" embeds RGB photos
-    alone with it (at the encoder's size) and everything else with the float graphs, under its own fingerprint;
-    without the graph, or without an encoder, the backend is refused with what to do."""
+    alone with it (at the encoder's size) and everything else with the float graphs, under a fingerprint of its own
+    and of the graph's calibration; without the graph, or without an encoder, the backend is refused with what to do."""
     pytest.importorskip("nncf")
     from conftest import random_image
     from modeling_aio.export import RGB_GALLERY_INT8, export_rgb_gallery_int8, rgb_pixel_batches, runtime_for
@@ -114,7 +114,11 @@ def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_i
     np.testing.assert_array_equal(searcher.embed(images=photos), embeds)  # the processor's alias of rgb
     captions = ["a man in a red shirt", "a woman with a blue bag"]
     assert (searcher.embed(text=captions) * plain.embed(text=captions)).sum(1).min() > 0.999  # the float graph
-    assert searcher.fingerprint == plain.fingerprint + "+rgb-gallery-int8"  # an index knows which network made it
+    # an index knows which network made it, and which calibration of it: photos calibrated apart embed differently
+    assert searcher.fingerprint.startswith(plain.fingerprint + "+rgb-gallery-int8-")
+    export_rgb_gallery_int8(model, tmp_path, batches[:1])
+    recalibrated = AIOSearcher(model, processor, backend=runtime_for(model, tmp_path, "openvino-int8"))
+    assert recalibrated.fingerprint.startswith(plain.fingerprint) and recalibrated.fingerprint != searcher.fingerprint
     with pytest.raises(ValueError, match="needs a checkpoint with an RGB gallery encoder"):
         runtime_for(AIOModel(tiny_config()), tmp_path, "openvino-int8")
     with torch.no_grad():  # other weights: the graph is not theirs, and the error says how to calibrate again

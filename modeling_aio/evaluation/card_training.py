@@ -221,8 +221,9 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
             f"**{size[0]}x{size[1]}**{network} plus a linear map into the search space, distilled from this "
             f"model's RGB search embedding of the training photos ({steps}; `scripts/low_resolution_student.py`); the "
-            "`openvino-int8` backend indexes RGB photos with it in int8 (NNCF, calibrated on 640 training photos), so "
-            "text, sketch and IR queries search a gallery it embedded (the `openvino-int8` column);\n")
+            "`openvino-int8` backend indexes RGB photos with it in int8 (NNCF with accurate bias correction, "
+            "calibrated on 640 training photos), so text, sketch and IR queries search a gallery it embedded (the "
+            "`openvino-int8` column);\n")
 
 
 def skip_flag(stage: dict, earlier: list[dict]) -> str:

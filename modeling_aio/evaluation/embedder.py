@@ -115,6 +115,8 @@ class Embedder:
             self.fingerprint = self.searcher.fingerprint.split(":")[-1][:12]  # the weights' content, not their mtime
             if backend != "torch":
                 self.fingerprint += f"-{backend}"
+            if digest := getattr(self.searcher.backend, "rgb_gallery_digest", None):  # its int8 graph's calibration
+                self.fingerprint += f"-{digest}"
         if backend != "torch" and self.baseline is not None:
             raise SystemExit(f"error: --backend {backend} chooses what runs an AIO checkpoint; {model_name!r} is a "
                              "peer, which runs as it is.")

@@ -111,8 +111,8 @@ class AIOSearcher:
         settings (not the folder's name), so the same weights anywhere match and other weights never do."""
         if self._fingerprint is None:
             self._fingerprint = f"{self.model.config.model_type}:{model_fingerprint(self.model, self.processor)}"
-            if self.rgb_gallery_processor is not None:  # RGB photos are embedded by another network
-                self._fingerprint += "+rgb-gallery-int8"
+            if self.rgb_gallery_processor is not None:  # RGB photos are embedded by another network, this graph
+                self._fingerprint += f"+rgb-gallery-int8-{self.backend.rgb_gallery_digest}"
         return self._fingerprint
 
     @property
