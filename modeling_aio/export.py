@@ -198,10 +198,10 @@ def export_int8_openvino(module: nn.Module, calibration: list[torch.Tensor], xml
     """`module` (pixels -> embeds) quantised to int8 as an OpenVINO graph at `xml` (+ `.bin`, dynamic batch): NNCF
     post-training quantisation, mixed preset (symmetric weights, asymmetric activations: the symmetric "performance"
     preset cost the distilled gallery encoder 0.3-0.5 mAP; keeping its head in float bought nothing and cost 5% of
-    the speed) with NNCF's accurate bias correction (the fast one lost 0.3 mAP more to float on two gallery
-    encoders cross-domain; docs/experiments.md), the layers matching `keep_float` (node-name patterns) left in float,
-    calibrated on the pixel batches `calibration`; each file written whole before it is renamed into place (the
-    weights first). Returns the graph's worst cosine to PyTorch on the first batch. Needs `nncf`."""
+    the speed) with NNCF's accurate bias correction (the fast one lost 0.3-0.4 mAP more cross-domain in each of
+    five pairs, three gallery encoders; docs/experiments.md), the layers matching `keep_float` (node-name
+    patterns) left in float, calibrated on the pixel batches `calibration`; each file written whole before it is
+    renamed into place (the weights first). Returns the graph's worst cosine to PyTorch on the first batch. Needs `nncf`."""
     import tempfile
 
     import nncf
