@@ -201,7 +201,8 @@ def export_int8_openvino(module: nn.Module, calibration: list[torch.Tensor], xml
     the speed) with NNCF's accurate bias correction (the fast one lost 0.3-0.4 mAP more cross-domain in each of
     five pairs, three gallery encoders; docs/experiments.md), the layers matching `keep_float` (node-name
     patterns) left in float, calibrated on the pixel batches `calibration`; each file written whole before it is
-    renamed into place (the weights first). Returns the graph's worst cosine to PyTorch on the first batch. Needs `nncf`."""
+    renamed into place (the weights first). Returns the graph's worst cosine to PyTorch on the first batch. Needs
+    `nncf`."""
     import tempfile
 
     import nncf
