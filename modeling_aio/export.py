@@ -316,11 +316,15 @@ def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime 
         if not xml.is_file():
             raise FileNotFoundError(f"{xml} is missing: {calibrate}.")
         encoder = getattr(model, "aio", model).rgb_gallery_encoder
-        if not graph_record_matches(xml.with_name(RGB_GALLERY_INT8_RECORD), weights_digest(encoder)):
+        record = xml.with_name(RGB_GALLERY_INT8_RECORD)
+        if not graph_record_matches(record, weights_digest(encoder)):
             raise ValueError(f"{xml} was not exported from this checkpoint's RGB gallery encoder, or was left "
                              f"half-written: {calibrate}.")
+        from .search.storage import sha256
+
         runtime = ExportedRuntime.for_checkpoint(model, Path(checkpoint), "openvino")
-        runtime.add_rgb_gallery(xml, tuple(model.config.rgb_gallery_image_size))
+        # the record, just checked against the graph's files, names this calibration of it
+        runtime.add_rgb_gallery(xml, tuple(model.config.rgb_gallery_image_size), sha256(record.read_bytes())[:12])
         return runtime
     return ExportedRuntime.for_checkpoint(model, Path(checkpoint), backend)
 
@@ -374,15 +378,13 @@ class ExportedRuntime:
         self.rgb_gallery_size: tuple[int, int] | None = None  # set by `add_rgb_gallery`
         self.rgb_gallery_digest: str | None = None
 
-    def add_rgb_gallery(self, xml: Path, image_size: tuple[int, int]) -> None:
+    def add_rgb_gallery(self, xml: Path, image_size: tuple[int, int], digest: str) -> None:
         """RGB photos, processed at `image_size`, go through the RGB gallery encoder's graph `xml`
-        (`embed_rgb_gallery`). `rgb_gallery_digest` (of the graph's files) tells one calibration from another:
-        int8 graphs of the same weights calibrated on other photos embed differently."""
-        from .search.storage import sha256
-
+        (`embed_rgb_gallery`). `digest` (of the graph's files) tells one calibration from another: int8 graphs of
+        the same weights calibrated on other photos embed differently."""
         self.runners["rgb_gallery"] = OpenVINORunner(xml)
         self.rgb_gallery_size = image_size
-        self.rgb_gallery_digest = sha256(Path(xml).read_bytes() + Path(xml).with_suffix(".bin").read_bytes())[:12]
+        self.rgb_gallery_digest = digest
 
     def embed_rgb_gallery(self, pixel_values: torch.Tensor) -> np.ndarray:
         """Embeddings of RGB photos processed at `rgb_gallery_size` by the RGB gallery encoder's graph."""
