@@ -3,8 +3,10 @@ needs no downloaded weights; real-weight and real-data cases skip when those are
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub
 os.environ["AIO_REID_HOME"] = tempfile.mkdtemp(prefix="aio-reid-home-")  # never the user's ~/.cache/aio-reid
+atexit.register(shutil.rmtree, os.environ["AIO_REID_HOME"], ignore_errors=True)  # gone when the run ends
 os.environ.pop("AIO_REID_MODEL", None)
 
 from modeling_aio import AIOConfig, AIOImageProcessor, AIOModel, AIOProcessor  # noqa: E402
