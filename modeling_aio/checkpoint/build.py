@@ -113,13 +113,21 @@ GALLERY_RUN_KEYS = ("trunk", "image_size", "train_from", "learning_rate", "bank_
                     "balanced_parts", "part_weights", "skipped_blocks", "training_photos", "teacher_backend")
 
 
+def _student_meta(folder: str) -> dict:
+    path = Path(folder) if Path(folder).is_absolute() else REPO_ROOT / folder
+    return json.loads((path / "student.json").read_text())
+
+
 def gallery_run(meta: dict) -> dict:
-    """A student's settings (`GALLERY_RUN_KEYS`), with those of the run it went on from (`init_from`), if any."""
+    """A student's settings (`GALLERY_RUN_KEYS`), with those of the run it went on from (`init_from`), if any; for a
+    soup (`experiments.student_soup`), its network and the settings of each run it averages (`averaged_runs`)."""
+    if meta.get("averaged_from"):
+        run = {k: meta[k] for k in ("trunk", "image_size", "skipped_blocks") if k in meta}
+        return run | {"averaged_runs": [gallery_run(_student_meta(member["folder"]))
+                                        for member in meta["averaged_from"]]}
     run = {k: meta[k] for k in GALLERY_RUN_KEYS if k in meta}
     if meta.get("init_from"):
-        first = Path(meta["init_from"])
-        first = first if first.is_absolute() else REPO_ROOT / first
-        run["init_from_run"] = gallery_run(json.loads((first / "student.json").read_text()))
+        run["init_from_run"] = gallery_run(_student_meta(meta["init_from"]))
     return run
 
 

@@ -5,6 +5,8 @@ weights' shape file, never typed in. `model_card` assembles them into the card.
 
 from __future__ import annotations
 
+import json
+
 
 def trunk_line(shape: dict, summary: dict) -> str:
     """The card's line on per-modality OSNet trunks (empty when every image modality reads the shared one)."""
@@ -208,6 +210,8 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
     size, run = shape.get("rgb_gallery_image_size"), summary.get("rgb_gallery_encoder") or {}
     if not size:
         return ""
+    members = run.get("averaged_runs") or [run]
+    run = members[0]
     steps, balanced, stage = f"{gallery_steps(run)} steps", 0, run
     while stage.get("balanced_parts") and isinstance(stage.get("steps"), int):  # the stages that ran balanced last
         balanced, stage = balanced + stage["steps"], stage.get("init_from_run") or {}
@@ -216,6 +220,10 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
                   "alike")
     if run.get("part_weights"):
         steps += f", the last {run['steps']} of them in the ratio {':'.join(f'{w:g}' for w in run['part_weights'])}"
+    if len(members) > 1:
+        seeds = ", ".join(str(member.get("seed", "?")) for member in members)
+        steps += (f"; the mean of the weights of {len(members)} such runs, seeds {seeds} of the last run, a model "
+                  "soup: `scripts/student_soup.py`")
     skipped = shape.get("rgb_gallery_skipped_blocks")
     network = f", less its blocks {', '.join(skipped)}," if skipped else ""
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
@@ -233,26 +241,41 @@ def skip_flag(stage: dict, earlier: list[dict]) -> str:
     return f" --skip-blocks {','.join(new)}" if new else ""
 
 
+def _gallery_command(stage: dict, earlier: list[dict], start: str, output: str) -> str:
+    height, width = stage["image_size"]
+    flags = " --balance-parts" if stage.get("balanced_parts") else ""
+    if stage.get("part_weights"):
+        flags += f" --part-weights {','.join(f'{w:g}' for w in stage['part_weights'])}"
+    return (f"python scripts/low_resolution_student.py {start}--image-size {height}x{width} --train-from "
+            f"{stage['train_from']} --learning-rate {stage['learning_rate']:g} --bank-size {stage['bank_size']} "
+            f"--steps {stage['steps']} --save-steps 500 --seed {stage['seed']}{flags}"
+            f"{skip_flag(stage, earlier)} --output-dir {output}\n")
+
+
 def rgb_gallery_reproduce_lines(summary: dict) -> str:
-    """The commands that distil, ship and score the fast RGB gallery encoder (none without one)."""
+    """The commands that distil, ship and score the fast RGB gallery encoder (none without one); for a soup, each
+    run it averages (the runs they share once) and the averaging."""
     run = summary.get("rgb_gallery_encoder")
     if not run:
         return ""
-    stages = [run]
-    while "init_from_run" in stages[0]:
-        stages.insert(0, stages[0]["init_from_run"])
-    lines = ""
-    for index, stage in enumerate(stages):
-        height, width = stage["image_size"]
-        start = f"--init-from runs/gallery-{index - 1} " if index else f"--trunk {stage['trunk']} "
-        flags = " --balance-parts" if stage.get("balanced_parts") else ""
-        if stage.get("part_weights"):
-            flags += f" --part-weights {','.join(f'{w:g}' for w in stage['part_weights'])}"
-        lines += (f"python scripts/low_resolution_student.py {start}--image-size {height}x{width} --train-from "
-                  f"{stage['train_from']} --learning-rate {stage['learning_rate']:g} --bank-size {stage['bank_size']} "
-                  f"--steps {stage['steps']} --save-steps 500 --seed {stage['seed']}{flags}"
-                  f"{skip_flag(stage, stages[:index])} --output-dir runs/gallery-{index}\n")
-    return (lines + f"python scripts/ship_rgb_gallery_encoder.py runs/gallery-{len(stages) - 1} && "
+    lines, folders, finals = "", {}, []
+    for member in run.get("averaged_runs") or [run]:
+        stages = [member]
+        while "init_from_run" in stages[0]:
+            stages.insert(0, stages[0]["init_from_run"])
+        for index, stage in enumerate(stages):
+            key = json.dumps(stages[:index + 1], sort_keys=True)
+            if key not in folders:
+                start = f"--init-from {folders[json.dumps(stages[:index], sort_keys=True)]} " if index else \
+                    f"--trunk {stage['trunk']} "
+                folders[key] = f"runs/gallery-{len(folders)}"
+                lines += _gallery_command(stage, stages[:index], start, folders[key])
+        finals.append(folders[json.dumps(stages, sort_keys=True)])
+    final = finals[0]
+    if len(finals) > 1:
+        final = "runs/gallery-soup"
+        lines += f"python scripts/student_soup.py {final} {' '.join(finals)}\n"
+    return (lines + f"python scripts/ship_rgb_gallery_encoder.py {final} && "
             "python scripts/build_checkpoint.py  # + its int8 graph\n"
             "BACKEND=openvino-int8 scripts/dev_eval.sh aio-reid aio-reid-int8 \"sketch text text-full-gallery rgb "
             "rgb-cross-domain ir\"\n")

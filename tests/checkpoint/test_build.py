@@ -202,3 +202,25 @@ def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_sh
     _student(tmp_path / "other-space", OSNet(channels=OSNET_X1_CHANNELS), search_size=128)
     with pytest.raises(SystemExit, match="does not fit this model's RGB gallery encoder"):
         ship_rgb_gallery_encoder(trainable, tmp_path / "other-space")
+
+
+def test_the_training_summary_keeps_each_run_a_shipped_soup_averages_with_the_run_it_went_on_from(tmp_path):
+    import json
+
+    from modeling_aio.checkpoint.build import gallery_run
+
+    def write(name: str, meta: dict) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "student.json").write_text(json.dumps(meta))
+        return str(tmp_path / name)
+
+    start = write("start", {"trunk": "osnet-0277", "image_size": [224, 112], "steps": 1500, "seed": 7})
+    members = [write(f"seed{seed}", {"trunk": "osnet-0277", "image_size": [224, 112], "steps": 2500, "seed": seed,
+                                     "skipped_blocks": ["conv2.1"], "init_from": start, "last_loss": 0.17})
+               for seed in (7, 42)]
+    run = gallery_run({"trunk": "osnet-0277", "image_size": [224, 112], "skipped_blocks": ["conv2.1"],
+                       "averaged_from": [{"folder": folder} for folder in members]})
+    assert run["skipped_blocks"] == ["conv2.1"] and [member["seed"] for member in run["averaged_runs"]] == [7, 42]
+    assert all(member["init_from_run"] == {"trunk": "osnet-0277", "image_size": [224, 112], "steps": 1500, "seed": 7}
+               for member in run["averaged_runs"])
+    assert "last_loss" not in run["averaged_runs"][0]  # only the settings a reproduction needs

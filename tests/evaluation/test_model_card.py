@@ -214,3 +214,23 @@ def test_the_card_names_the_blocks_a_gallery_encoder_left_out_and_the_run_that_l
     assert "--skip-blocks" not in lines[0] + lines[1] and "--part-weights" not in lines[1]
     assert lines[2].endswith("--balance-parts --part-weights 1,2,1 --skip-blocks conv3.1,conv4.1 "
                              "--output-dir runs/gallery-2")
+
+
+def test_the_card_describes_and_reproduces_a_soup_of_two_gallery_encoders_once_per_shared_run():
+    from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
+
+    first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
+             "bank_size": 4096, "steps": 2000, "seed": 7, "balanced_parts": [512, 256, 256]}
+    members = [{**first, "train_from": "conv2", "steps": 2500, "seed": seed, "skipped_blocks": ["conv2.1"],
+                "init_from_run": first} for seed in (7, 42)]
+    soup = {"trunk": "osnet-0277", "image_size": [224, 112], "skipped_blocks": ["conv2.1"], "averaged_runs": members}
+    line = rgb_gallery_line({"rgb_gallery_image_size": [224, 112], "rgb_gallery_skipped_blocks": ["conv2.1"]},
+                            {"rgb_gallery_encoder": soup})
+    assert "4500 steps, the last 4500 toward targets" in line
+    assert "the mean of the weights of 2 such runs, seeds 7, 42 of the last run" in line
+    lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": soup}).splitlines()
+    assert len(lines) == 6 and lines[0].startswith("python scripts/low_resolution_student.py --trunk osnet-0277")
+    assert [("--seed 7 " in line, "--seed 42 " in line) for line in lines[1:3]] == [(True, False), (False, True)]
+    assert all("--init-from runs/gallery-0 " in line and "--skip-blocks conv2.1" in line for line in lines[1:3])
+    assert lines[3] == "python scripts/student_soup.py runs/gallery-soup runs/gallery-1 runs/gallery-2"
+    assert lines[4].startswith("python scripts/ship_rgb_gallery_encoder.py runs/gallery-soup ")
