@@ -1,7 +1,8 @@
 """Averages the weights of low-resolution students distilled from one start with different seeds (a "model soup",
 Wortsman et al. 2022). Runs that start from the same student and differ only in the order of their batches stay in
 one basin (the median tensor of two such runs differs by 0.24% of its norm), so their mean is a student too; on the
-cross-domain protocol it read above the mean of its members (docs/experiments.md, 2026-12-06). The soup runs
+cross-domain protocol it read above the mean of its members (docs/experiments.md, 2026-12-06); with a member
+from another start it read no better than that mean (whether members share a start is not checked). The soup runs
 exactly as fast as each member: the network is the same."""
 
 from __future__ import annotations
