@@ -147,19 +147,23 @@ def _search(args: argparse.Namespace) -> int:
     if args.k < 1:
         print(f"error: -k must be at least 1, got {args.k}", file=sys.stderr)
         return 2
+    if args.rescore is not None and args.rescore < 0:
+        print(f"error: --rescore must be 0 or more, got {args.rescore}", file=sys.stderr)
+        return 2
     from modeling_aio.search.store import is_store
 
     database = is_store(args.index)
     for need in ["db" if database else "search", *backend_need(args.backend)]:
         require(need)
     from modeling_aio.search import AIOSearcher, GalleryIndex, GalleryStore
+    from modeling_aio.search.searcher import RESCORE_TOP_K
 
     filters = filters_of(args)
     gallery = GalleryStore.open(args.index) if database else GalleryIndex.load(args.index)
     searcher = AIOSearcher.from_pretrained(args.model, backend=args.backend)
     exclude = [value for name, value in query.items() if name != "text"] if args.exclude_query else []
     hits = searcher.search(gallery, k=args.k, rerank=args.rerank, id_pattern=args.id_pattern, exclude=exclude,
-                           filters=filters, **query)
+                           filters=filters, rescore=RESCORE_TOP_K if args.rescore is None else args.rescore, **query)
     if args.query_id is not None and all(hit.person_id is None for hit in hits):
         print("error: --query-id needs person ids: index with --layout, or give --id-pattern", file=sys.stderr)
         return 2
@@ -285,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave the query images themselves out of the results (when they are in the gallery)")
     search.add_argument("--rerank", action="store_true",
                         help="k-reciprocal re-ranking of the top 100; the score becomes 1 - the re-ranked distance")
+    search.add_argument("--rescore", type=int, default=None, metavar="N",
+                        help="with --backend openvino-int8: the index's top N hits (default 50) are ranked by the full "
+                             "model's vectors of those photos (0: the fast index's ranking alone)")
     search.add_argument("--png", type=Path, help="write a picture of the query and its results here")
     search.add_argument("--html", type=Path, help="write an HTML page of the query and its results here")
     search.add_argument("--id-pattern", default=None,

@@ -178,3 +178,25 @@ def interrupt_embedding_at(searcher, monkeypatch, call: int) -> None:
         return original(*args)
 
     monkeypatch.setattr(searcher, "_embed_paths", interrupted)
+
+
+class FastGalleryBackend:
+    """Stands in for the "openvino-int8" runtime: RGB photos alone by a "gallery encoder" that ranks differently
+    from the model (the model's vector, a fixed random rotation of it and noise), everything else by the model."""
+
+    def __init__(self, model, size: tuple[int, int]):
+        self.model, self.rgb_gallery_size, self.rgb_gallery_digest = model, size, "test"
+        generator = torch.Generator().manual_seed(0)
+        width = model.config.search_embedding_size
+        self.rotation = torch.linalg.qr(torch.randn(width, width, generator=generator))[0]
+        self.full_photo_calls = 0
+
+    def embed(self, batch) -> np.ndarray:
+        self.full_photo_calls += len(batch["pixel_values_rgb"]) if "pixel_values_rgb" in batch else 0
+        with torch.no_grad():
+            return self.model.get_features(**batch).numpy()
+
+    def embed_rgb_gallery(self, pixel_values: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            full = self.model.get_features(pixel_values_rgb=pixel_values)
+        return torch.nn.functional.normalize(0.5 * full + full @ self.rotation, dim=-1).numpy()

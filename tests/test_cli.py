@@ -138,6 +138,11 @@ def test_k_below_one_is_refused(capsys, tmp_path, k):
     assert code == 2 and "-k must be at least 1" in err
 
 
+def test_a_negative_rescore_depth_is_refused(capsys, tmp_path):
+    code, _, err = run(capsys, "search", tmp_path / "idx", "--text", "a man", "--rescore", "-1")
+    assert code == 2 and "--rescore must be 0 or more" in err
+
+
 def test_every_option_has_help_text():
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -116,7 +116,7 @@ class Embedder:
             if backend != "torch":
                 self.fingerprint += f"-{backend}"
             if digest := getattr(self.searcher.backend, "rgb_gallery_digest", None):  # its int8 graph's calibration
-                self.fingerprint += f"-{digest}"
+                self.fingerprint += f"-{digest}-with-full"  # rows (fast index vector, full model's vector)
         if backend != "torch" and self.baseline is not None:
             raise SystemExit(f"error: --backend {backend} chooses what runs an AIO checkpoint; {model_name!r} is a "
                              "peer, which runs as it is.")
@@ -131,7 +131,13 @@ class Embedder:
             (modality, images), = query.items()
             pixels = self.image_processor(images, modality=modality, return_tensors="pt")["pixel_values"]
             return torch.nn.functional.normalize(self.baseline(pixels), dim=-1).numpy()
-        return self.searcher.embed(**query)
+        vectors = self.searcher.embed(**query)
+        if self.searcher.rgb_gallery_processor is None:
+            return vectors
+        # a fast index (openvino-int8): each row also holds the full model's vector, which a search re-scores the
+        # index's top hits with (`metrics.rescored_similarity`); only RGB photos differ between the two
+        full = self.searcher.embed_full(**query) if set(query) <= {"rgb", "images"} else vectors
+        return np.stack([vectors, full], axis=1)
 
     def embed(self, query: dict[str, list], key: str) -> np.ndarray:
         """Embeds N composed queries (each modality a list of N items); caches by `key` and content hash."""
@@ -201,6 +207,9 @@ def make_embedder(model_name: str, batch_size: int, cache_dir: Path, backend: st
     """The embedder `model_name` asks for (`ensemble:...` or any single model); `backend` (one of
     `export.BACKENDS`) is what runs an AIO checkpoint, so that the figures are those of what a deployment runs.
     `rgb_model`: another model that embeds the RGB photos (`RGBPhotoEmbedder`)."""
+    if backend == "openvino-int8" and (rgb_model or model_name.startswith("ensemble:")):
+        raise SystemExit("error: --backend openvino-int8 embeds RGB photos by the checkpoint's own gallery encoder "
+                         "and re-scores by the full model; it takes neither --rgb-model nor an ensemble.")
     if rgb_model:
         return RGBPhotoEmbedder(make_embedder(model_name, batch_size, cache_dir, backend),
                                 make_embedder(rgb_model, batch_size, cache_dir, backend))

@@ -28,17 +28,46 @@ def _codes(values: Sequence, other: Sequence | None = None) -> tuple[np.ndarray,
     return inverse[: len(a)], inverse[len(a):]
 
 
+def _cosine(query_features, gallery_features) -> np.ndarray:
+    q = torch.nn.functional.normalize(torch.as_tensor(np.asarray(query_features, dtype=np.float32)), dim=1)
+    g = torch.nn.functional.normalize(torch.as_tensor(np.asarray(gallery_features, dtype=np.float32)), dim=1)
+    return (q @ g.T).numpy()
+
+
+def rescored_similarity(query_features: np.ndarray, gallery_features: np.ndarray, top_k: int) -> np.ndarray:
+    """The ranking of a search that re-scores a fast index's top hits (`search.AIOSearcher.search`, `rescore`):
+    features are (N, 2, D), each row its vector in the fast index's space and the full model's. Per query, the
+    `top_k` gallery items by the first similarity rank above all others, among themselves by the second."""
+    if query_features.ndim != 3 or gallery_features.ndim != 3 or query_features.shape[1] != 2 \
+            or gallery_features.shape[1] != 2:
+        raise ValueError(f"re-scored similarity needs (N, 2, D) query and gallery features, got "
+                         f"{query_features.shape} and {gallery_features.shape}.")
+    fast = _cosine(query_features[:, 0], gallery_features[:, 0])
+    full = _cosine(query_features[:, 1], gallery_features[:, 1])
+    if top_k <= 0:
+        return fast
+    top = np.argsort(-fast, axis=1, kind="stable")[:, :top_k]
+    rows = np.arange(len(fast))[:, None]
+    fast[rows, top] = full[rows, top] + 3.0  # cosines lie in [-1, 1]: the re-scored hits come first
+    return fast
+
+
 def similarity_from(query_features=None, gallery_features=None, similarity=None, distance=None) -> np.ndarray:
-    """Exactly one of: features (cosine similarity of L2-normalised rows), a similarity or a distance matrix."""
+    """Exactly one of: features (cosine similarity of L2-normalised rows; (N, 2, D) features of a fast index and
+    the full model rank as `rescored_similarity` with the search's default depth), a similarity or a distance
+    matrix."""
     given = [x is not None for x in (query_features, similarity, distance)]
     if sum(given) != 1:
         raise ValueError("Pass exactly one of query/gallery features, `similarity` or `distance`.")
     if query_features is not None:
         if gallery_features is None:
             raise ValueError("`gallery_features` is required with `query_features`.")
-        q = torch.nn.functional.normalize(torch.as_tensor(np.asarray(query_features, dtype=np.float32)), dim=1)
-        g = torch.nn.functional.normalize(torch.as_tensor(np.asarray(gallery_features, dtype=np.float32)), dim=1)
-        return (q @ g.T).numpy()
+        query_features, gallery_features = np.asarray(query_features), np.asarray(gallery_features)
+        if query_features.ndim == 3 or gallery_features.ndim == 3:
+            from ..search.searcher import RESCORE_TOP_K
+
+            return rescored_similarity(query_features, gallery_features, RESCORE_TOP_K)
+        return _cosine(query_features, gallery_features)
     if similarity is not None:
         return np.asarray(similarity, dtype=np.float32)
     return -np.asarray(distance, dtype=np.float32)

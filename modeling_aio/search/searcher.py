@@ -29,6 +29,13 @@ from .layout import compile_pattern, parse_ids, parse_time_group, relative_path,
 from .rerank import k_reciprocal_rerank
 from .storage import LOADING_CONFIG_KEYS, update_with_weights
 
+#: With a backend that indexes RGB photos by the fast RGB gallery encoder ("openvino-int8"), a search re-scores this
+#: many of the index's top hits by the full model's vectors of those photos (`AIOSearcher.search`, `rescore`): the
+#: index keeps the encoder's speed, the ranking at the top is the full model's (docs/experiments.md, 2026-12-06).
+RESCORE_TOP_K = 50
+FULL_MODEL_SCORE = "cosine similarity, full model"
+GALLERY_ENCODER_SCORE = "cosine similarity, gallery encoder"
+
 def describe_image(path: str, layout: re.Pattern | None = None, root: str | Path | None = None) -> dict:
     """Width, height and, with a compiled `layout` (`layout.compile_pattern`), the person id and camera it finds in
     the path relative to the gallery folder `root`; None where unknown."""
@@ -86,6 +93,7 @@ class AIOSearcher:
         self.backend = backend  # a runtime of modeling_aio.export (bf16 autocast, exported graphs) or None
         self._fingerprint: str | None = None
         self._rgb_gallery_processor = None
+        self._full_photo_vectors: dict[tuple[str, int, int], np.ndarray] = {}  # (path, mtime, size): its vector
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, backend: str = "torch",
@@ -135,10 +143,59 @@ class AIOSearcher:
             (name, photos), = query.items()  # `images` is the processor's alias of `rgb`
             pixels = self.rgb_gallery_processor(photos, modality="rgb", input_name=name, return_tensors="pt")
             return self.backend.embed_rgb_gallery(pixels["pixel_values"])
+        return self.embed_full(**query)
+
+    @torch.no_grad()
+    def embed_full(self, **query: Sequence[Any]) -> np.ndarray:
+        """As `embed`, but RGB photos through the full model too, where the backend indexes them by the RGB gallery
+        encoder: the vectors a fast index's top hits are re-scored with."""
         batch = self.processor(**query, return_tensors="pt")
         if self.backend is not None:
             return self.backend.embed(batch)
         return self.model.get_features(**batch).numpy()
+
+    def full_photo_vectors(self, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(the full model's vectors of the RGB photos `paths`, which of them could be read); kept per file and
+        version for the searcher's life, so repeated queries embed each photo once. A photo that cannot be read
+        any more (moved, deleted, damaged since indexing) gets a zero row and a warning naming it."""
+        keys, readable = [], np.zeros(len(paths), dtype=bool)
+        for row, path in enumerate(paths):
+            try:
+                stat = Path(path).stat()
+                self.processor.image_processor(path, modality="rgb", return_tensors=None)
+            except (OSError, ImageInputError) as error:
+                warnings.warn(f"gallery photo {path} cannot be read for re-scoring ({error}); it keeps the index's "
+                              "score, below the re-scored hits.", stacklevel=3)
+                keys.append(None)
+                continue
+            keys.append((str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size))
+            readable[row] = True
+        todo = sorted({key for key in keys if key is not None and key not in self._full_photo_vectors})
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            for key, vector in zip(chunk, self.embed_full(rgb=[key[0] for key in chunk])):
+                self._full_photo_vectors[key] = vector
+        vectors = np.zeros((len(paths), self.model.config.search_embedding_size), dtype=np.float32)
+        for row, key in enumerate(keys):
+            if key is not None:
+                vectors[row] = self._full_photo_vectors[key]
+        return vectors, readable
+
+    def rescored(self, query: dict[str, list], paths: Sequence[str], scores: np.ndarray, depth: int) -> dict:
+        """The top `depth` of a fast index's candidates (`paths`, in the index's order, with its `scores`) ranked by
+        the full model. Returns `order` (of the candidates), `scores` (in that order: the full model's cosine
+        similarity for the first `full`, the index's after), `full`, and the full model's `query` vector and
+        `vectors` of those first `full`. Photos that cannot be read, then the candidates below `depth`, follow the
+        re-scored ones in the index's order."""
+        query_vector = self.embed_full(**query)[0]
+        vectors, readable = self.full_photo_vectors(list(paths[:depth]))
+        head = np.flatnonzero(readable)
+        ranked = head[np.argsort(-(vectors[head] @ query_vector), kind="stable")]
+        order = np.concatenate([ranked, np.flatnonzero(~readable), np.arange(len(vectors), len(paths))]).astype(int)
+        new_scores = np.asarray(scores, dtype=np.float32)[order]
+        new_scores[:len(ranked)] = vectors[ranked] @ query_vector
+        return {"order": order, "scores": new_scores, "full": len(ranked), "query": query_vector,
+                "vectors": vectors[ranked]}
 
     def _embed_paths(self, paths: list[Path], modality: str, layout: re.Pattern | None = None,
                      root: str | Path | None = None):
@@ -256,16 +313,19 @@ class AIOSearcher:
 
     def search(self, gallery: "GalleryIndex | GalleryStore", k: int = 10, exclude: Iterable[str | Path] = (),
                rerank: bool = False, id_pattern: str | None = None, filters: "GalleryFilter | None" = None,
-               **query: Any) -> list[SearchHit]:
+               rescore: int = RESCORE_TOP_K, **query: Any) -> list[SearchHit]:
         """Ranks the gallery for one composed query, e.g. `search(index, text="...", sketch="s.jpg")`; scores are
         higher-is-better (cosine similarity, or 1 - the re-ranked distance with `rerank`). `exclude`: gallery files
         left out (e.g. the query image itself). `id_pattern`: a regex whose group 1 (or group `id`) is the person id
         in each hit's path relative to the gallery folder; a pattern that matches none of the hits is an error.
-        `filters` (`store.GalleryFilter`: cameras, time window, sources) need a database gallery (`GalleryStore`)."""
+        `filters` (`store.GalleryFilter`: cameras, time window, sources) need a database gallery (`GalleryStore`).
+        `rescore`: with a backend whose RGB photos go through the fast RGB gallery encoder, the index's top
+        `rescore` hits (at least 100 with `rerank`) are ranked by the full model's vectors of those photos
+        (`rescored`; 0: the index's ranking as it is); other backends index by the full model already."""
         from .store import GalleryStore
 
         if isinstance(gallery, GalleryStore):
-            return self._search_store(gallery, k, exclude, rerank, id_pattern, filters, query)
+            return self._search_store(gallery, k, exclude, rerank, id_pattern, filters, rescore, query)
         if filters:
             raise ValueError("filters (--camera, --after, --before, --source) need a database gallery: index the folder "
                              "with `aio-reid index FOLDER --db URI`.")
@@ -278,15 +338,25 @@ class AIOSearcher:
         single = {name: [value] for name, value in query.items() if value is not None}
         vector = self.embed(**single)[0]
         excluded = {str(Path(p).resolve()) for p in exclude}
-        depth = max(k + len(excluded), 100 if rerank else k + len(excluded))
+        rescore = self._rescore_depth(rescore, 100 if rerank else 0)
+        depth = max(k + len(excluded), 100 if rerank else k + len(excluded), rescore)
         scores, indices = gallery.top_k(vector, depth)
-        kind = "cosine similarity"
-        if rerank and len(indices) > 1:
-            distances = k_reciprocal_rerank(vector, gallery.embeddings[indices])
+        kinds = ["cosine similarity"] * len(indices)
+        candidates = gallery.embeddings[indices]
+        if rescore:
+            top = self.rescored(single, [gallery.paths[i] for i in indices], scores, rescore)
+            scores, indices, full = top["scores"], indices[top["order"]], top["full"]
+            kinds = [FULL_MODEL_SCORE] * full + [GALLERY_ENCODER_SCORE] * (len(indices) - full)
+            vector, candidates = top["query"], top["vectors"]
+        if rerank and len(candidates) > 1:  # with re-scoring: over the re-scored hits, by the full model's vectors
+            distances = k_reciprocal_rerank(vector, candidates)
             order = np.argsort(distances, kind="stable")
-            scores, indices, kind = 1.0 - distances[order], indices[order], "1 - re-ranked distance"
+            reranked = len(candidates)
+            scores = np.concatenate([1.0 - distances[order], scores[reranked:]])
+            indices = np.concatenate([indices[:reranked][order], indices[reranked:]])
+            kinds = ["1 - re-ranked distance"] * reranked + kinds[reranked:]
         hits, relatives = [], []
-        for score, index in zip(scores, indices):
+        for score, index, kind in zip(scores, indices, kinds):
             path = gallery.paths[index]
             if str(Path(path).resolve()) in excluded:
                 continue
@@ -301,7 +371,14 @@ class AIOSearcher:
         return hits
 
 
-    def _search_store(self, store, k, exclude, rerank, id_pattern, filters, query) -> list[SearchHit]:
+    def _rescore_depth(self, rescore: int, least: int = 0) -> int:
+        """How many of the index's top hits a search re-scores by the full model: 0 without a fast RGB gallery
+        encoder, else `rescore` (0: none), raised to `least`; a negative or non-integer `rescore` is refused."""
+        if isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 0:
+            raise ValueError(f"rescore must be a whole number of hits, 0 or more, got {rescore!r}.")
+        return 0 if self.rgb_gallery_processor is None or rescore == 0 else max(int(rescore), least)
+
+    def _search_store(self, store, k, exclude, rerank, id_pattern, filters, rescore, query) -> list[SearchHit]:
         if store.model_fingerprint != self.fingerprint:
             raise ValueError(f"gallery {store.uri} was embedded by model {store.model_fingerprint!r} but this searcher "
                              f"is {self.fingerprint!r}; re-index the gallery with this model.")
@@ -313,9 +390,17 @@ class AIOSearcher:
         single = {name: [value] for name, value in query.items() if value is not None}
         vector = self.embed(**single)[0]
         excluded = {str(Path(p).resolve()) for p in exclude}
-        rows = [row for row in store.search(vector, k + len(excluded), filters) if row["path"] not in excluded]
-        return [SearchHit(rank, row["path"], row["score"], row["person_id"], "cosine similarity", row["camera"],
-                          row["timestamp"]) for rank, row in enumerate(rows[:k], 1)]
+        rescore = self._rescore_depth(rescore)
+        rows = [row for row in store.search(vector, max(k + len(excluded), rescore), filters)
+                if row["path"] not in excluded]
+        kinds = ["cosine similarity"] * len(rows)
+        if rescore:
+            top = self.rescored(single, [row["path"] for row in rows], np.array([row["score"] for row in rows]),
+                                rescore)
+            rows = [{**rows[i], "score": float(score)} for i, score in zip(top["order"], top["scores"])]
+            kinds = [FULL_MODEL_SCORE] * top["full"] + [GALLERY_ENCODER_SCORE] * (len(rows) - top["full"])
+        return [SearchHit(rank, row["path"], row["score"], row["person_id"], kind, row["camera"], row["timestamp"])
+                for rank, (row, kind) in enumerate(zip(rows[:k], kinds), 1)]
 
 
 def modification_time(path: str | Path):
@@ -348,4 +433,4 @@ def read_timestamps(csv_file: str | Path, root: Path) -> dict[str, dict]:
     return table
 
 
-__all__ = ["AIOSearcher", "list_images", "describe_image", "read_timestamps", "modification_time"]
+__all__ = ["AIOSearcher", "RESCORE_TOP_K", "list_images", "describe_image", "read_timestamps", "modification_time"]

@@ -62,3 +62,32 @@ def test_an_rgb_model_embeds_the_photos_and_the_model_the_other_queries(tmp_path
     sketches = embedder.embed({"sketch": images}, "sketches")
     np.testing.assert_allclose(sketches, Embedder("omz-0277", 4, tmp_path).embed({"sketch": images}, "sketches"))
     assert not np.allclose(photos, Embedder("omz-0277", 4, tmp_path).embed({"rgb": images}, "photos"))
+
+
+def test_a_fast_gallery_backend_embeds_each_row_in_both_spaces(tmp_path, processor):
+    """With a backend that indexes RGB photos by the gallery encoder, rows are (N, 2, D): the index's vector and the
+    full model's, which evaluation re-scores with as the search does; other queries are the same twice. That
+    backend takes no --rgb-model and no ensemble."""
+    from modeling_aio import AIOModel
+    from modeling_aio.search import AIOSearcher
+
+    from conftest import FastGalleryBackend, tiny_config
+
+    model = AIOModel(tiny_config()).eval()
+    size = processor.image_processor.size
+    embedder = Embedder.__new__(Embedder)
+    embedder.baseline = None
+    embedder.searcher = AIOSearcher(model, processor, backend=FastGalleryBackend(model, (size["height"],
+                                                                                        size["width"])))
+    images = [random_image(seed, size=(64, 128)) for seed in range(3)]
+    photos = embedder._embed_batch({"rgb": images})
+    assert photos.shape == (3, 2, model.config.search_embedding_size)
+    np.testing.assert_allclose(photos[:, 0], embedder.searcher.embed(rgb=images))
+    np.testing.assert_allclose(photos[:, 1], AIOSearcher(model, processor).embed(rgb=images), atol=1e-6)
+    assert not np.allclose(photos[:, 0], photos[:, 1], atol=1e-3)
+    texts = embedder._embed_batch({"text": ["a man in a red shirt"]})
+    np.testing.assert_array_equal(texts[:, 0], texts[:, 1])
+    for other in ({"rgb_model": "osnet-0267"}, {"model_name": "ensemble:osnet-0267+omz-0277"}):
+        with pytest.raises(SystemExit, match="openvino-int8 embeds RGB photos by the checkpoint's own"):
+            make_embedder(**{"model_name": "aio-reid", **other}, batch_size=4, cache_dir=tmp_path,
+                          backend="openvino-int8")
