@@ -34,8 +34,9 @@ MIN_COSINE = 0.999
 #: What can run a checkpoint: PyTorch in float32; PyTorch under bfloat16 autocast (about 2x faster on CPUs with
 #: native bf16, slower on others), also compiled by `torch.compile` (3-4x; the first batches of a process
 #: compile, about a minute); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
-#: "openvino-int8": OpenVINO, with RGB photos through the fast RGB gallery encoder in int8 (x1.7 of 0277's images/s,
-#: 0277 run on whole batches in parallel streams as these graphs are; x2 of 0277 run one photo at a time).
+#: "openvino-int8": OpenVINO, with RGB photos through the fast RGB gallery encoder in int8 (x2.05 of 0277's images/s,
+#: 0277 run on whole batches in parallel streams as these graphs are); a search re-scores the index's top hits by
+#: the full model's float graphs (`search.AIOSearcher.search`, `rescore`).
 BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "openvino-int8")
 #: The int8 graph of the RGB gallery encoder, in the checkpoint's openvino/ folder.
 RGB_GALLERY_INT8 = "rgb_gallery-int8.xml"

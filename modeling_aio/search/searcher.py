@@ -158,19 +158,22 @@ class AIOSearcher:
         """(the full model's vectors of the RGB photos `paths`, which of them could be read); kept per file and
         version for the searcher's life, so repeated queries embed each photo once. A photo that cannot be read
         any more (moved, deleted, damaged since indexing) gets a zero row and a warning naming it."""
-        keys, readable = [], np.zeros(len(paths), dtype=bool)
-        for row, path in enumerate(paths):
+        keys: list[tuple[str, int, int] | None] = []
+        for path in paths:
             try:
                 stat = Path(path).stat()
-                self.processor.image_processor(path, modality="rgb", return_tensors=None)
-            except (OSError, ImageInputError) as error:
-                warnings.warn(f"gallery photo {path} cannot be read for re-scoring ({error}); it keeps the index's "
-                              "score, below the re-scored hits.", stacklevel=3)
+                keys.append((str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size))
+            except OSError as error:
+                self._unreadable(path, error)
                 keys.append(None)
-                continue
-            keys.append((str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size))
-            readable[row] = True
-        todo = sorted({key for key in keys if key is not None and key not in self._full_photo_vectors})
+        todo = []
+        for key in sorted({key for key in keys if key is not None and key not in self._full_photo_vectors}):
+            try:
+                self.processor.image_processor(key[0], modality="rgb", return_tensors=None)
+                todo.append(key)
+            except ImageInputError as error:
+                self._unreadable(key[0], error)
+                keys = [None if other == key else other for other in keys]
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             for key, vector in zip(chunk, self.embed_full(rgb=[key[0] for key in chunk])):
@@ -179,15 +182,22 @@ class AIOSearcher:
         for row, key in enumerate(keys):
             if key is not None:
                 vectors[row] = self._full_photo_vectors[key]
-        return vectors, readable
+        return vectors, np.array([key is not None for key in keys], dtype=bool)
 
-    def rescored(self, query: dict[str, list], paths: Sequence[str], scores: np.ndarray, depth: int) -> dict:
-        """The top `depth` of a fast index's candidates (`paths`, in the index's order, with its `scores`) ranked by
-        the full model. Returns `order` (of the candidates), `scores` (in that order: the full model's cosine
-        similarity for the first `full`, the index's after), `full`, and the full model's `query` vector and
-        `vectors` of those first `full`. Photos that cannot be read, then the candidates below `depth`, follow the
-        re-scored ones in the index's order."""
-        query_vector = self.embed_full(**query)[0]
+    @staticmethod
+    def _unreadable(path: str, error: Exception) -> None:
+        warnings.warn(f"gallery photo {path} cannot be read for re-scoring ({error}); it keeps the index's score, "
+                      "below the re-scored hits.", stacklevel=4)
+
+    def rescored(self, query: dict[str, list], query_vector: np.ndarray, paths: Sequence[str], scores: np.ndarray,
+                 depth: int) -> dict:
+        """The top `depth` of a fast index's candidates (`paths`, in the index's order, with its `scores`) for
+        `query` (whose vector in the index's space is `query_vector`) ranked by the full model. Returns `order` (of
+        the candidates), `scores` (in that order: the full model's cosine similarity for the first `full`, the
+        index's after), `full`, and the full model's `query` vector and `vectors` of those first `full`. Photos
+        that cannot be read, then the candidates below `depth`, follow the re-scored ones in the index's order."""
+        if set(query) & {"rgb", "images"}:  # only RGB photos are embedded apart; other queries are the same
+            query_vector = self.embed_full(**query)[0]
         vectors, readable = self.full_photo_vectors(list(paths[:depth]))
         head = np.flatnonzero(readable)
         ranked = head[np.argsort(-(vectors[head] @ query_vector), kind="stable")]
@@ -344,7 +354,7 @@ class AIOSearcher:
         kinds = ["cosine similarity"] * len(indices)
         candidates = gallery.embeddings[indices]
         if rescore:
-            top = self.rescored(single, [gallery.paths[i] for i in indices], scores, rescore)
+            top = self.rescored(single, vector, [gallery.paths[i] for i in indices], scores, rescore)
             scores, indices, full = top["scores"], indices[top["order"]], top["full"]
             kinds = [FULL_MODEL_SCORE] * full + [GALLERY_ENCODER_SCORE] * (len(indices) - full)
             vector, candidates = top["query"], top["vectors"]
@@ -395,8 +405,8 @@ class AIOSearcher:
                 if row["path"] not in excluded]
         kinds = ["cosine similarity"] * len(rows)
         if rescore:
-            top = self.rescored(single, [row["path"] for row in rows], np.array([row["score"] for row in rows]),
-                                rescore)
+            top = self.rescored(single, vector, [row["path"] for row in rows],
+                                np.array([row["score"] for row in rows]), rescore)
             rows = [{**rows[i], "score": float(score)} for i, score in zip(top["order"], top["scores"])]
             kinds = [FULL_MODEL_SCORE] * top["full"] + [GALLERY_ENCODER_SCORE] * (len(rows) - top["full"])
         return [SearchHit(rank, row["path"], row["score"], row["person_id"], kind, row["camera"], row["timestamp"])

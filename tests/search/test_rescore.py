@@ -72,6 +72,13 @@ def test_each_photo_is_embedded_once_and_a_photo_gone_since_indexing_keeps_its_i
         hits = fast.search(index, k=8, rgb=query, rescore=5)
     assert hits[4].path == gone and hits[4].score_kind == GALLERY_ENCODER_SCORE
     assert [hit.score_kind for hit in hits[:4]] == [FULL_MODEL_SCORE] * 4
+    damaged = hits[0].path if hits[0].path != query else hits[1].path
+    (people / damaged.split("/")[-1]).write_bytes(b"not a photo any more")  # a new version: not the kept vector
+    with pytest.warns(UserWarning, match="cannot be read for re-scoring") as warned:
+        hits = fast.search(index, k=8, rgb=query, rescore=5)
+    assert sorted(str(w.message).split()[2] for w in warned) == sorted([gone, damaged])
+    assert [hit.score_kind for hit in hits].count(FULL_MODEL_SCORE) == 3 and damaged not in [
+        hit.path for hit in hits[:3]]
 
 
 def test_rerank_reads_the_full_models_vectors_and_bad_depths_are_refused(fast_and_full, people):
