@@ -51,7 +51,7 @@ def require(need: str) -> None:
 
 
 #: `modeling_aio.export.BACKENDS`, spelled out so that parsing the command line imports no torch.
-BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "openvino-int8")
+BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "torch-fast", "onnx", "openvino", "openvino-int8")
 #: Most photos an int8 graph is calibrated on (evenly spaced through the folder).
 CALIBRATION_PHOTOS = 640
 
@@ -241,8 +241,9 @@ def _export_int8(model, folder: Path, calibration_images: Path | None) -> int:
 MODEL_HELP = ("checkpoint folder, or `aio-reid` for the one `make demo` built (found from any directory: "
               "$AIO_REID_MODEL, then ~/.cache/aio-reid/aio-reid), or a Hub id")
 BACKEND_HELP = ("run the model with PyTorch (float32, or bfloat16 autocast on CPUs that have it, optionally "
-                "compiled), or with its ONNX / OpenVINO export (single-modality queries); openvino-int8 embeds RGB "
-                "photos with the fast RGB gallery encoder (`aio-reid export --backend openvino-int8` first)")
+                "compiled), or with its ONNX / OpenVINO export (single-modality queries); torch-fast and "
+                "openvino-int8 embed RGB photos with the fast RGB gallery encoder, in float32 or in int8 (`aio-reid "
+                "export --backend openvino-int8` first), and searches re-score the top hits by the full model")
 
 
 def add_filter_options(parser: argparse.ArgumentParser, what: str) -> None:

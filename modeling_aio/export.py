@@ -35,9 +35,12 @@ MIN_COSINE = 0.999
 #: native bf16, slower on others), also compiled by `torch.compile` (3-4x; the first batches of a process
 #: compile, about a minute); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
 #: "openvino-int8": OpenVINO, with RGB photos through the fast RGB gallery encoder in int8 (x2.05 of 0277's images/s,
-#: 0277 run on whole batches in parallel streams as these graphs are); a search re-scores the index's top hits by
-#: the full model's float graphs (`search.AIOSearcher.search`, `rescore`).
-BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "onnx", "openvino", "openvino-int8")
+#: 0277 run on whole batches in parallel streams as these graphs are); "torch-fast": PyTorch in float32, with RGB
+#: photos through the same encoder (no OpenVINO needed). On both, a search re-scores the index's top hits by the
+#: full model (`search.AIOSearcher.search`, `rescore`).
+BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "torch-fast", "onnx", "openvino", "openvino-int8")
+#: The backends that index RGB photos by the RGB gallery encoder (fast indexes, re-scored when searched).
+FAST_INDEX_BACKENDS = ("torch-fast", "openvino-int8")
 #: The int8 graph of the RGB gallery encoder, in the checkpoint's openvino/ folder.
 RGB_GALLERY_INT8 = "rgb_gallery-int8.xml"
 #: The record of a backend folder's float graphs, and that of the int8 graph (calibrated apart), beside them.
@@ -307,11 +310,13 @@ def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime 
         return None
     if backend.startswith("torch-bf16"):
         return TorchAutocastRuntime(model, compiled=backend == "torch-bf16-compiled")
+    if backend in FAST_INDEX_BACKENDS and not hasattr(getattr(model, "aio", model), "rgb_gallery_encoder"):
+        raise ValueError(f"the {backend} backend needs a checkpoint with an RGB gallery encoder "
+                         "(`config.rgb_gallery_image_size`); this one has none.")
+    if backend == "torch-fast":
+        return TorchGalleryEncoderRuntime(model)
     if backend == "openvino-int8":
         xml = Path(checkpoint) / "openvino" / RGB_GALLERY_INT8
-        if not hasattr(getattr(model, "aio", model), "rgb_gallery_encoder"):
-            raise ValueError("the openvino-int8 backend needs a checkpoint with an RGB gallery encoder "
-                             "(`config.rgb_gallery_image_size`); this one has none.")
         calibrate = (f"calibrate it on your RGB photos with `aio-reid export --model {checkpoint} --backend "
                      "openvino-int8 --calibration-images FOLDER`")
         if not xml.is_file():
@@ -328,6 +333,28 @@ def runtime_for(model, checkpoint: Path, backend: str) -> "TorchAutocastRuntime 
         runtime.add_rgb_gallery(xml, tuple(model.config.rgb_gallery_image_size), sha256(record.read_bytes())[:12])
         return runtime
     return ExportedRuntime.for_checkpoint(model, Path(checkpoint), backend)
+
+
+class TorchGalleryEncoderRuntime:
+    """PyTorch in float32 ("torch-fast"): RGB photos alone by the model's RGB gallery encoder (`embed_rgb_gallery`,
+    at its own input size), every query by the model itself (`embed`), so that a search can re-score the fast
+    index's top hits by the full model without OpenVINO."""
+
+    rgb_gallery_kind = "float32"
+
+    def __init__(self, model):
+        self.model = model
+        encoder = getattr(model, "aio", model).rgb_gallery_encoder
+        self.rgb_gallery_size: tuple[int, int] = tuple(encoder.image_size)
+        self.rgb_gallery_digest = weights_digest(encoder)[:12]  # the encoder's weights name its vectors
+
+    def embed(self, batch) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.get_features(**batch).numpy()
+
+    def embed_rgb_gallery(self, pixel_values: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.get_rgb_gallery_features(pixel_values).numpy()
 
 
 class OpenVINORunner:
@@ -373,6 +400,8 @@ class OpenVINORunner:
 
 class ExportedRuntime:
     """Runs the exported single-modality graphs with onnxruntime or OpenVINO (`OpenVINORunner`)."""
+
+    rgb_gallery_kind = "int8"
 
     def __init__(self, runners: dict[str, object]):
         self.runners = runners
@@ -431,7 +460,8 @@ class ExportedRuntime:
 
 
 __all__ = ["export_onnx", "export_openvino", "export_checkpoint", "ExportedRuntime", "OpenVINORunner",
-           "TorchAutocastRuntime", "runtime_for", "BACKENDS", "MIN_COSINE", "RGB_GALLERY_INT8", "export_pixels_onnx",
+           "TorchAutocastRuntime", "TorchGalleryEncoderRuntime", "runtime_for", "BACKENDS", "FAST_INDEX_BACKENDS",
+           "MIN_COSINE", "RGB_GALLERY_INT8", "export_pixels_onnx",
            "export_int8_openvino", "export_rgb_gallery_int8", "rgb_pixel_batches", "weights_digest",
            "write_graph_record", "graph_record_matches", "graphs_are_current", "GRAPHS_RECORD",
            "RGB_GALLERY_INT8_RECORD"]

@@ -186,6 +186,7 @@ class FastGalleryBackend:
 
     def __init__(self, model, size: tuple[int, int]):
         self.model, self.rgb_gallery_size, self.rgb_gallery_digest = model, size, "test"
+        self.rgb_gallery_kind = "rotated"
         generator = torch.Generator().manual_seed(0)
         width = model.config.search_embedding_size
         self.rotation = torch.linalg.qr(torch.randn(width, width, generator=generator))[0]

@@ -51,6 +51,40 @@ def test_the_bf16_autocast_runtime_embeds_composed_queries_close_to_float32(tmp_
         runtime_for(model, tmp_path, "tensorrt")
 
 
+def test_the_torch_fast_backend_indexes_rgb_photos_by_the_gallery_encoder_and_re_scores_by_the_model(
+        tmp_path, processor):
+    """"torch-fast": RGB photos alone by the gallery encoder in float32 (at its size), everything else by the model,
+    under a fingerprint of its own (not the int8 graph's, not the full model's); a search with the whole index
+    re-scored ranks as the full model does; a checkpoint without an encoder is refused."""
+    from modeling_aio.export import TorchGalleryEncoderRuntime, runtime_for
+    from modeling_aio.search import AIOSearcher
+
+    from conftest import random_image
+
+    torch.manual_seed(0)
+    model = AIOModel(tiny_config(rgb_gallery_image_size=(64, 32))).eval()
+    runtime = runtime_for(model, tmp_path, "torch-fast")
+    assert isinstance(runtime, TorchGalleryEncoderRuntime) and runtime.rgb_gallery_size == (64, 32)
+    folder = tmp_path / "people"
+    folder.mkdir()
+    for index in range(6):
+        random_image(500 + index, (30 + index, 70)).save(folder / f"{index}.png")
+    fast, full = AIOSearcher(model, processor, backend=runtime), AIOSearcher(model, processor)
+    photos = sorted(str(p) for p in folder.iterdir())
+    pixels = fast.rgb_gallery_processor(photos, modality="rgb", return_tensors="pt")["pixel_values"]
+    assert tuple(pixels.shape[-2:]) == (64, 32)
+    np.testing.assert_allclose(fast.embed(rgb=photos), model.get_rgb_gallery_features(pixels).detach().numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(fast.embed(text=["a man"]), full.embed(text=["a man"]), atol=1e-6)
+    assert fast.fingerprint.startswith(full.fingerprint + "+rgb-gallery-float32-")
+    fast_index, full_index = fast.index(folder), full.index(folder)
+    assert not np.allclose(fast_index.embeddings, full_index.embeddings, atol=1e-3)
+    hits = fast.search(fast_index, k=6, text="a man in a red shirt", rescore=6)
+    assert [h.path for h in hits] == [h.path for h in full.search(full_index, k=6, text="a man in a red shirt")]
+    with pytest.raises(ValueError, match="the torch-fast backend needs a checkpoint with an RGB gallery encoder"):
+        runtime_for(AIOModel(tiny_config()), tmp_path, "torch-fast")
+
+
 @pytest.mark.slow
 def test_the_compiled_bf16_runtime_embeds_close_to_float32_and_leaves_the_model_eager(tmp_path, processor):
     """torch.compile under bf16 autocast: composed queries and a second batch size embed; the model itself stays
@@ -119,7 +153,7 @@ def test_the_openvino_int8_backend_indexes_rgb_photos_with_the_gallery_encoder_i
     export_rgb_gallery_int8(model, tmp_path, batches[:1])
     recalibrated = AIOSearcher(model, processor, backend=runtime_for(model, tmp_path, "openvino-int8"))
     assert recalibrated.fingerprint.startswith(plain.fingerprint) and recalibrated.fingerprint != searcher.fingerprint
-    with pytest.raises(ValueError, match="needs a checkpoint with an RGB gallery encoder"):
+    with pytest.raises(ValueError, match="the openvino-int8 backend needs a checkpoint with an RGB gallery encoder"):
         runtime_for(AIOModel(tiny_config()), tmp_path, "openvino-int8")
     with torch.no_grad():  # other weights: the graph is not theirs, and the error says how to calibrate again
         model.rgb_gallery_encoder.to_search_space.bias.add_(0.1)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..checkpoint.paths import OSNET_0267_WEIGHTS
+from ..export import FAST_INDEX_BACKENDS
 
 
 def _files_stamp(paths: list[Path]) -> str:
@@ -207,8 +208,8 @@ def make_embedder(model_name: str, batch_size: int, cache_dir: Path, backend: st
     """The embedder `model_name` asks for (`ensemble:...` or any single model); `backend` (one of
     `export.BACKENDS`) is what runs an AIO checkpoint, so that the figures are those of what a deployment runs.
     `rgb_model`: another model that embeds the RGB photos (`RGBPhotoEmbedder`)."""
-    if backend == "openvino-int8" and (rgb_model or model_name.startswith("ensemble:")):
-        raise SystemExit("error: --backend openvino-int8 embeds RGB photos by the checkpoint's own gallery encoder "
+    if backend in FAST_INDEX_BACKENDS and (rgb_model or model_name.startswith("ensemble:")):
+        raise SystemExit(f"error: --backend {backend} embeds RGB photos by the checkpoint's own gallery encoder "
                          "and re-scores by the full model; it takes neither --rgb-model nor an ensemble.")
     if rgb_model:
         return RGBPhotoEmbedder(make_embedder(model_name, batch_size, cache_dir, backend),

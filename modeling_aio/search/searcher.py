@@ -29,9 +29,10 @@ from .layout import compile_pattern, parse_ids, parse_time_group, relative_path,
 from .rerank import k_reciprocal_rerank
 from .storage import LOADING_CONFIG_KEYS, update_with_weights
 
-#: With a backend that indexes RGB photos by the fast RGB gallery encoder ("openvino-int8"), a search re-scores this
-#: many of the index's top hits by the full model's vectors of those photos (`AIOSearcher.search`, `rescore`): the
-#: index keeps the encoder's speed, the ranking at the top is the full model's (docs/experiments.md, 2026-12-06).
+#: With a backend that indexes RGB photos by the fast RGB gallery encoder (`export.FAST_INDEX_BACKENDS`), a search
+#: re-scores this many of the index's top hits by the full model's vectors of those photos (`AIOSearcher.search`,
+#: `rescore`): the index keeps the encoder's speed, the ranking at the top is the full model's (docs/experiments.md,
+#: 2026-12-06).
 RESCORE_TOP_K = 50
 FULL_MODEL_SCORE = "cosine similarity, full model"
 GALLERY_ENCODER_SCORE = "cosine similarity, gallery encoder"
@@ -120,13 +121,13 @@ class AIOSearcher:
         if self._fingerprint is None:
             self._fingerprint = f"{self.model.config.model_type}:{model_fingerprint(self.model, self.processor)}"
             if self.rgb_gallery_processor is not None:  # RGB photos are embedded by another network, this graph
-                self._fingerprint += f"+rgb-gallery-int8-{self.backend.rgb_gallery_digest}"
+                self._fingerprint += f"+rgb-gallery-{self.backend.rgb_gallery_kind}-{self.backend.rgb_gallery_digest}"
         return self._fingerprint
 
     @property
     def rgb_gallery_processor(self):
-        """With a backend that embeds RGB photos by the RGB gallery encoder ("openvino-int8"): the image processor
-        at that encoder's size; else None."""
+        """With a backend that embeds RGB photos by the RGB gallery encoder (`export.FAST_INDEX_BACKENDS`): the image
+        processor at that encoder's size; else None."""
         size = getattr(self.backend, "rgb_gallery_size", None)
         if size is None:
             return None
