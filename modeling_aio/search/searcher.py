@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -34,8 +35,11 @@ from .storage import LOADING_CONFIG_KEYS, update_with_weights
 #: `rescore`): the index keeps the encoder's speed, the ranking at the top is the full model's (docs/experiments.md,
 #: 2026-12-06).
 RESCORE_TOP_K = 50
+#: How many photos' full-model vectors a searcher keeps for re-scoring (4 KB each), least recently used dropped.
+FULL_VECTORS_KEPT = 100_000
 FULL_MODEL_SCORE = "cosine similarity, full model"
 GALLERY_ENCODER_SCORE = "cosine similarity, gallery encoder"
+
 
 def describe_image(path: str, layout: re.Pattern | None = None, root: str | Path | None = None) -> dict:
     """Width, height and, with a compiled `layout` (`layout.compile_pattern`), the person id and camera it finds in
@@ -94,7 +98,7 @@ class AIOSearcher:
         self.backend = backend  # a runtime of modeling_aio.export (bf16 autocast, exported graphs) or None
         self._fingerprint: str | None = None
         self._rgb_gallery_processor = None
-        self._full_photo_vectors: dict[tuple[str, int, int], np.ndarray] = {}  # (path, mtime, size): its vector
+        self._full_photo_vectors: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()  # (path, mtime, size)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, backend: str = "torch",
@@ -121,7 +125,8 @@ class AIOSearcher:
         if self._fingerprint is None:
             self._fingerprint = f"{self.model.config.model_type}:{model_fingerprint(self.model, self.processor)}"
             if self.rgb_gallery_processor is not None:  # RGB photos are embedded by another network, this graph
-                self._fingerprint += f"+rgb-gallery-{self.backend.rgb_gallery_kind}-{self.backend.rgb_gallery_digest}"
+                kind, digest = self.backend.rgb_gallery_kind, self.backend.rgb_gallery_digest
+                self._fingerprint += f"+rgb-gallery-{kind}-{digest}"
         return self._fingerprint
 
     @property
@@ -156,9 +161,10 @@ class AIOSearcher:
         return self.model.get_features(**batch).numpy()
 
     def full_photo_vectors(self, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(the full model's vectors of the RGB photos `paths`, which of them could be read); kept per file and
-        version for the searcher's life, so repeated queries embed each photo once. A photo that cannot be read
-        any more (moved, deleted, damaged since indexing) gets a zero row and a warning naming it."""
+        """(the full model's vectors of the RGB photos `paths`, which of them could be read); the searcher keeps
+        the latest `FULL_VECTORS_KEPT` per file and version, so repeated queries embed each photo once. A photo
+        that cannot be read any more (moved, deleted, damaged since indexing) gets a zero row and a warning naming
+        it."""
         keys: list[tuple[str, int, int] | None] = []
         for path in paths:
             try:
@@ -183,6 +189,9 @@ class AIOSearcher:
         for row, key in enumerate(keys):
             if key is not None:
                 vectors[row] = self._full_photo_vectors[key]
+                self._full_photo_vectors.move_to_end(key)
+        while len(self._full_photo_vectors) > FULL_VECTORS_KEPT:
+            self._full_photo_vectors.popitem(last=False)
         return vectors, np.array([key is not None for key in keys], dtype=bool)
 
     @staticmethod
@@ -197,7 +206,7 @@ class AIOSearcher:
         the candidates), `scores` (in that order: the full model's cosine similarity for the first `full`, the
         index's after), `full`, and the full model's `query` vector and `vectors` of those first `full`. Photos
         that cannot be read, then the candidates below `depth`, follow the re-scored ones in the index's order."""
-        if set(query) & {"rgb", "images"}:  # only RGB photos are embedded apart; other queries are the same
+        if set(query) <= {"rgb", "images"}:  # only RGB photos alone are embedded apart; other queries are the same
             query_vector = self.embed_full(**query)[0]
         vectors, readable = self.full_photo_vectors(list(paths[:depth]))
         head = np.flatnonzero(readable)
@@ -444,4 +453,5 @@ def read_timestamps(csv_file: str | Path, root: Path) -> dict[str, dict]:
     return table
 
 
-__all__ = ["AIOSearcher", "RESCORE_TOP_K", "list_images", "describe_image", "read_timestamps", "modification_time"]
+__all__ = ["AIOSearcher", "RESCORE_TOP_K", "FULL_VECTORS_KEPT", "list_images", "describe_image", "read_timestamps",
+           "modification_time"]

@@ -11,6 +11,7 @@ import torch
 from modeling_aio import AIOModel
 from modeling_aio.evaluation.metrics import rescored_similarity, similarity_from
 from modeling_aio.search import AIOSearcher
+from modeling_aio.search import searcher as searcher_module
 from modeling_aio.search.searcher import FULL_MODEL_SCORE, GALLERY_ENCODER_SCORE
 
 from conftest import FastGalleryBackend, random_image, tiny_config
@@ -57,7 +58,8 @@ def test_the_top_hits_rank_by_the_full_model_and_the_rest_follow_the_index(fast_
     assert [hit.path for hit in text] == [hit.path for hit in full.search(full_index, k=8, text="a man in a red shirt")]
 
 
-def test_each_photo_is_embedded_once_and_a_photo_gone_since_indexing_keeps_its_index_score(fast_and_full, people):
+def test_each_photo_is_embedded_once_and_a_photo_gone_since_indexing_keeps_its_index_score(fast_and_full, people,
+                                                                                          monkeypatch):
     fast, _ = fast_and_full
     index = fast.index(people)
     query = str(people / "03_c1.jpg")
@@ -66,6 +68,9 @@ def test_each_photo_is_embedded_once_and_a_photo_gone_since_indexing_keeps_its_i
     assert calls == 5 + 1  # five photos and the query
     fast.search(index, k=4, rgb=query, rescore=5)
     assert fast.backend.full_photo_calls == calls + 1  # the query only: the photos' vectors are kept
+    monkeypatch.setattr(searcher_module, "FULL_VECTORS_KEPT", 3)  # only the latest three kept
+    fast.search(index, k=4, rgb=query, rescore=5)
+    assert len(fast._full_photo_vectors) == 3
     gone = fast.search(index, k=5, rgb=query, rescore=0)[1].path
     (people / gone.split("/")[-1]).unlink()
     with pytest.warns(UserWarning, match=f"gallery photo {gone} cannot be read for re-scoring"):
