@@ -291,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--rerank", action="store_true",
                         help="k-reciprocal re-ranking of the top 100; the score becomes 1 - the re-ranked distance")
     search.add_argument("--rescore", type=int, default=None, metavar="N",
-                        help="with --backend openvino-int8: the index's top N hits (default 50) are ranked by the full "
-                             "model's vectors of those photos (0: the fast index's ranking alone)")
+                        help="with --backend torch-fast or openvino-int8: the index's top N hits (default 50) are "
+                             "ranked by the full model's vectors of those photos (0: the fast index's ranking alone)")
     search.add_argument("--png", type=Path, help="write a picture of the query and its results here")
     search.add_argument("--html", type=Path, help="write an HTML page of the query and its results here")
     search.add_argument("--id-pattern", default=None,
