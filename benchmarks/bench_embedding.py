@@ -219,8 +219,10 @@ def main() -> None:
     print(f"  best AIO backend: {best[1]} at {best[0]:.1f} images/s (goal >= 100); "
           f"AIO torch / raw encoder = {torch_rate / raw:.2f} (goal >= 0.9)")
     if args.baseline_model:
-        gains = ", ".join(f"{name.rsplit(' ', 1)[-1]} x{results[name.replace('baseline', 'AIO get_features')] / value:.2f}"
-                          for name, value in results.items() if name.startswith("baseline"))
+        by_backend = {name.rsplit(", ", 1)[-1]: value for name, value in results.items() if name.startswith("AIO")}
+        gains = ", ".join(f"{backend} x{by_backend[backend] / value:.2f}" for backend, value in (
+            (name.rsplit(", ", 1)[-1], value) for name, value in results.items() if name.startswith("baseline"))
+            if backend in by_backend)  # by backend: a gallery encoder's row names its own input size
         print(f"  the model against the baseline model {args.baseline_model}, per backend: {gains}")
     one_at_a_time, whole_batch = f"peer {PEER_0277} (OpenVINO)", f"peer {PEER_0277} (OpenVINO, whole batch)"
     if one_at_a_time in rounds:
