@@ -116,7 +116,7 @@ class Embedder:
             self.fingerprint = self.searcher.fingerprint.split(":")[-1][:12]  # the weights' content, not their mtime
             if backend != "torch":
                 self.fingerprint += f"-{backend}"
-            if digest := getattr(self.searcher.backend, "rgb_gallery_digest", None):  # its int8 graph's calibration
+            if digest := getattr(self.searcher.backend, "rgb_gallery_digest", None):  # which gallery encoder graph
                 self.fingerprint += f"-{digest}-with-full"  # rows (fast index vector, full model's vector)
         if backend != "torch" and self.baseline is not None:
             raise SystemExit(f"error: --backend {backend} chooses what runs an AIO checkpoint; {model_name!r} is a "
@@ -135,8 +135,8 @@ class Embedder:
         vectors = self.searcher.embed(**query)
         if self.searcher.rgb_gallery_processor is None:
             return vectors
-        # a fast index (openvino-int8): each row also holds the full model's vector, which a search re-scores the
-        # index's top hits with (`metrics.rescored_similarity`); only RGB photos differ between the two
+        # a fast index (`export.FAST_INDEX_BACKENDS`): each row also holds the full model's vector, which a search
+        # re-scores the index's top hits with (`metrics.rescored_similarity`); only RGB photos differ between the two
         full = self.searcher.embed_full(**query) if set(query) <= {"rgb", "images"} else vectors
         return np.stack([vectors, full], axis=1)
 

@@ -210,10 +210,12 @@ class AIOSearcher:
             query_vector = self.embed_full(**query)[0]
         vectors, readable = self.full_photo_vectors(list(paths[:depth]))
         head = np.flatnonzero(readable)
-        ranked = head[np.argsort(-(vectors[head] @ query_vector), kind="stable")]
+        full_scores = vectors[head] @ query_vector
+        by_full = np.argsort(-full_scores, kind="stable")
+        ranked = head[by_full]
         order = np.concatenate([ranked, np.flatnonzero(~readable), np.arange(len(vectors), len(paths))]).astype(int)
         new_scores = np.asarray(scores, dtype=np.float32)[order]
-        new_scores[:len(ranked)] = vectors[ranked] @ query_vector
+        new_scores[:len(ranked)] = full_scores[by_full]
         return {"order": order, "scores": new_scores, "full": len(ranked), "query": query_vector,
                 "vectors": vectors[ranked]}
 
