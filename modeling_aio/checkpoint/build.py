@@ -120,7 +120,10 @@ def _student_meta(folder: str) -> dict:
 
 def gallery_run(meta: dict) -> dict:
     """A student's settings (`GALLERY_RUN_KEYS`), with those of the run it went on from (`init_from`), if any; for a
-    soup (`experiments.student_soup`), its network and the settings of each run it averages (`averaged_runs`)."""
+    soup (`experiments.student_soup`), its network and the settings of each run it averages (`averaged_runs`); for
+    an encoder taken out of shipped weights (`take_out_rgb_gallery_encoder`), the run they record."""
+    if meta.get("shipped_run"):
+        return meta["shipped_run"]
     if meta.get("averaged_from"):
         run = {k: meta[k] for k in ("trunk", "image_size", "skipped_blocks") if k in meta}
         return run | {"averaged_runs": [gallery_run(_student_meta(member["folder"]))
@@ -183,6 +186,32 @@ def ship_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
         summary = json.loads(summary_file.read_text())
         summary["rgb_gallery_encoder"] = gallery_run(meta)
         atomic_write(summary_file, (json.dumps(summary, indent=1) + "\n").encode())
+
+
+def take_out_rgb_gallery_encoder(trainable: Path, student_folder: Path) -> None:
+    """The inverse of `ship_rgb_gallery_encoder`: the RGB gallery encoder of the trained weights `trainable` written
+    as a student folder (float32 from the shipped float16; `student.json` with its input size, the blocks it leaves
+    out and, as `shipped_run`, the run `training_summary.json` records), so `low_resolution_student.py --init-from`
+    goes on from the shipped encoder, e.g. at another input size. Every file is written whole."""
+    from safetensors.torch import save
+
+    from ..search.storage import atomic_write
+
+    shapes, prefix = json.loads(trainable.with_suffix(".json").read_text()), "rgb_gallery_encoder."
+    state = {k[len(prefix):]: v.float() for k, v in load_file(str(trainable)).items() if k.startswith(prefix)}
+    if not state or "rgb_gallery_image_size" not in shapes:
+        raise SystemExit(f"error: {trainable} has no RGB gallery encoder to take out.")
+    meta = {"trunk": "osnet-0277", "image_size": shapes["rgb_gallery_image_size"],
+            "search_size": state["to_search_space.weight"].shape[0]}
+    if shapes.get("rgb_gallery_skipped_blocks"):
+        meta["skipped_blocks"] = shapes["rgb_gallery_skipped_blocks"]
+    summary_file = trainable.parent / "training_summary.json"
+    run = json.loads(summary_file.read_text()).get("rgb_gallery_encoder") if summary_file.exists() else None
+    if run:
+        meta["shipped_run"] = run
+    student_folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(student_folder / "student.safetensors", save({k: v.contiguous() for k, v in state.items()}))
+    atomic_write(student_folder / "student.json", (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def minilm_encoder_config(minilm_dir: Path) -> dict:
@@ -395,5 +424,6 @@ def build(out: Path, encoder: str | None, trained: Path | None, image_size: tupl
     return model
 
 
-__all__ = ["build", "ship_second_rgb_trunk", "ship_rgb_gallery_encoder", "trunk_start", "export_gallery_int8",
-           "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks", "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]
+__all__ = ["build", "ship_second_rgb_trunk", "ship_rgb_gallery_encoder", "take_out_rgb_gallery_encoder", "trunk_start",
+           "export_gallery_int8", "pretrained_osnet_state", "pretrained_trunk_source", "load_osnet_trunks",
+           "OSNET_SOURCES", "trained_shapes", "merge_trained", "HEAD_PREFIXES"]

@@ -198,6 +198,8 @@ def second_rgb_trunk_reproduce_line(shape: dict) -> str:
 
 def gallery_steps(run: dict) -> int | str:
     """Every training step a gallery encoder took, over the runs it went on from."""
+    if run.get("averaged_runs"):  # a soup: each run it averages took as many
+        return gallery_steps(run["averaged_runs"][0])
     steps = run.get("steps")
     if steps is None:
         return "?"
@@ -213,8 +215,11 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
     members = run.get("averaged_runs") or [run]
     run = members[0]
     steps, balanced, stage = f"{gallery_steps(run)} steps", 0, run
+    soup = run if len(members) > 1 else None
     while stage.get("balanced_parts") and isinstance(stage.get("steps"), int):  # the stages that ran balanced last
         balanced, stage = balanced + stage["steps"], stage.get("init_from_run") or {}
+        if stage.get("averaged_runs"):  # went on from a soup: count along its first run
+            soup, stage = soup or stage, stage["averaged_runs"][0]
     if balanced:
         steps += (f", the last {balanced} toward targets whose ReID, text-aligned and second-trunk parts weigh "
                   "alike")
@@ -224,6 +229,11 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
         seeds = ", ".join(str(member.get("seed", "?")) for member in members)
         steps += (f"; the mean of the weights of {len(members)} such runs, seeds {seeds} of the last run, a model "
                   "soup: `scripts/student_soup.py`")
+    elif soup is not None:
+        seeds = ", ".join(str(member.get("seed", "?")) for member in soup["averaged_runs"])
+        steps += (f"; the last {run['steps']} at this size, from the mean of the weights of "
+                  f"{len(soup['averaged_runs'])} runs at {soup['image_size'][0]}x{soup['image_size'][1]} (seeds "
+                  f"{seeds}), a model soup: `scripts/student_soup.py`")
     skipped = shape.get("rgb_gallery_skipped_blocks")
     network = f", less its blocks {', '.join(skipped)}," if skipped else ""
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "
@@ -252,30 +262,35 @@ def _gallery_command(stage: dict, earlier: list[dict], start: str, output: str) 
             f"{skip_flag(stage, earlier)} --output-dir {output}\n")
 
 
+def _reproduce_gallery_run(run: dict, folders: dict[str, str], lines: list[str]) -> str:
+    """Appends to `lines` the commands that make `run`'s student folder, after those of the runs it went on from or
+    averages, each run once (`folders`: a run -> its folder); returns that folder."""
+    key = json.dumps(run, sort_keys=True)
+    if key not in folders:
+        if run.get("averaged_runs"):
+            members = [_reproduce_gallery_run(member, folders, lines) for member in run["averaged_runs"]]
+            soups = sum(folder.startswith("runs/gallery-soup") for folder in folders.values())
+            folder = "runs/gallery-soup" + (f"-{soups}" if soups else "")
+            lines.append(f"python scripts/student_soup.py {folder} {' '.join(members)}\n")
+        else:
+            earlier = run.get("init_from_run")
+            start = (f"--init-from {_reproduce_gallery_run(earlier, folders, lines)} " if earlier else
+                     f"--trunk {run['trunk']} ")
+            folder = f"runs/gallery-{len(folders)}"
+            lines.append(_gallery_command(run, [earlier] if earlier else [], start, folder))
+        folders[key] = folder
+    return folders[key]
+
+
 def rgb_gallery_reproduce_lines(summary: dict) -> str:
-    """The commands that distil, ship and score the fast RGB gallery encoder (none without one); for a soup, each
-    run it averages (the runs they share once) and the averaging."""
+    """The commands that distil, ship and score the fast RGB gallery encoder (none without one): each run it went
+    on from, each soup's runs and their averaging, each once."""
     run = summary.get("rgb_gallery_encoder")
     if not run:
         return ""
-    lines, folders, finals = "", {}, []
-    for member in run.get("averaged_runs") or [run]:
-        stages = [member]
-        while "init_from_run" in stages[0]:
-            stages.insert(0, stages[0]["init_from_run"])
-        for index, stage in enumerate(stages):
-            key = json.dumps(stages[:index + 1], sort_keys=True)
-            if key not in folders:
-                start = f"--init-from {folders[json.dumps(stages[:index], sort_keys=True)]} " if index else \
-                    f"--trunk {stage['trunk']} "
-                folders[key] = f"runs/gallery-{len(folders)}"
-                lines += _gallery_command(stage, stages[:index], start, folders[key])
-        finals.append(folders[json.dumps(stages, sort_keys=True)])
-    final = finals[0]
-    if len(finals) > 1:
-        final = "runs/gallery-soup"
-        lines += f"python scripts/student_soup.py {final} {' '.join(finals)}\n"
-    return (lines + f"python scripts/ship_rgb_gallery_encoder.py {final} && "
+    lines: list[str] = []
+    final = _reproduce_gallery_run(run, {}, lines)
+    return ("".join(lines) + f"python scripts/ship_rgb_gallery_encoder.py {final} && "
             "python scripts/build_checkpoint.py  # + its int8 graph\n"
             "BACKEND=openvino-int8 scripts/dev_eval.sh aio-reid aio-reid-int8 \"sketch text text-full-gallery rgb "
             "rgb-cross-domain ir\"\n")

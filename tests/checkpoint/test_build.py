@@ -204,6 +204,46 @@ def test_shipping_the_rgb_gallery_encoder_adds_it_in_float16_and_leaves_out_a_sh
         ship_rgb_gallery_encoder(trainable, tmp_path / "other-space")
 
 
+def test_the_shipped_gallery_encoder_taken_out_is_a_student_that_goes_on_at_another_size_and_ships_back(tmp_path):
+    """`take_out_rgb_gallery_encoder` writes the shipped encoder as a student folder (float32, its blocks left out
+    and the run the summary records); `load_student` reads it at another size, and shipping the result records the
+    shipped run as the one it went on from. Weights without an encoder are refused."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from modeling_aio.checkpoint.build import (gallery_run, pretrained_osnet_state, ship_rgb_gallery_encoder,
+                                               take_out_rgb_gallery_encoder)
+    from modeling_aio.experiments.low_resolution_student import load_student
+    from modeling_aio.osnet import OSNet
+    from modeling_aio.rgb_gallery_aio import OSNET_X1_CHANNELS
+
+    port, _ = pretrained_osnet_state("omz-0277", 2)
+    trainable = _trained_weights(tmp_path / "weights", port)
+    with pytest.raises(SystemExit, match="has no RGB gallery encoder to take out"):
+        take_out_rgb_gallery_encoder(trainable, tmp_path / "nothing")
+    _student(tmp_path / "shallow", OSNet(channels=OSNET_X1_CHANNELS, skipped_blocks=("conv3.1",)))
+    ship_rgb_gallery_encoder(trainable, tmp_path / "shallow")
+    shipped_run = json.loads((tmp_path / "weights" / "training_summary.json").read_text())["rgb_gallery_encoder"]
+    take_out_rgb_gallery_encoder(trainable, tmp_path / "taken")
+    meta = json.loads((tmp_path / "taken" / "student.json").read_text())
+    assert meta["image_size"] == [64, 32] and meta["skipped_blocks"] == ["conv3.1"] and meta["search_size"] == 256
+    assert gallery_run(meta) == shipped_run
+    shipped = {k[len("rgb_gallery_encoder."):]: v for k, v in load_file(str(trainable)).items()
+               if k.startswith("rgb_gallery_encoder.")}
+    taken = load_file(str(tmp_path / "taken" / "student.safetensors"))
+    assert taken.keys() == shipped.keys() and all(taken[k].dtype == torch.float32 for k in taken)
+    torch.testing.assert_close(taken["to_search_space.weight"], shipped["to_search_space.weight"].float())
+
+    smaller = load_student(tmp_path / "taken", image_size=(48, 32))  # goes on at another size
+    assert smaller.osnet.global_avgpool.weight.shape[-2:] == (3, 2)
+    smaller.save_pretrained(tmp_path / "smaller", {"steps": 10, "seed": 1, "init_from": str(tmp_path / "taken")})
+    ship_rgb_gallery_encoder(trainable, tmp_path / "smaller")
+    summary = json.loads((tmp_path / "weights" / "training_summary.json").read_text())["rgb_gallery_encoder"]
+    assert summary["image_size"] == [48, 32] and summary["init_from_run"] == shipped_run
+    assert json.loads(trainable.with_suffix(".json").read_text())["rgb_gallery_image_size"] == [48, 32]
+
+
 def test_the_training_summary_keeps_each_run_a_shipped_soup_averages_with_the_run_it_went_on_from(tmp_path):
     import json
 

@@ -234,3 +234,25 @@ def test_the_card_describes_and_reproduces_a_soup_of_two_gallery_encoders_once_p
     assert all("--init-from runs/gallery-0 " in line and "--skip-blocks conv2.1" in line for line in lines[1:3])
     assert lines[3] == "python scripts/student_soup.py runs/gallery-soup runs/gallery-1 runs/gallery-2"
     assert lines[4].startswith("python scripts/ship_rgb_gallery_encoder.py runs/gallery-soup ")
+
+
+def test_the_card_describes_and_reproduces_a_gallery_encoder_that_went_on_from_a_soup_at_another_size():
+    from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
+
+    first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
+             "bank_size": 4096, "steps": 2000, "seed": 7, "balanced_parts": [512, 256, 256]}
+    members = [{**first, "train_from": "conv2", "steps": 2500, "seed": seed, "skipped_blocks": ["conv2.1"],
+                "init_from_run": first} for seed in (7, 42)]
+    soup = {"trunk": "osnet-0277", "image_size": [224, 112], "skipped_blocks": ["conv2.1"], "averaged_runs": members}
+    run = {**members[0], "image_size": [160, 80], "steps": 1000, "seed": 3, "init_from_run": soup}
+    line = rgb_gallery_line({"rgb_gallery_image_size": [160, 80], "rgb_gallery_skipped_blocks": ["conv2.1"]},
+                            {"rgb_gallery_encoder": run})
+    assert "**160x80**, less its blocks conv2.1," in line and "5500 steps, the last 5500 toward targets" in line
+    assert "the last 1000 at this size, from the mean of the weights of 2 runs at 224x112 (seeds 7, 42)" in line
+    lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": run}).splitlines()
+    assert len(lines) == 7
+    assert lines[3] == "python scripts/student_soup.py runs/gallery-soup runs/gallery-1 runs/gallery-2"
+    assert lines[4].startswith("python scripts/low_resolution_student.py --init-from runs/gallery-soup "
+                               "--image-size 160x80 ") and "--skip-blocks" not in lines[4]
+    assert lines[4].endswith("--output-dir runs/gallery-4\n".strip())
+    assert lines[5].startswith("python scripts/ship_rgb_gallery_encoder.py runs/gallery-4 ")
