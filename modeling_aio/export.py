@@ -34,8 +34,8 @@ MIN_COSINE = 0.999
 #: What can run a checkpoint: PyTorch in float32; PyTorch under bfloat16 autocast (about 2x faster on CPUs with
 #: native bf16, slower on others), also compiled by `torch.compile` (3-4x; the first batches of a process
 #: compile, about a minute); its exported ONNX or OpenVINO graphs. docs/experiments.md has their accuracy.
-#: "openvino-int8": OpenVINO, with RGB photos through the fast RGB gallery encoder in int8 (x1.6-2.05 of 0277's
-#: images/s by CPU, 0277 run on whole batches in parallel streams as these graphs are); "torch-fast": PyTorch in
+#: "openvino-int8": OpenVINO, with RGB photos through the fast RGB gallery encoder in int8 (x2.7 of 0277's images/s
+#: at 160x80, 0277 run on whole batches in parallel streams as these graphs are); "torch-fast": PyTorch in
 #: float32, with RGB photos through the same encoder (no OpenVINO needed). On both, a search re-scores the index's
 #: top hits by the full model (`search.AIOSearcher.search`, `rescore`).
 BACKENDS = ("torch", "torch-bf16", "torch-bf16-compiled", "torch-fast", "onnx", "openvino", "openvino-int8")

@@ -1,7 +1,8 @@
 """AIO's fast RGB gallery encoder: 0277's network (OSNet x1.0) read at a smaller size plus a linear map into the
 model's search space, distilled from the model's own RGB search embedding of the same photos
 (`modeling_aio.experiments.low_resolution_student`). It indexes RGB photos into the space that text, sketch and IR
-queries search, at about twice the images/s of Open Model Zoo 0277 in int8 (`export.BACKENDS`, "openvino-int8").
+queries search, in int8 at 2.7x the images/s of Open Model Zoo 0277 at 160x80 (`export.BACKENDS`, "openvino-int8";
+`benchmarks/RESULTS.md`); a search re-scores its top hits by the full model, so the index only has to find them.
 Imports only torch and its siblings, so it travels with the remote-code checkpoint.
 """
 

@@ -215,11 +215,11 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
     members = run.get("averaged_runs") or [run]
     run = members[0]
     steps, balanced, stage = f"{gallery_steps(run)} steps", 0, run
-    soup = run if len(members) > 1 else None
+    earlier_soup = None
     while stage.get("balanced_parts") and isinstance(stage.get("steps"), int):  # the stages that ran balanced last
         balanced, stage = balanced + stage["steps"], stage.get("init_from_run") or {}
         if stage.get("averaged_runs"):  # went on from a soup: count along its first run
-            soup, stage = soup or stage, stage["averaged_runs"][0]
+            earlier_soup, stage = earlier_soup or stage, stage["averaged_runs"][0]
     if balanced:
         steps += (f", the last {balanced} toward targets whose ReID, text-aligned and second-trunk parts weigh "
                   "alike")
@@ -229,11 +229,11 @@ def rgb_gallery_line(shape: dict, summary: dict) -> str:
         seeds = ", ".join(str(member.get("seed", "?")) for member in members)
         steps += (f"; the mean of the weights of {len(members)} such runs, seeds {seeds} of the last run, a model "
                   "soup: `scripts/student_soup.py`")
-    elif soup is not None:
-        seeds = ", ".join(str(member.get("seed", "?")) for member in soup["averaged_runs"])
+    if earlier_soup is not None:
+        seeds = ", ".join(str(member.get("seed", "?")) for member in earlier_soup["averaged_runs"])
+        height, width = earlier_soup["image_size"]
         steps += (f"; the last {run['steps']} at this size, from the mean of the weights of "
-                  f"{len(soup['averaged_runs'])} runs at {soup['image_size'][0]}x{soup['image_size'][1]} (seeds "
-                  f"{seeds}), a model soup: `scripts/student_soup.py`")
+                  f"{len(earlier_soup['averaged_runs'])} runs at {height}x{width} (seeds {seeds})")
     skipped = shape.get("rgb_gallery_skipped_blocks")
     network = f", less its blocks {', '.join(skipped)}," if skipped else ""
     return ("* fast RGB gallery encoder (an addition to the paper): 0277's network (OSNet x1.0) read at "

@@ -256,3 +256,12 @@ def test_the_card_describes_and_reproduces_a_gallery_encoder_that_went_on_from_a
                                "--image-size 160x80 ") and "--skip-blocks" not in lines[4]
     assert lines[4].endswith("--output-dir runs/gallery-4\n".strip())
     assert lines[5].startswith("python scripts/ship_rgb_gallery_encoder.py runs/gallery-4 ")
+
+    again = {"trunk": "osnet-0277", "image_size": [160, 80], "skipped_blocks": ["conv2.1"],
+             "averaged_runs": [run, {**run, "seed": 42}]}  # two seeds at the new size, averaged again
+    line = rgb_gallery_line({"rgb_gallery_image_size": [160, 80]}, {"rgb_gallery_encoder": again})
+    assert "the mean of the weights of 2 such runs, seeds 3, 42 of the last run" in line
+    assert "; the last 1000 at this size, from the mean of the weights of 2 runs at 224x112 (seeds 7, 42)" in line
+    lines = rgb_gallery_reproduce_lines({"rgb_gallery_encoder": again}).splitlines()
+    assert len(lines) == 9 and sum("student_soup.py runs/gallery-soup " in line for line in lines) == 1
+    assert lines[6] == "python scripts/student_soup.py runs/gallery-soup-1 runs/gallery-4 runs/gallery-5"
