@@ -216,14 +216,20 @@ def test_the_card_names_the_blocks_a_gallery_encoder_left_out_and_the_run_that_l
                              "--output-dir runs/gallery-2")
 
 
-def test_the_card_describes_and_reproduces_a_soup_of_two_gallery_encoders_once_per_shared_run():
-    from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
-
+def _soup_of_two_gallery_runs() -> tuple[list[dict], dict]:
+    """Two 224x112 gallery runs without conv2.1 (seeds 7 and 42) that went on from one balanced run, and their soup."""
     first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
              "bank_size": 4096, "steps": 2000, "seed": 7, "balanced_parts": [512, 256, 256]}
     members = [{**first, "train_from": "conv2", "steps": 2500, "seed": seed, "skipped_blocks": ["conv2.1"],
                 "init_from_run": first} for seed in (7, 42)]
     soup = {"trunk": "osnet-0277", "image_size": [224, 112], "skipped_blocks": ["conv2.1"], "averaged_runs": members}
+    return members, soup
+
+
+def test_the_card_describes_and_reproduces_a_soup_of_two_gallery_encoders_once_per_shared_run():
+    from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
+
+    members, soup = _soup_of_two_gallery_runs()
     line = rgb_gallery_line({"rgb_gallery_image_size": [224, 112], "rgb_gallery_skipped_blocks": ["conv2.1"]},
                             {"rgb_gallery_encoder": soup})
     assert "4500 steps, the last 4500 toward targets" in line
@@ -239,11 +245,7 @@ def test_the_card_describes_and_reproduces_a_soup_of_two_gallery_encoders_once_p
 def test_the_card_describes_and_reproduces_a_gallery_encoder_that_went_on_from_a_soup_at_another_size():
     from modeling_aio.evaluation.card_training import rgb_gallery_line, rgb_gallery_reproduce_lines
 
-    first = {"trunk": "osnet-0277", "image_size": [224, 112], "train_from": "conv3", "learning_rate": 1e-4,
-             "bank_size": 4096, "steps": 2000, "seed": 7, "balanced_parts": [512, 256, 256]}
-    members = [{**first, "train_from": "conv2", "steps": 2500, "seed": seed, "skipped_blocks": ["conv2.1"],
-                "init_from_run": first} for seed in (7, 42)]
-    soup = {"trunk": "osnet-0277", "image_size": [224, 112], "skipped_blocks": ["conv2.1"], "averaged_runs": members}
+    members, soup = _soup_of_two_gallery_runs()
     run = {**members[0], "image_size": [160, 80], "steps": 1000, "seed": 3, "init_from_run": soup}
     line = rgb_gallery_line({"rgb_gallery_image_size": [160, 80], "rgb_gallery_skipped_blocks": ["conv2.1"]},
                             {"rgb_gallery_encoder": run})
